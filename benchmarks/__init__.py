@@ -1,0 +1,1 @@
+"""glmkit.benchmarks — glm-bench: speed, memory and quality against the fp16 reference."""

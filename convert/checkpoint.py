@@ -1,0 +1,133 @@
+"""A local checkpoint directory: validated up front, tensors read lazily one at a time.
+
+Validation happens before anything is written, so bad input never leaves a half-made output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import families
+from .errors import GlmkitError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: dict
+    family: families.Family
+    weight_files: list[Path]
+    pickled: bool  # weights are torch pickles (read only with allow_pickle)
+
+    @property
+    def tokenizer_file(self) -> Path:
+        for name in TOKENIZER_FILES:
+            if (self.path / name).is_file():
+                return self.path / name
+        raise AssertionError("validated at open")
+
+    def tensor_index(self) -> dict[str, Path]:
+        """Tensor name → file holding it, from the safetensors headers (no data read)."""
+        index: dict[str, Path] = {}
+        for f in self.weight_files:
+            if self.pickled:
+                raise GlmkitError("tensor_index needs safetensors weights")
+            for name in safetensors_header(f):
+                index[name] = f
+        return index
+
+    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+        """Yield (name, tensor) one at a time; safetensors files are memory-mapped, never read whole."""
+        import torch
+        from safetensors import safe_open
+
+        for f in self.weight_files:
+            if self.pickled:
+                # weights_only=True: even with --allow-pickle, refuse pickles that carry code.
+                yield from torch.load(f, map_location="cpu", weights_only=True, mmap=True).items()
+                continue
+            with safe_open(f, framework="pt") as sf:
+                for name in sf.keys():
+                    yield name, sf.get_tensor(name)
+
+    def num_parameters(self) -> int:
+        if self.pickled:
+            return sum(t.numel() for _, t in self.tensors())
+        total = 0
+        for f in self.weight_files:
+            for meta in safetensors_header(f).values():
+                n = 1
+                for d in meta["shape"]:
+                    n *= d
+                total += n
+        return total
+
+
+def safetensors_header(path: Path) -> dict:
+    """Tensor entries of a safetensors file's header; a GlmkitError if the file is truncated or corrupt."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(n))
+        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        end = max((v["data_offsets"][1] for v in entries.values()), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise GlmkitError(f"{path}: corrupt safetensors header ({e}); re-download or re-create this file") from None
+    if 8 + n + end != size:
+        raise GlmkitError(f"{path}: truncated or corrupt ({size} bytes, header promises {8 + n + end}); "
+                          "re-download or re-create this file")
+    return entries
+
+
+def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], bool]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as e:
+            raise GlmkitError(f"{index}: corrupt index ({e}); re-download the checkpoint") from None
+        missing = [n for n in names if not (path / n).is_file()]
+        if missing:
+            raise GlmkitError(f"{path}: shards listed in model.safetensors.index.json are missing: "
+                              f"{', '.join(missing)}; finish the download")
+        return [path / n for n in names], False
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files, False
+    pickles = sorted(p for g in PICKLE_GLOBS for p in path.glob(g))
+    if pickles:
+        if not allow_pickle:
+            raise GlmkitError(f"{path}: weights are pickle files ({pickles[0].name}), which can execute code when "
+                              "loaded; pass --allow-pickle if you trust their source")
+        return pickles, True
+    raise GlmkitError(f"{path}: no weights (*.safetensors) found; point glmkit at a complete checkpoint")
+
+
+def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
+    """Validate a checkpoint directory: config, family, tokenizer, weights (headers and sizes)."""
+    path = Path(path)
+    if not path.exists():
+        raise GlmkitError(f"{path}: no such file or directory; give a checkpoint directory, a Hugging Face id, "
+                          "glm4-tiny or synthetic:<family>:<shape>")
+    if not path.is_dir():
+        raise GlmkitError(f"{path}: not a directory; give the checkpoint directory that holds config.json")
+    config = families.read_config(path)
+    family = families.detect(config, where=str(path / "config.json"))
+    if not any((path / n).is_file() for n in TOKENIZER_FILES):
+        raise GlmkitError(f"{path}: no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer files from "
+                          "the original checkpoint")
+    files, pickled = _weight_files(path, allow_pickle)
+    if not pickled:
+        for f in files:
+            safetensors_header(f)
+    return Checkpoint(path=path, config=config, family=family, weight_files=files, pickled=pickled)

@@ -1,0 +1,217 @@
+"""The GLM-4 family registry: every GLM-4 fact glmkit relies on lives here.
+
+Converters and runtimes read this module; nothing else hard-codes special tokens, stop tokens, chat formats,
+rope layout or config field names. Facts are kept as declarative tables (in the manner of gguf-py's constants).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import GlmkitError
+
+# Special tokens in the order of the real tokenizer, with their ids there (151329 = 151552 - 223).
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
+    "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
+)
+REAL_VOCAB_SIZE = 151552
+REAL_SPECIAL_BASE = 151329
+REAL_SPECIAL_IDS: dict[str, int] = {t: REAL_SPECIAL_BASE + i for i, t in enumerate(SPECIAL_TOKENS)}
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|endoftext|>"
+# Generation ends on any of these: end of text, the next user turn, or a tool observation.
+STOP_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|user|>", "<|observation|>")
+PROMPT_PREFIX = "[gMASK]<sop>"
+
+# GLM-4's cl100k-style pre-tokenizer regex (llama.cpp's `glm4` / `chatglm-bpe` pre-tokenizer types).
+PRETOKENIZER_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+# Chat formats. `[gMASK]<sop>` opens every prompt: a converter that drops it yields a model that talks garbage.
+_ROLE_TURNS = (
+    "{% if m['role'] == 'system' %}<|system|>\n{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}<|user|>\n{{ m['content'] }}"
+    "{% elif m['role'] == 'observation' or m['role'] == 'tool' %}<|observation|>\n{{ m['content'] }}"
+)
+# No whitespace control (`{%-`) anywhere: it would eat the "\n" after each role token.
+GLM4_CHAT_TEMPLATE = (
+    "[gMASK]<sop>{% for m in messages %}" + _ROLE_TURNS
+    + "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'] }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+# Z1 (reasoning) models: past answers lose their <think>…</think> part, and the new answer is forced to start
+# with "<think>\n", as the model card's template does.
+Z1_CHAT_TEMPLATE = (
+    "[gMASK]<sop>{% for m in messages %}" + _ROLE_TURNS
+    + "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'].split('</think>')[-1].strip() }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n<think>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    name: str
+    template: str
+    thinks: bool  # answers start with <think>…</think>
+    sampling: dict = field(default_factory=dict)  # model-card defaults
+
+
+CHAT_FORMATS: dict[str, ChatFormat] = {
+    "glm4": ChatFormat("glm4", GLM4_CHAT_TEMPLATE, thinks=False),
+    "z1": ChatFormat("z1", Z1_CHAT_TEMPLATE, thinks=True, sampling={"temperature": 0.6, "top_p": 0.95, "top_k": 40}),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    architectures: tuple[str, ...]
+    model_type: str
+    checkpoints: tuple[str, ...]
+    remote_code: bool                   # the original format needs trust_remote_code in transformers
+    context_field: str                  # config field holding the context length
+    native_context: int | None = None   # trained context, where the family fixes one
+    yarn_factor: float | None = None    # recommended YaRN factor for long context
+    notes: str = ""
+
+    def context_length(self, config: dict) -> int:
+        return int(config.get(self.context_field) or self.native_context or 0)
+
+    def yarn_guidance(self, config: dict) -> str:
+        if not self.yarn_factor:
+            return "no YaRN recipe is published for this family; its context length is fixed by the checkpoint"
+        base = self.context_length(config)
+        return (f"native context {base}; for up to {int(base * self.yarn_factor)} tokens add "
+                f"rope_scaling={json.dumps(rope_scaling_yarn(self.yarn_factor, base))} to config.json")
+
+
+FAMILIES: dict[str, Family] = {
+    "glm4": Family(
+        name="glm4", architectures=("Glm4ForCausalLM",), model_type="glm4",
+        checkpoints=("THUDM/GLM-4-9B-0414", "THUDM/GLM-Z1-9B-0414", "THUDM/GLM-4-32B-0414",
+                     "THUDM/GLM-Z1-32B-0414", "THUDM/GLM-Z1-Rumination-32B-0414"),
+        remote_code=False, context_field="max_position_embeddings", native_context=32768, yarn_factor=4.0,
+        notes="4 norms per layer (post_self_attn_layernorm, post_mlp_layernorm)",
+    ),
+    "glm": Family(
+        name="glm", architectures=("GlmForCausalLM",), model_type="glm",
+        checkpoints=("THUDM/glm-4-9b-chat-hf", "THUDM/glm-4-9b-chat-1m-hf", "THUDM/glm-edge-1.5b-chat",
+                     "THUDM/glm-edge-4b-chat"),
+        remote_code=False, context_field="max_position_embeddings",
+        notes="fused gate_up_proj",
+    ),
+    "chatglm": Family(
+        name="chatglm", architectures=("ChatGLMModel", "ChatGLMForConditionalGeneration"), model_type="chatglm",
+        checkpoints=("THUDM/glm-4-9b", "THUDM/glm-4-9b-chat", "THUDM/glm-4-9b-chat-1m"),
+        remote_code=True, context_field="seq_length",
+        notes="remote code + tiktoken tokenizer; fused query_key_value and dense_h_to_4h; glm-convert --to hf "
+              "remaps it to the glm layout",
+    ),
+}
+
+# ChatGLM config field → GlmConfig field (the layout transformers' convert_glm_weights_to_hf.py documents).
+CHATGLM_TO_GLM_CONFIG: dict[str, str] = {
+    "padded_vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "ffn_hidden_size": "intermediate_size",
+    "num_layers": "num_hidden_layers",
+    "num_attention_heads": "num_attention_heads",
+    "multi_query_group_num": "num_key_value_heads",
+    "kv_channels": "head_dim",
+    "seq_length": "max_position_embeddings",
+    "layernorm_epsilon": "rms_norm_eps",
+    "add_qkv_bias": "attention_bias",
+    "torch_dtype": "torch_dtype",
+}
+
+# ChatGLM weight name pieces → Glm weight name pieces, applied in order. Fused q/k/v is split separately.
+CHATGLM_TO_GLM_WEIGHTS: tuple[tuple[str, str], ...] = (
+    ("transformer.output_layer.", "lm_head."),
+    ("transformer.embedding.word_embeddings.", "model.embed_tokens."),
+    ("transformer.encoder.final_layernorm.", "model.norm."),
+    ("transformer.encoder.layers.", "model.layers."),
+    (".self_attention.dense.", ".self_attn.o_proj."),
+    (".mlp.dense_h_to_4h.", ".mlp.gate_up_proj."),
+    (".mlp.dense_4h_to_h.", ".mlp.down_proj."),
+)
+CHATGLM_QKV = ".self_attention.query_key_value."
+# Weights that are buffers in ChatGLM and recomputed by transformers.
+CHATGLM_DROPPED = ("rotary_pos_emb.inv_freq",)
+
+# Rope: GLM-4 rotates half of each head (partial_rotary_factor 0.5) in interleaved pairs, which is llama.cpp's
+# rope type NORM; no Q/K permutation is needed in any converter.
+PARTIAL_ROTARY_FACTOR = 0.5
+CHATGLM_ROPE_BASE = 10000.0  # multiplied by the checkpoint's rope_ratio
+
+
+def rope_scaling_yarn(factor: float, original_context: int) -> dict:
+    return {"type": "yarn", "factor": float(factor), "original_max_position_embeddings": int(original_context)}
+
+
+def supported() -> str:
+    return ", ".join(f"{a} ({f.name})" for f in FAMILIES.values() for a in f.architectures)
+
+
+def detect(config: dict, where: str = "config.json") -> Family:
+    """Family of a checkpoint from its config dict; a GlmkitError listing what is supported otherwise."""
+    archs = config.get("architectures") or []
+    for fam in FAMILIES.values():
+        if any(a in fam.architectures for a in archs):
+            return fam
+    model_type = config.get("model_type")
+    for fam in FAMILIES.values():
+        if model_type == fam.model_type:
+            return fam
+    found = ", ".join(archs) or f"model_type {model_type!r}"
+    raise GlmkitError(f"{where}: {found} is not a GLM-4 checkpoint; glmkit supports {supported()}")
+
+
+def detect_dir(path: str | Path) -> Family:
+    return detect(read_config(path), where=str(Path(path) / "config.json"))
+
+
+def read_config(path: str | Path) -> dict:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        raise GlmkitError(f"{path}: no config.json — point glmkit at a checkpoint directory (config.json, "
+                          "tokenizer and *.safetensors)")
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GlmkitError(f"{cfg}: not valid JSON ({e}); re-download or re-create the checkpoint") from None
+
+
+def chat_format(config: dict | None = None, name_or_path: str = "", template: str | None = None) -> ChatFormat:
+    """Z1 when the checkpoint says so (its template forces <think>, or its name is a Z1 one), else GLM-4 chat."""
+    if template and "<think>" in template:
+        return CHAT_FORMATS["z1"]
+    if "z1" in Path(str(name_or_path)).name.lower() or (config or {}).get("glmkit_chat_format") == "z1":
+        return CHAT_FORMATS["z1"]
+    return CHAT_FORMATS["glm4"]
+
+
+def special_token_ids(vocab: dict[str, int]) -> dict[str, int]:
+    """Ids of the GLM-4 special tokens in a tokenizer's vocabulary (real checkpoints: REAL_SPECIAL_IDS)."""
+    missing = [t for t in (EOS_TOKEN, "[gMASK]", "<sop>", "<|user|>", "<|assistant|>") if t not in vocab]
+    if missing:
+        raise GlmkitError(f"tokenizer lacks GLM-4 special tokens {missing}; it is not a GLM-4 tokenizer")
+    return {t: vocab[t] for t in SPECIAL_TOKENS if t in vocab}
+
+
+def stop_token_ids(vocab: dict[str, int]) -> list[int]:
+    return [vocab[t] for t in STOP_TOKENS if t in vocab]
+
+
+def generation_config(vocab: dict[str, int], fmt: ChatFormat) -> dict:
+    """generation_config.json content: GLM-4 stops on end of text, a new user turn or an observation."""
+    ids = stop_token_ids(vocab)
+    cfg = {"eos_token_id": ids, "pad_token_id": vocab[PAD_TOKEN], "do_sample": bool(fmt.sampling)}
+    cfg.update(fmt.sampling)
+    return cfg

@@ -1,0 +1,38 @@
+"""`glmkit.json`: what an artifact was made from and how, written beside every output glmkit makes."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+MANIFEST = "glmkit.json"
+SCHEMA_VERSION = 1
+TOOLS = ("glmkit", "torch", "transformers", "tokenizers", "safetensors", "optimum-intel", "openvino", "nncf", "gguf")
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write(directory: str | Path, data: dict) -> Path:
+    path = Path(directory) / MANIFEST
+    body = {"schema_version": SCHEMA_VERSION, **data, "tools": tool_versions()}
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(body, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read(directory: str | Path) -> dict | None:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())

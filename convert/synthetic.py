@@ -1,0 +1,205 @@
+"""`synthetic:<family>:<shape>` — GLM-4 checkpoints of real shapes with seeded random weights.
+
+They exercise every code path a real checkpoint does (config fields, tensor names, tokenizer, chat template)
+without downloading anything. Weights are generated tensor by tensor and written shard by shard, so even the
+9B shape needs about one shard of memory. The chatglm format is made by fusing the glm format's tensors, so a
+chatglm checkpoint and the glm one of the same shape and seed hold the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+from . import families
+from .errors import GlmkitError
+
+# Shapes keep GLM-4's proportions: 2 KV heads, rope on half of each head, vocab padded to a multiple of 128.
+SHAPES: dict[str, dict] = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                 intermediate_size=256, vocab_size=None),  # None: glm4-tiny's tokenizer, for speed
+    "bench": dict(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=2, head_dim=64,
+                  intermediate_size=3456, vocab_size=families.REAL_VOCAB_SIZE),
+    "glm-4-9b": dict(hidden_size=4096, num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=2,
+                     head_dim=128, intermediate_size=13696, vocab_size=families.REAL_VOCAB_SIZE),
+}
+DTYPES = {"tiny": "float32", "bench": "bfloat16", "glm-4-9b": "bfloat16"}
+# Values unlike transformers' defaults, so a converter that drops a field is caught by a parity test.
+CHATGLM_ROPE_RATIO = 500
+CHATGLM_EPS = 1.5625e-07
+CHATGLM_CONTEXT = 131072
+FORMAT_VERSION = 1  # bump when generated content changes, so caches are rebuilt
+
+
+def parse(spec: str) -> tuple[str, str]:
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] != "synthetic" or parts[1] not in families.FAMILIES or parts[2] not in SHAPES:
+        raise GlmkitError(f"{spec!r}: expected synthetic:<family>:<shape> with family one of "
+                          f"{', '.join(families.FAMILIES)} and shape one of {', '.join(SHAPES)}")
+    return parts[1], parts[2]
+
+
+def num_parameters(shape: str, vocab_size: int) -> int:
+    s = SHAPES[shape]
+    h, i, d = s["hidden_size"], s["intermediate_size"], s["head_dim"]
+    q, kv = s["num_attention_heads"] * d, s["num_key_value_heads"] * d
+    layer = h * (q + 2 * kv) + (q + 2 * kv) + q * h + 2 * h * i + i * h + 4 * h
+    return s["num_hidden_layers"] * layer + 2 * vocab_size * h + h
+
+
+def _tokenizer(shape: str, cache_dir: Path, quiet: bool):
+    """(tokenizers.Tokenizer, vocab_size). Big shapes get the real special-token ids (151329…)."""
+    from tokenizers import Tokenizer
+
+    from . import embedded, tokenizer
+
+    if SHAPES[shape]["vocab_size"] is None:
+        tok = Tokenizer.from_file(str(embedded.glm4_tiny_path() / "tokenizer.json"))
+        return tok, embedded.GLM4_TINY_VOCAB
+    ranks_file = cache_dir / "tokenizers" / f"glm4-bpe-{families.REAL_SPECIAL_BASE}.model"
+    if not ranks_file.is_file():
+        from . import corpus, progress
+
+        progress.say(f"fitting a {families.REAL_SPECIAL_BASE}-token GLM-4 BPE to the Python stdlib (once)", quiet)
+        ranks = tokenizer.train_ranks(corpus.stdlib_texts(), families.REAL_SPECIAL_BASE)
+        ranks = tokenizer.pad_ranks(ranks, families.REAL_SPECIAL_BASE)
+        ranks_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ranks_file.with_suffix(".partial")
+        tokenizer.write_tiktoken(ranks, tmp)
+        tmp.replace(ranks_file)
+    return tokenizer.tiktoken_to_fast(ranks_file), families.REAL_VOCAB_SIZE
+
+
+def hf_config(family: str, shape: str, vocab: dict[str, int], vocab_size: int) -> dict:
+    """config.json of the glm4 or glm format, made by transformers' own config classes."""
+    from transformers import Glm4Config, GlmConfig
+
+    s = {k: v for k, v in SHAPES[shape].items() if k != "vocab_size"}
+    common = dict(**s, vocab_size=vocab_size, partial_rotary_factor=families.PARTIAL_ROTARY_FACTOR,
+                  attention_bias=True, tie_word_embeddings=False, hidden_act="silu",
+                  pad_token_id=vocab[families.PAD_TOKEN], eos_token_id=families.stop_token_ids(vocab),
+                  torch_dtype=DTYPES[shape])
+    if family == "glm4":
+        cfg = Glm4Config(**common, max_position_embeddings=32768, rope_theta=10000.0, rms_norm_eps=1e-5)
+        cfg.architectures = ["Glm4ForCausalLM"]
+    else:  # the glm layout as the chatglm checkpoint of the same shape maps to it
+        cfg = GlmConfig(**common, max_position_embeddings=CHATGLM_CONTEXT, rms_norm_eps=CHATGLM_EPS,
+                        rope_theta=families.CHATGLM_ROPE_BASE * CHATGLM_ROPE_RATIO)
+        cfg.architectures = ["GlmForCausalLM"]
+    return cfg.to_dict()
+
+
+def chatglm_config(shape: str, vocab: dict[str, int], vocab_size: int) -> dict:
+    """config.json of the original THUDM format (ChatGLMModel), field names and flags as glm-4-9b-chat has them."""
+    s = SHAPES[shape]
+    return {
+        "architectures": ["ChatGLMModel"], "model_type": "chatglm",
+        "auto_map": {"AutoConfig": "configuration_chatglm.ChatGLMConfig",
+                     "AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration",
+                     "AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration"},
+        "add_bias_linear": False, "add_qkv_bias": True, "apply_query_key_layer_scaling": True,
+        "apply_residual_connection_post_layernorm": False, "attention_dropout": 0.0,
+        "attention_softmax_in_fp32": True, "bias_dropout_fusion": True, "ffn_hidden_size": s["intermediate_size"],
+        "fp32_residual_connection": False, "hidden_dropout": 0.0, "hidden_size": s["hidden_size"],
+        "kv_channels": s["head_dim"], "layernorm_epsilon": CHATGLM_EPS, "multi_query_attention": True,
+        "multi_query_group_num": s["num_key_value_heads"], "num_attention_heads": s["num_attention_heads"],
+        "num_hidden_layers": s["num_hidden_layers"], "num_layers": s["num_hidden_layers"], "original_rope": True,
+        "padded_vocab_size": vocab_size, "post_layer_norm": True, "rmsnorm": True, "rope_ratio": CHATGLM_ROPE_RATIO,
+        "seq_length": CHATGLM_CONTEXT, "use_cache": True, "torch_dtype": DTYPES[shape], "tie_word_embeddings": False,
+        "eos_token_id": families.stop_token_ids(vocab), "pad_token_id": vocab[families.PAD_TOKEN],
+    }
+
+
+def glm_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a glm/glm4 config, read off transformers' model built on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(**config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def seeded_tensor(name: str, shape: tuple[int, ...], seed: int, dtype, rows_per_chunk: int = 4096):
+    """A tensor drawn from its own generator (seed and name), in row chunks so fp32 scratch stays small."""
+    import torch
+
+    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) & 0x7FFF_FFFF)
+    out = torch.empty(shape, dtype=dtype)
+    if name.endswith("norm.weight"):
+        return out.copy_(1.0 + 0.1 * torch.randn(shape, generator=g))
+    fan_in = shape[-1] if len(shape) == 2 and "embed" not in name else 1
+    std = 0.02 if "bias" in name else fan_in ** -0.5
+    flat = out.view(shape[0], -1)
+    for a in range(0, shape[0], rows_per_chunk):
+        b = min(a + rows_per_chunk, shape[0])
+        flat[a:b].copy_(torch.randn((b - a, flat.shape[1]), generator=g).mul_(std))
+    return out
+
+
+def _chatglm_tensors(glm_tensors, config: dict):
+    """Fuse glm-layout tensors into the ChatGLM layout (the inverse of the --to hf remap)."""
+    inverse = [(g, c) for c, g in families.CHATGLM_TO_GLM_WEIGHTS]
+    pending: dict[str, dict] = {}
+    for name, t in glm_tensors:
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            if f".self_attn.{proj}." in name:
+                prefix, kind = name.split(f".self_attn.{proj}.")
+                parts = pending.setdefault(prefix + kind, {})
+                parts[proj] = t
+                if len(parts) == 3:
+                    import torch
+
+                    fused = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], dim=0)
+                    out = prefix.replace("model.layers.", "transformer.encoder.layers.")
+                    yield out + families.CHATGLM_QKV + kind, fused
+                    del pending[prefix + kind]
+                break
+        else:
+            for g, c in inverse:
+                name = name.replace(g, c)
+            yield name, t
+
+
+def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False,
+          cache_dir: Path | None = None, max_shard_bytes: int | None = None) -> None:
+    """Write a complete checkpoint of `family` and `shape` into the (empty) directory `out`."""
+    import torch
+
+    from . import manifest, progress, shards, tokenizer
+    from .source import cache_root
+
+    tok, vocab_size = _tokenizer(shape, cache_dir or cache_root(), quiet)
+    vocab = tok.get_vocab()
+    glm_family = "glm" if family == "chatglm" else family
+    config = hf_config(glm_family, shape, vocab, vocab_size)
+    dtype = getattr(torch, DTYPES[shape])
+    names = glm_tensor_shapes(config)
+    tensors = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
+    if family == "chatglm":
+        tensors = _chatglm_tensors(tensors, config)
+        config = chatglm_config(shape, vocab, vocab_size)
+    writer = shards.ShardWriter(out, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
+    total = sum(torch.Size(s).numel() for s in names.values()) * dtype.itemsize
+    with progress.task(f"writing synthetic:{family}:{shape}", total=total, quiet=quiet) as advance:
+        for name, t in tensors:
+            writer.add(name, t)
+            advance(t.numel() * t.element_size())
+        writer.close()
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    fmt = families.CHAT_FORMATS["glm4"]
+    if family == "chatglm":
+        tokenizer.write_tiktoken(tokenizer.ranks_from_tokenizer_json(tok), out / "tokenizer.model")
+        (out / "tokenizer_config.json").write_text(json.dumps({
+            "auto_map": {"AutoTokenizer": ["tokenization_chatglm.ChatGLM4Tokenizer", None]},
+            "tokenizer_class": "ChatGLM4Tokenizer", "eos_token": families.EOS_TOKEN, "pad_token": families.PAD_TOKEN,
+            "chat_template": fmt.template, "clean_up_tokenization_spaces": False, "padding_side": "left",
+            "model_max_length": CHATGLM_CONTEXT,
+        }, indent=2) + "\n")
+    else:
+        tokenizer.hf_tokenizer(tok, fmt).save_pretrained(out)
+    (out / "generation_config.json").write_text(json.dumps(families.generation_config(vocab, fmt), indent=2) + "\n")
+    manifest.write(out, {"source": f"synthetic:{family}:{shape}", "seed": seed, "family": family,
+                         "synthetic_format_version": FORMAT_VERSION})

@@ -1,0 +1,1 @@
+"""glmkit.runtimes — one runtime interface over OpenVINO GenAI, llama.cpp and the PyTorch reference."""

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+TEXT = ("Hello, world! 你好，世界。こんにちは世界 안녕하세요 Привет, мир! مرحبا بالعالم Grüße aus Köln. 🤖🚀👩‍💻\n"
+        "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # 12345678\n"
+        "\t\tindented   spaces    and\r\nwindows lines 3.14159 0x1F 1,000,000")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def glmkit_cache(tmp_path_factory):
+    """Synthetic checkpoints are made once per test session in a private cache; the hub is never reached."""
+    cache = tmp_path_factory.mktemp("glmkit-cache")
+    os.environ["GLMKIT_CACHE"] = str(cache)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def synthetic(glmkit_cache):
+    from glmkit.convert import embedded
+
+    return lambda family, shape="tiny": embedded.synthetic_path(f"synthetic:{family}:{shape}", quiet=True)
+
+
+def glm_convert(*args, cwd=None, env=None):
+    """Run the real CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "glmkit.convert", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def logits(path, ids):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False)
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
