@@ -40,11 +40,12 @@ def parse(spec: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def num_parameters(shape: str, vocab_size: int) -> int:
+def num_parameters(shape: str, vocab_size: int, family: str = "glm4") -> int:
     s = SHAPES[shape]
+    norms = 4 if family == "glm4" else 2  # glm4 adds post_self_attn_layernorm and post_mlp_layernorm
     h, i, d = s["hidden_size"], s["intermediate_size"], s["head_dim"]
     q, kv = s["num_attention_heads"] * d, s["num_key_value_heads"] * d
-    layer = h * (q + 2 * kv) + (q + 2 * kv) + q * h + 2 * h * i + i * h + 4 * h
+    layer = h * (q + 2 * kv) + (q + 2 * kv) + q * h + 2 * h * i + i * h + norms * h
     return s["num_hidden_layers"] * layer + 2 * vocab_size * h + h
 
 

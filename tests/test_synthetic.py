@@ -1,0 +1,51 @@
+import hashlib
+
+import pytest
+
+from glmkit.convert import GlmkitError, checkpoint
+from glmkit.convert import synthetic as synth
+
+
+def _digest(path):
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        (tmp_path / name).mkdir()
+        synth.write("glm4", "tiny", tmp_path / name, seed=seed, quiet=True)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
+
+
+@pytest.mark.parametrize("family", ["glm4", "glm", "chatglm"])
+def test_parameter_count_matches_the_written_checkpoint(synthetic, family):
+    ckpt = checkpoint.open_checkpoint(synthetic(family))
+    vocab = ckpt.config.get("vocab_size") or ckpt.config["padded_vocab_size"]
+    assert ckpt.num_parameters() == synth.num_parameters("tiny", vocab, family)
+
+
+def test_shapes_keep_glm4_proportions():
+    for name in ("bench", "glm-4-9b"):
+        s = synth.SHAPES[name]
+        assert s["num_key_value_heads"] == 2 and s["vocab_size"] == 151552
+    bench = synth.SHAPES["bench"]
+    assert all(bench[k] % 128 == 0 for k in ("hidden_size", "intermediate_size", "vocab_size"))
+    assert 0.4e9 < synth.num_parameters("bench", 151552) < 0.6e9
+    assert abs(synth.num_parameters("glm-4-9b", 151552) - 9.40e9) < 0.01e9
+
+
+def test_sharding_bounds_memory_to_one_shard(tmp_path):
+    synth.write("glm", "tiny", tmp_path, quiet=True, max_shard_bytes=1_000_000)
+    files = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(files) >= 3
+    assert all(f.stat().st_size < 1_000_000 + 600_000 for f in files)  # a shard overflows by at most one tensor
+    checkpoint.open_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["synthetic:glm4", "synthetic:glm4:huge", "synthetic:llama:tiny"])
+def test_bad_specs(spec):
+    with pytest.raises(GlmkitError, match="synthetic:<family>:<shape>"):
+        synth.parse(spec)
