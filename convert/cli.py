@@ -7,34 +7,85 @@ import sys
 
 from .errors import GlmkitError
 
-TARGETS = ("hf",)
+TARGETS = ("hf", "openvino")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glm-convert",
-        description="Convert a GLM-4 checkpoint (local dir, Hugging Face id, glm4-tiny, synthetic:<family>:<shape>).",
+        description="Convert a GLM-4 checkpoint (local dir, Hugging Face id, glm4-tiny, synthetic:<family>:<shape>) "
+                    "and check the result against its source.",
+        epilog="exit codes: 0 ok, 2 bad input, 3 verification failed (output kept at OUT.rejected), 130 interrupted",
     )
-    p.add_argument("src", help="checkpoint directory, hub id (THUDM/GLM-4-9B-0414), glm4-tiny, or "
-                               "synthetic:<glm4|glm|chatglm>:<tiny|bench|glm-4-9b>")
+    p.add_argument("src", nargs="?", help="checkpoint directory, hub id (THUDM/GLM-4-9B-0414), glm4-tiny, or "
+                                          "synthetic:<glm4|glm|chatglm>:<tiny|bench|glm-4-9b>")
     p.add_argument("--to", choices=TARGETS, default="hf", help="output format (default: hf)")
     p.add_argument("-o", "--output", help="output path (default: ./NAME-<format>)")
+    p.add_argument("--info", metavar="OUT", help="print the manifest of an output glmkit made, and exit")
     p.add_argument("--force", action="store_true", help="replace an existing output")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="read pickled *.bin weights (only for sources you trust)")
+    p.add_argument("--allow-pickle", action="store_true", help="read pickled *.bin weights (sources you trust)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    ov = p.add_argument_group("openvino")
+    ov.add_argument("--weight-format", choices=("fp16", "int8", "int4"), default="int4")
+    sym = ov.add_mutually_exclusive_group()
+    sym.add_argument("--sym", dest="sym", action="store_true", default=None, help="symmetric int4/int8 weights")
+    sym.add_argument("--asym", dest="sym", action="store_false", help="asymmetric weights (zero points)")
+    ov.add_argument("--group-size", type=int, help="int4 group size; -1 = channel-wise (profile default)")
+    ov.add_argument("--ratio", type=float, help="share of layers in int4, the rest int8 (profile default)")
+    ov.add_argument("--all-layers", action="store_true", help="compress embeddings and lm_head to int4 too")
+    ov.add_argument("--awq", action="store_true", help="activation-aware int4 (data-aware)")
+    ov.add_argument("--scale-estimation", action="store_true", help="data-aware scale estimation")
+    ov.add_argument("--gptq", action="store_true", help="GPTQ weight correction (data-aware)")
+    ov.add_argument("--dataset", help="calibration text: a UTF-8 file, or 'embedded' (glm4-tiny's text)")
+    ov.add_argument("--num-samples", type=int, help="calibration samples (default 64)")
+    ov.add_argument("--profile", choices=("cpu", "gpu", "npu"), default="cpu", help="target device defaults")
+    ov.add_argument("--rope-scaling", metavar="yarn:FACTOR", help="bake YaRN long-context scaling, e.g. yarn:4")
+    ov.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against the source")
     return p
 
 
+def _info(path: str) -> int:
+    from . import manifest
+
+    data = manifest.read(path)
+    if data is None:
+        raise GlmkitError(f"{path}: no glmkit.json; it was not made by glmkit (or is not an output directory)")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{path}", show_header=False)
+    for key, value in data.items():
+        table.add_row(key, value if isinstance(value, str) else _fmt(value))
+    Console().print(table)
+    return 0
+
+
+def _fmt(value) -> str:
+    import json
+
+    return json.dumps(value, indent=1, default=str) if isinstance(value, (dict, list)) else str(value)
+
+
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from . import hf
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from . import hf, openvino
 
     try:
+        if args.info:
+            return _info(args.info)
+        if not args.src:
+            parser.error("SRC is required (or --info OUT)")
+        common = dict(force=args.force, allow_pickle=args.allow_pickle, revision=args.revision, quiet=args.quiet)
         if args.to == "hf":
-            out = hf.to_hf(args.src, args.output, force=args.force, allow_pickle=args.allow_pickle,
-                           revision=args.revision, quiet=args.quiet)
+            out = hf.to_hf(args.src, args.output, **common)
+        else:
+            out = openvino.to_openvino(
+                args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,
+                ratio=args.ratio, all_layers=args.all_layers, awq=args.awq, scale_estimation=args.scale_estimation,
+                gptq=args.gptq, dataset=args.dataset, num_samples=args.num_samples, profile=args.profile,
+                rope_scaling=args.rope_scaling, verify=args.verify, **common)
     except GlmkitError as e:
         print(f"glm-convert: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -5,3 +5,9 @@ class GlmkitError(Exception):
     """Bad input or an unavailable resource. CLIs print it as one line and exit with code 2."""
 
     exit_code = 2
+
+
+class VerificationError(GlmkitError):
+    """A conversion ran but its output does not agree with the source; the output was kept aside."""
+
+    exit_code = 3

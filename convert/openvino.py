@@ -1,0 +1,295 @@
+"""`--to openvino`: optimum-intel's exporter plus NNCF weight compression, verified against the source.
+
+The steps are those of `optimum-cli export openvino` (text-generation-with-past, stateful, tokenizers converted by
+openvino-tokenizers), with GLM-4 defaults per target device, an offline calibration set, and a check of the result
+against transformers before the output is put in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import families, manifest, progress
+from .atomic import atomic_output, check_output
+from .errors import GlmkitError, VerificationError
+from .hf import default_output
+
+WEIGHT_FORMATS = ("fp16", "int8", "int4")
+# int4 defaults per device. cpu/gpu: THUDM's own recipe. npu: what OpenVINO's NPU guide requires (symmetric,
+# channel-wise or group 128, every layer in int4).
+PROFILES = {
+    "cpu": {"sym": False, "group_size": 128, "ratio": 0.8},
+    "gpu": {"sym": False, "group_size": 128, "ratio": 0.8},
+    "npu": {"sym": True, "group_size": -1, "ratio": 1.0},
+}
+NPU_GROUP_SIZES = (-1, 128)
+OV_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
+
+
+@dataclass
+class Compression:
+    weight_format: str = "int4"
+    sym: bool | None = None
+    group_size: int | None = None
+    ratio: float | None = None
+    all_layers: bool = False
+    awq: bool = False
+    scale_estimation: bool = False
+    gptq: bool = False
+    dataset: str | None = None
+    num_samples: int | None = None
+    profile: str = "cpu"
+
+    def resolved(self) -> dict:
+        """Every setting, with the profile's defaults filled in; refuses what the target cannot run."""
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise GlmkitError(f"--weight-format {self.weight_format}: choose one of {', '.join(WEIGHT_FORMATS)}")
+        if self.profile not in PROFILES:
+            raise GlmkitError(f"--profile {self.profile}: choose one of {', '.join(PROFILES)}")
+        p = PROFILES[self.profile]
+        sym = p["sym"] if self.sym is None else self.sym
+        group = p["group_size"] if self.group_size is None else self.group_size
+        ratio = p["ratio"] if self.ratio is None else self.ratio
+        if self.weight_format == "int8":  # per-channel int8, every layer: NNCF's int8 scheme
+            group, ratio = -1, 1.0
+        if self.profile == "npu" and self.weight_format != "fp16":
+            if not sym:
+                raise GlmkitError("--profile npu needs symmetric weights (NPU has no zero points); drop --asym")
+            if ratio < 1.0:
+                raise GlmkitError(f"--profile npu needs --ratio 1.0 (got {ratio}): NPU runs one weight precision "
+                                  "for every layer")
+            if group not in NPU_GROUP_SIZES:
+                raise GlmkitError(f"--profile npu supports --group-size -1 (channel-wise) or 128, not {group}")
+        if not 0.0 < ratio <= 1.0:
+            raise GlmkitError(f"--ratio {ratio}: must be in (0, 1]")
+        if group != -1 and (group <= 0 or group % 16):
+            raise GlmkitError(f"--group-size {group}: use -1 (channel-wise) or a positive multiple of 16")
+        data_aware = self.awq or self.scale_estimation or self.gptq
+        if data_aware and self.weight_format != "int4":
+            raise GlmkitError("--awq, --scale-estimation and --gptq apply to --weight-format int4 only")
+        dataset = self.dataset or ("embedded" if data_aware else None)
+        if dataset and dataset != "embedded" and not Path(dataset).is_file():
+            raise GlmkitError(f"--dataset {dataset}: no such file; give a UTF-8 text file or 'embedded'")
+        return {"weight_format": self.weight_format, "profile": self.profile, "sym": sym, "group_size": group,
+                "ratio": ratio, "all_layers": self.all_layers, "awq": self.awq,
+                "scale_estimation": self.scale_estimation, "gptq": self.gptq, "dataset": dataset,
+                "num_samples": self.num_samples or (64 if dataset else None)}
+
+
+def calibration_texts(dataset: str, num_samples: int, chunk_chars: int = 1200) -> list[str]:
+    """Calibration samples from a text file or glm4-tiny's held-out text, cut at paragraph breaks; offline."""
+    from .embedded import held_out_text
+
+    if dataset == "embedded":
+        text = held_out_text()
+    else:
+        try:
+            text = Path(dataset).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise GlmkitError(f"--dataset {dataset}: not UTF-8 text") from None
+    chunks, cur = [], ""
+    for para in text.split("\n\n"):
+        cur = f"{cur}\n\n{para}" if cur else para
+        if len(cur) >= chunk_chars:
+            chunks.append(cur[: chunk_chars * 2])
+            cur = ""
+    if cur.strip():
+        chunks.append(cur)
+    if not chunks:
+        raise GlmkitError(f"--dataset {dataset}: no text in it")
+    return chunks[:num_samples]
+
+
+def group_size_warnings(config: dict, group: int) -> list[str]:
+    """Input dimensions of the linear layers that the group size does not divide."""
+    if group == -1:
+        return []
+    h = config["hidden_size"]
+    heads = config.get("num_attention_heads")
+    dims = {"hidden_size": h, "intermediate_size": config.get("intermediate_size"),
+            "num_attention_heads × head_dim": heads * config.get("head_dim", h // heads)}
+    return [f"group size {group} does not divide {k} = {v}" for k, v in dims.items() if v and v % group]
+
+
+def _nncf_config(settings: dict, source_dir: Path, config: dict, quiet: bool) -> dict | None:
+    if settings["weight_format"] == "fp16":
+        return None
+    q = {"bits": 8 if settings["weight_format"] == "int8" else 4, "sym": settings["sym"],
+         "group_size": settings["group_size"], "ratio": settings["ratio"],
+         "all_layers": settings["all_layers"] or None, "quant_method": "awq" if settings["awq"] else "default",
+         "scale_estimation": settings["scale_estimation"] or None, "gptq": settings["gptq"] or None,
+         "dtype": settings["weight_format"]}
+    if settings["dataset"]:
+        q.update(dataset=calibration_texts(settings["dataset"], settings["num_samples"]),
+                 num_samples=settings["num_samples"], tokenizer=str(source_dir))
+    warnings = group_size_warnings(config, settings["group_size"])
+    if warnings and settings["weight_format"] == "int4":
+        for w in warnings:
+            progress.say(f"warning: {w}; those layers fall back to the largest group size that divides it", quiet)
+        q["group_size_fallback"] = "adjust"
+    return q
+
+
+def _stage_source(ckpt, source_dir: Path, stage: Path, rope_scaling: str | None, quiet: bool) -> Path:
+    """A transformers-native directory to export from: chatglm remapped, or config patched for YaRN."""
+    from .hf import to_hf
+
+    if ckpt.family.name == "chatglm":
+        progress.say("remapping chatglm → glm (no remote code)", quiet)
+        source_dir = to_hf(str(source_dir), stage / "hf", quiet=True)
+    if not rope_scaling:
+        return source_dir
+    kind, _, factor = rope_scaling.partition(":")
+    try:
+        factor_f = float(factor)
+    except ValueError:
+        factor_f = 0.0
+    if kind != "yarn" or factor_f <= 1.0:
+        raise GlmkitError(f"--rope-scaling {rope_scaling}: expected yarn:FACTOR with FACTOR > 1, e.g. yarn:4")
+    patched = stage / "yarn"
+    patched.mkdir(parents=True, exist_ok=True)
+    for f in Path(source_dir).iterdir():
+        if f.name != "config.json":
+            os.symlink(f.resolve(), patched / f.name)
+    cfg = json.loads((Path(source_dir) / "config.json").read_text())
+    cfg["rope_scaling"] = families.rope_scaling_yarn(factor_f, cfg["max_position_embeddings"])
+    (patched / "config.json").write_text(json.dumps(cfg, indent=2))
+    return patched
+
+
+def ir_weight_precisions(xml: Path) -> dict[str, int]:
+    """Number of weights stored in each element type in the IR (constants of 1024+ elements)."""
+    import openvino as ov
+
+    counts: dict[str, int] = {}
+    for op in ov.Core().read_model(xml).get_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        n = 1
+        for d in op.get_output_shape(0):
+            n *= d
+        if n >= 1024:
+            et = op.get_element_type().get_type_name()
+            counts[et] = counts.get(et, 0) + n
+    return dict(sorted(counts.items()))
+
+
+def ov_logits(model_dir: Path, ids: list[int]):
+    """Logits of the exported IR for one sequence, through optimum-intel's OVModelForCausalLM on CPU."""
+    import torch
+    from optimum.intel import OVModelForCausalLM
+
+    model = OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config={"INFERENCE_PRECISION_HINT": "f32"})
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()
+
+
+def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
+    from optimum.exporters.openvino.__main__ import _main_quantize, main_export
+    from optimum.intel import OVConfig
+
+    q = _nncf_config(settings, source_dir, config, quiet)
+    ov_config = OVConfig(quantization_config=q) if q else OVConfig(dtype="fp16")
+    kw = dict(task="text-generation-with-past", library_name="transformers", trust_remote_code=False)
+    progress.say(f"exporting with optimum-intel ({'fp16' if not q else 'fp32 → NNCF'})", quiet)
+    main_export(str(source_dir), out, ov_config=ov_config, stateful=True, convert_tokenizer=True, **kw)
+    if q:  # as optimum-cli does: export, then compress the IR with NNCF
+        progress.say(f"compressing weights with NNCF ({settings['weight_format']}, sym={settings['sym']}, "
+                     f"group {settings['group_size']}, ratio {settings['ratio']})", quiet)
+        _main_quantize(str(source_dir), quantization_config=q, output=out, cache_dir=None, **kw)
+    missing = [f for f in OV_FILES if not (out / f).is_file()]
+    if missing:
+        raise GlmkitError(f"export produced no {', '.join(missing)}; openvino-tokenizers may be missing or "
+                          "mismatched — reinstall glmkit's pinned stack")
+
+
+def _write_generation_config(out: Path, source_dir: Path, fmt: families.ChatFormat) -> None:
+    """GLM-4's three stop tokens must be in generation_config.json: LLMPipeline stops on nothing else."""
+    vocab = json.loads((source_dir / "tokenizer.json").read_text())
+    ids = {t["content"]: t["id"] for t in vocab.get("added_tokens", [])}
+    path = out / "generation_config.json"
+    gen = json.loads(path.read_text()) if path.is_file() else {}
+    gen.update({k: v for k, v in families.generation_config(ids, fmt).items() if k in ("eos_token_id", "pad_token_id")})
+    path.write_text(json.dumps(gen, indent=2) + "\n")
+
+
+def to_openvino(src: str, output: str | Path | None = None, *, weight_format: str = "int4", sym: bool | None = None,
+                group_size: int | None = None, ratio: float | None = None, all_layers: bool = False,
+                awq: bool = False, scale_estimation: bool = False, gptq: bool = False, dataset: str | None = None,
+                num_samples: int | None = None, profile: str = "cpu", rope_scaling: str | None = None,
+                verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
+                quiet: bool = False) -> Path:
+    """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline."""
+    from . import verify as verify_mod
+    from .source import open_source
+
+    settings = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
+                           dataset, num_samples, profile).resolved()
+    out = check_output(output or default_output(src, f"ov-{weight_format}"), force)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=f".{out.name}.stage.") as stage:
+        source_dir = _stage_source(ckpt, ckpt.path, Path(stage), rope_scaling, quiet)
+        config = json.loads((Path(source_dir) / "config.json").read_text())
+        timings["load"] = time.perf_counter() - t
+        with atomic_output(out, force=force) as tmp:
+            t = time.perf_counter()
+            _export(Path(source_dir), tmp, settings, config, quiet)
+            timings["export_and_compress"] = time.perf_counter() - t
+            fmt = families.chat_format(config, src)
+            _write_generation_config(tmp, Path(source_dir), fmt)
+            precisions = ir_weight_precisions(tmp / "openvino_model.xml")
+            result = None
+            if verify:
+                t = time.perf_counter()
+                progress.say("verifying against transformers (fp32)", quiet)
+                ids = verify_mod.verification_ids(source_dir)
+                result = verify_mod.compare(verify_mod.reference_logits(source_dir, ids), ov_logits(tmp, ids),
+                                            weight_format, gated=source.kind != "synthetic")
+                timings["verify"] = time.perf_counter() - t
+                progress.say(result.summary(), quiet)
+            manifest.write(tmp, {
+                "kind": "openvino", "source": {**source.describe(), "weights_fingerprint": _fingerprint(ckpt)},
+                "family": ckpt.family.name, "chat_format": fmt.name, "settings": settings,
+                "rope_scaling": config.get("rope_scaling"), "weight_precisions": precisions,
+                "size_bytes": sum(f.stat().st_size for f in tmp.iterdir() if f.is_file()),
+                "source_parameters": ckpt.num_parameters(),
+                "seconds": {k: round(v, 2) for k, v in timings.items()},
+                "verification": result.to_dict() if result else None,
+            })
+            if result and not result.passed:
+                rejected = out.with_name(out.name + ".rejected")
+                _reject(tmp, rejected)
+                raise VerificationError(f"{result.summary()} for {weight_format}; the output was kept at "
+                                        f"{rejected} for inspection — try a higher precision, a lower --ratio or "
+                                        "--awq") from None
+    progress.say(f"wrote {out}", quiet)
+    return out
+
+
+def _reject(tmp: Path, rejected: Path) -> None:
+    import shutil
+
+    shutil.rmtree(rejected, ignore_errors=True)
+    os.replace(tmp, rejected)
+
+
+def _fingerprint(ckpt) -> str:
+    """sha256 of the weight files' headers and sizes: identifies the weights without reading gigabytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in ckpt.weight_files:
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()

@@ -1,0 +1,138 @@
+"""glm-convert --to openvino on tiny checkpoints of all three families, and parity with transformers."""
+
+import json
+
+import pytest
+from conftest import glm_convert
+
+from glmkit.convert import GlmkitError
+from glmkit.convert.errors import VerificationError
+from glmkit.convert.openvino import Compression, calibration_texts, group_size_warnings, to_openvino
+
+INT = ("u4", "i4", "u8", "i8")
+FORMATS = {"fp16": {"weight_format": "fp16"}, "int8": {"weight_format": "int8"},
+           "int4": {"weight_format": "int4"}, "npu": {"weight_format": "int4", "profile": "npu"}}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, glmkit_cache):
+    made = {}
+
+    def get(family, fmt):
+        if (family, fmt) not in made:
+            out = tmp_path_factory.mktemp("ov") / f"{family}-{fmt}"
+            made[family, fmt] = to_openvino(f"synthetic:{family}:tiny", out, quiet=True, **FORMATS[fmt])
+        return made[family, fmt]
+    return get
+
+
+def _precisions(path):
+    return json.loads((path / "glmkit.json").read_text())["weight_precisions"]
+
+
+@pytest.mark.parametrize("family", ["glm4", "glm", "chatglm"])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_ir_holds_the_requested_weight_precisions(converted, family, fmt):
+    out = converted(family, fmt)
+    p = _precisions(out)
+    total = sum(p.values())
+    if fmt == "fp16":
+        assert set(p) == {"f16"}
+    elif fmt == "int8":
+        assert not {"u4", "i4"} & set(p) and p.get("u8", 0) / total > 0.99  # asym per-channel int8 everywhere
+    elif fmt == "int4":  # asym g128, ratio 0.8: most transformer layers u4, embeddings and the rest u8
+        assert p.get("u4", 0) > 0 and p.get("u8", 0) > 0 and "i4" not in p
+    else:  # npu: symmetric int4 (i4, no zero points) in every transformer layer
+        assert p.get("i4", 0) > 0 and "u4" not in p
+    for f in ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml", "glmkit.json"):
+        assert (out / f).is_file()
+    manifest = json.loads((out / "glmkit.json").read_text())
+    assert manifest["family"] == family and manifest["verification"]["tokens"] > 100
+    assert manifest["settings"]["profile"] == FORMATS[fmt].get("profile", "cpu")
+
+
+def test_chatglm_source_exports_without_remote_code(converted):
+    out = converted("chatglm", "fp16")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "glm" and "auto_map" not in cfg and not list(out.glob("*.py"))
+    assert json.loads((out / "glmkit.json").read_text())["verification"]["top1_agreement"] == 1.0
+
+
+def test_generation_config_stops_on_glm4_stop_tokens(converted):
+    out = converted("glm4", "fp16")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == tok.convert_tokens_to_ids(["<|endoftext|>", "<|user|>", "<|observation|>"])
+
+
+def test_llmpipeline_runs_the_output_as_is_and_matches_transformers_greedy(converted, synthetic):
+    """fp16 IR through openvino_genai.LLMPipeline: same prompt ids and same 40 greedy tokens as transformers."""
+    import openvino_genai as ov_genai
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, src = converted("glm4", "fp16"), synthetic("glm4")
+    tok = AutoTokenizer.from_pretrained(src)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "def fib(n):"}], add_generation_prompt=True,
+                                     tokenize=False)
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    ref = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
+    ref = ref[0, ids.shape[1]:].tolist()
+
+    pipe = ov_genai.LLMPipeline(str(out), "CPU", INFERENCE_PRECISION_HINT="f32")
+    enc = pipe.get_tokenizer().encode(prompt, add_special_tokens=False)
+    assert enc.input_ids.data[0].tolist() == ids[0].tolist()
+    cfg = ov_genai.GenerationConfig(max_new_tokens=40, do_sample=False, ignore_eos=True)
+    got = pipe.generate(enc, cfg).tokens[0]
+    assert list(got) == ref
+
+
+def test_npu_profile_refuses_what_npu_cannot_run():
+    with pytest.raises(GlmkitError, match="symmetric"):
+        Compression(profile="npu", sym=False).resolved()
+    with pytest.raises(GlmkitError, match="ratio 1.0"):
+        Compression(profile="npu", ratio=0.8).resolved()
+    with pytest.raises(GlmkitError, match="-1 .*or 128"):
+        Compression(profile="npu", group_size=64).resolved()
+    s = Compression(profile="npu").resolved()
+    assert (s["sym"], s["group_size"], s["ratio"]) == (True, -1, 1.0)
+    s = Compression(profile="cpu").resolved()
+    assert (s["sym"], s["group_size"], s["ratio"]) == (False, 128, 0.8)
+
+
+def test_cli_refusals_come_before_any_work(tmp_path):
+    for args, words in (((["--profile", "npu", "--asym"]), "symmetric"),
+                        ((["--profile", "npu", "--ratio", "0.9"]), "ratio 1.0"),
+                        ((["--dataset", str(tmp_path / "none.txt"), "--awq"]), "no such file")):
+        out = tmp_path / "out"
+        r = glm_convert("synthetic:glm4:tiny", "--to", "openvino", "-o", out, *args)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_group_size_that_does_not_divide_falls_back_with_a_warning():
+    cfg = {"hidden_size": 1024, "intermediate_size": 3424, "num_attention_heads": 16, "head_dim": 64}
+    assert group_size_warnings(cfg, 128) == ["group size 128 does not divide intermediate_size = 3424"]
+    assert group_size_warnings(cfg, -1) == []
+
+
+def test_calibration_texts_are_offline_and_bounded(tmp_path):
+    emb = calibration_texts("embedded", 8)
+    assert len(emb) == 8 and all(len(t) > 100 for t in emb)
+    f = tmp_path / "cal.txt"
+    f.write_text("\n\n".join(f"paragraph {i} " * 40 for i in range(30)))
+    assert 1 < len(calibration_texts(str(f), 100)) <= 30
+
+
+def test_verification_failure_exits_3_and_keeps_the_output_aside(tmp_path, monkeypatch):
+    """A broken conversion (here: a doctored threshold no int4 reaches) is not put at OUT."""
+    from glmkit.convert import verify
+
+    monkeypatch.setitem(verify.THRESHOLDS, "int8", 1.01)
+    out = tmp_path / "out"
+    with pytest.raises(VerificationError, match="rejected"):
+        to_openvino("glm4-tiny", out, weight_format="int8", quiet=True)
+    assert not out.exists() and (tmp_path / "out.rejected" / "openvino_model.xml").is_file()
