@@ -7,7 +7,7 @@ import sys
 
 from .errors import GlmkitError
 
-TARGETS = ("hf", "openvino")
+TARGETS = ("hf", "openvino", "gguf")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--num-samples", type=int, help="calibration samples (default 64)")
     ov.add_argument("--profile", choices=("cpu", "gpu", "npu"), default="cpu", help="target device defaults")
     ov.add_argument("--rope-scaling", metavar="yarn:FACTOR", help="bake YaRN long-context scaling, e.g. yarn:4")
-    ov.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against the source")
+    gg = p.add_argument_group("gguf")
+    gg.add_argument("--outtype", default="f16",
+                    choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"),
+                    help="GGUF weight type; k-quants through llama.cpp's own quantizer (default f16)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the check against the source (openvino, gguf)")
     return p
 
 
@@ -50,7 +55,8 @@ def _info(path: str) -> int:
 
     data = manifest.read(path)
     if data is None:
-        raise GlmkitError(f"{path}: no glmkit.json; it was not made by glmkit (or is not an output directory)")
+        raise GlmkitError(f"{path}: no glmkit manifest (glmkit.json, or NAME.glmkit.json beside a .gguf); "
+                          "it was not made by glmkit")
     from rich.console import Console
     from rich.table import Table
 
@@ -70,7 +76,7 @@ def _fmt(value) -> str:
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from . import hf, openvino
+    from . import gguf, hf, openvino
 
     try:
         if args.info:
@@ -80,6 +86,8 @@ def run(argv: list[str] | None = None) -> int:
         common = dict(force=args.force, allow_pickle=args.allow_pickle, revision=args.revision, quiet=args.quiet)
         if args.to == "hf":
             out = hf.to_hf(args.src, args.output, **common)
+        elif args.to == "gguf":
+            out = gguf.to_gguf(args.src, args.output, outtype=args.outtype, verify=args.verify, **common)
         else:
             out = openvino.to_openvino(
                 args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,

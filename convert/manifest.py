@@ -23,7 +23,11 @@ def tool_versions() -> dict[str, str]:
 
 
 def write(directory: str | Path, data: dict) -> Path:
-    path = Path(directory) / MANIFEST
+    return write_file(Path(directory) / MANIFEST, data)
+
+
+def write_file(path: str | Path, data: dict) -> Path:
+    path = Path(path)
     body = {"schema_version": SCHEMA_VERSION, **data, "tools": tool_versions()}
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps(body, indent=2, default=str) + "\n")
@@ -31,8 +35,10 @@ def write(directory: str | Path, data: dict) -> Path:
     return path
 
 
-def read(directory: str | Path) -> dict | None:
-    path = Path(directory) / MANIFEST
+def read(target: str | Path) -> dict | None:
+    """The manifest of an output directory, or of a single-file output (its NAME.glmkit.json sidecar)."""
+    target = Path(target)
+    path = target / MANIFEST if target.is_dir() else target.with_name(target.name + ".glmkit.json")
     if not path.is_file():
         return None
     return json.loads(path.read_text())

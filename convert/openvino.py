@@ -184,7 +184,7 @@ def ov_logits(model_dir: Path, ids: list[int]):
     import torch
     from optimum.intel import OVModelForCausalLM
 
-    model = OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config={"INFERENCE_PRECISION_HINT": "f32"})
+    model = OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU", ov_config={"INFERENCE_PRECISION_HINT": "f32"})
     with torch.no_grad():
         x = torch.tensor([ids])
         return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()

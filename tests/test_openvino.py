@@ -136,3 +136,44 @@ def test_verification_failure_exits_3_and_keeps_the_output_aside(tmp_path, monke
     with pytest.raises(VerificationError, match="rejected"):
         to_openvino("glm4-tiny", out, weight_format="int8", quiet=True)
     assert not out.exists() and (tmp_path / "out.rejected" / "openvino_model.xml").is_file()
+
+
+def test_killed_conversion_leaves_nothing_at_out(tmp_path, synthetic):
+    """SIGTERM while optimum-intel is exporting: no OUT, no partial, no staging directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    synthetic("chatglm")  # made beforehand, so the kill lands in the conversion itself
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "glmkit.convert", "synthetic:chatglm:tiny", "--to", "openvino",
+                          "-o", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(x.name.endswith(".partial") for x in tmp_path.iterdir()):
+        time.sleep(0.02)
+    assert p.poll() is None, "conversion finished before it could be interrupted"
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=120)
+    assert p.returncode == 130, p.stderr.read()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_yarn_rope_scaling_is_baked_in_and_verified(tmp_path):
+    out = to_openvino("synthetic:glm4:tiny", tmp_path / "yarn", weight_format="fp16", rope_scaling="yarn:4",
+                      quiet=True)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rope_scaling"]["factor"] == 4.0 and cfg["rope_scaling"]["original_max_position_embeddings"] == 32768
+    m = json.loads((out / "glmkit.json").read_text())
+    assert m["rope_scaling"]["type"] == "yarn" and m["verification"]["top1_agreement"] >= 0.98
+    with pytest.raises(GlmkitError, match="yarn:FACTOR"):
+        to_openvino("synthetic:glm4:tiny", tmp_path / "bad", weight_format="fp16", rope_scaling="linear:2")
+
+
+def test_info_prints_the_manifest(converted):
+    r = glm_convert("--info", converted("glm4", "int4"))
+    assert r.returncode == 0, r.stderr
+    assert "weight_precisions" in r.stdout and "verification" in r.stdout and "u4" in r.stdout
+    r = glm_convert("--info", converted("glm4", "int4").parent)
+    assert r.returncode == 2 and "no glmkit manifest" in r.stderr

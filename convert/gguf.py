@@ -1,0 +1,283 @@
+"""`--to gguf`: a llama.cpp model file written with gguf-py, verified through llama-cpp-python.
+
+Tensors stream from the memory-mapped safetensors one at a time into GGUFWriter (peak memory is about one tensor,
+not the model). Names come from gguf-py's own tensor-name maps. Hyperparameters are read from the config fields
+the family really has (llama.cpp's converter reads ChatGLM names for GlmForCausalLM and gets context length,
+rope base and eps wrong). The tokenizer is accepted by its pre-tokenizer regex, not by a hash, so fine-tunes with
+added tokens convert. q8_0 / q4_0 use gguf-py's quantizers; k-quants go through llama.cpp's own quantizer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import families, manifest, progress
+from .atomic import atomic_output, check_output
+from .errors import GlmkitError, VerificationError
+from .hf import default_output
+
+# outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file.
+OUTTYPES = {"f32": ("np", "F32"), "f16": ("np", "F16"), "bf16": ("np", "BF16"), "q8_0": ("np", "Q8_0"),
+            "q4_0": ("np", "Q4_0"), "q4_k_m": ("llama", "MOSTLY_Q4_K_M"), "q5_k_m": ("llama", "MOSTLY_Q5_K_M"),
+            "q6_k": ("llama", "MOSTLY_Q6_K")}
+# family → (llama.cpp architecture, tokenizer pre-type). glm and chatglm both load as llama.cpp's chatglm.
+ARCHS = {"glm4": ("GLM4", "glm4"), "glm": ("CHATGLM", "chatglm-bpe"), "chatglm": ("CHATGLM", "chatglm-bpe")}
+ROWS_PER_CHUNK = 2048
+
+
+def _plan_type(name: str, shape: tuple[int, ...], outtype: str):
+    """GGML type of one tensor: 1-D tensors (norms, biases) stay f32, as llama.cpp expects."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
+
+    how, t = OUTTYPES[outtype]
+    if len(shape) == 1:
+        return Q.F32
+    if how == "llama":
+        return Q.F16
+    q = Q[t]
+    block = GGML_QUANT_SIZES[q][0]
+    return q if shape[-1] % block == 0 else Q.F16  # rows that blocks do not divide stay f16
+
+
+def _encode(t, qtype) -> np.ndarray:
+    """torch tensor → numpy bytes of `qtype`, in row chunks so fp32 scratch stays small."""
+    import torch
+    from gguf import GGMLQuantizationType as Q, quants
+
+    if qtype == Q.F32:
+        return t.to(torch.float32).numpy()
+    if qtype == Q.F16:
+        return t.to(torch.float16).numpy()
+    flat = t.reshape(-1, t.shape[-1])
+    out = np.empty(quants.quant_shape_to_byte_shape(tuple(flat.shape), qtype), dtype=np.uint8)
+    for a in range(0, flat.shape[0], ROWS_PER_CHUNK):
+        out[a:a + ROWS_PER_CHUNK] = quants.quantize(flat[a:a + ROWS_PER_CHUNK].to(torch.float32).numpy(), qtype)
+    return out.reshape(*t.shape[:-1], out.shape[-1])
+
+
+def _tensor_stream(ckpt, config: dict, meta: bool):
+    """(hf_name, tensor) in glm/glm4 layout; with meta=True only shapes (no data read)."""
+    from .hf import chatglm_to_glm_tensors
+
+    if meta:
+        import torch
+
+        from .checkpoint import safetensors_header
+
+        dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+        tensors = ((n, torch.empty(m["shape"], dtype=dtypes.get(m["dtype"], torch.float32), device="meta"))
+                   for f in ckpt.weight_files for n, m in safetensors_header(f).items())
+    else:
+        tensors = ckpt.tensors()
+    if ckpt.family.name == "chatglm":
+        tensors = chatglm_to_glm_tensors(tensors, config)
+    return tensors
+
+
+def _vocab(tok_dir: Path, vocab_size: int):
+    """Tokens by id (gaps padded as llama.cpp does), token types, merges, and special-token ids."""
+    from gguf import TokenType
+
+    from .tokenizer import check_pretokenizer
+
+    data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    check_pretokenizer(data)
+    if (data.get("model") or {}).get("type") != "BPE":
+        raise GlmkitError("tokenizer.json: not a BPE tokenizer; GLM-4 tokenizers are byte-level BPE")
+    by_id: dict[int, tuple[str, int]] = {i: (s, TokenType.NORMAL) for s, i in data["model"]["vocab"].items()}
+    for t in data.get("added_tokens", []):
+        by_id[t["id"]] = (t["content"], TokenType.CONTROL if t.get("special") else TokenType.USER_DEFINED)
+    n = max(vocab_size, max(by_id) + 1)
+    tokens, types = [], []
+    for i in range(n):
+        s, ty = by_id.get(i, (f"[PAD{i}]", TokenType.UNUSED))
+        tokens.append(s)
+        types.append(ty)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])]
+    ids = {s: i for i, (s, _) in by_id.items()}
+    families.special_token_ids(ids)  # refuses a tokenizer without GLM-4's special tokens
+    return tokens, types, merges, ids
+
+
+def _chat_template(tok_dir: Path, config: dict, spec: str) -> str:
+    jinja = tok_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    cfg = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (tok_dir / "tokenizer_config.json").is_file() \
+        else {}
+    return cfg.get("chat_template") or families.chat_format(config, spec).template
+
+
+def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
+    import gguf
+
+    arch_key, pre = ARCHS[ckpt.family.name]
+    arch = gguf.MODEL_ARCH[arch_key]
+    n_layers = config["num_hidden_layers"]
+    name_map = gguf.get_tensor_name_map(arch, n_layers)
+    w = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    w.add_name(Path(spec).name if not spec.startswith("synthetic:") else spec)
+    w.add_context_length(int(config["max_position_embeddings"]))
+    w.add_embedding_length(config["hidden_size"])
+    w.add_feed_forward_length(config["intermediate_size"])
+    w.add_block_count(n_layers)
+    w.add_head_count(config["num_attention_heads"])
+    w.add_head_count_kv(config["num_key_value_heads"])
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    w.add_rope_dimension_count(int(head_dim * config.get("partial_rotary_factor", families.PARTIAL_ROTARY_FACTOR)))
+    w.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    scaling = config.get("rope_scaling") or {}
+    if (scaling.get("rope_type") or scaling.get("type")) == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(scaling["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
+    how, t = OUTTYPES[outtype]
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if how == "llama" else gguf.LlamaFileType[
+        {"F32": "ALL_F32"}.get(t, f"MOSTLY_{t}")])
+
+    tokens, types, merges, ids = _vocab(tok_dir, config["vocab_size"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    # eos ends text, eot ends a turn (<|user|>), eom ends on a tool call (<|observation|>): all three stop.
+    # bos is <|endoftext|> and never added, so the chat template's literal [gMASK]<sop> opens every prompt.
+    w.add_eos_token_id(ids["<|endoftext|>"])
+    w.add_bos_token_id(ids["<|endoftext|>"])
+    w.add_unk_token_id(ids["<|endoftext|>"])
+    w.add_pad_token_id(ids["<|endoftext|>"])
+    w.add_eot_token_id(ids["<|user|>"])
+    if "<|observation|>" in ids:
+        w.add_eom_token_id(ids["<|observation|>"])
+    w.add_add_bos_token(False)
+    w.add_chat_template(_chat_template(tok_dir, config, spec))
+
+    plan = []
+    for hf_name, meta in _tensor_stream(ckpt, config, meta=True):
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise GlmkitError(f"{hf_name}: no GGUF name for this tensor in gguf-py's {arch_key} map; "
+                              "the checkpoint has tensors glmkit does not know")
+        qtype = _plan_type(name, tuple(meta.shape), outtype)
+        byte_shape = gguf.quants.quant_shape_to_byte_shape(tuple(meta.shape), qtype) \
+            if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else tuple(meta.shape)
+        dtype = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}.get(qtype, np.uint8)
+        nbytes = int(np.prod(byte_shape)) * np.dtype(dtype).itemsize
+        w.add_tensor_info(name, byte_shape, np.dtype(dtype), nbytes, raw_dtype=qtype)
+        plan.append((hf_name, qtype, nbytes))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    with progress.task(f"{ckpt.family.name} → gguf {outtype}", total=sum(p[2] for p in plan), quiet=quiet) as adv:
+        for (hf_name, tensor), (want, qtype, nbytes) in zip(_tensor_stream(ckpt, config, meta=False), plan):
+            assert hf_name == want, (hf_name, want)
+            data = _encode(tensor, qtype)
+            w.write_tensor_data(data)
+            adv(nbytes)
+            del data, tensor
+    w.close()
+
+
+def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
+    import gguf
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = gguf.LlamaFileType[OUTTYPES[outtype][1]].value
+    params.nthread = os.cpu_count() or 1
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc})")
+
+
+def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:
+    """Logits of every position from llama.cpp (llama-cpp-python), one sequence. The KV cache is f32 here, so the
+    comparison measures the file's weights rather than llama.cpp's default f16 cache."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=len(ids) + 8, logits_all=True,
+                          verbose=False, n_threads=os.cpu_count() or 1, type_k=llama_cpp.GGML_TYPE_F32,
+                          type_v=llama_cpp.GGML_TYPE_F32)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".glmkit.json")
+
+
+def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16", verify: bool = True,
+            force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False) -> Path:
+    """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json)."""
+    from . import verify as verify_mod
+    from .hf import chatglm_to_glm_config
+    from .source import open_source
+
+    if outtype not in OUTTYPES:
+        raise GlmkitError(f"--outtype {outtype}: choose one of {', '.join(OUTTYPES)}")
+    out = Path(output or f"{default_output(src, outtype)}.gguf")
+    check_output(out, force)
+    t0 = time.perf_counter()
+    source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
+    if ckpt.pickled:
+        raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf --allow-pickle")
+    config = chatglm_to_glm_config(ckpt.config) if ckpt.family.name == "chatglm" else dict(ckpt.config)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=f".{out.name}.stage.") as stage:
+        tok_dir = ckpt.path
+        if ckpt.family.name == "chatglm":  # tokenizer.json from the tiktoken file, no remote code
+            from .hf import _write_tokenizer
+
+            tok_dir = Path(stage) / "tok"
+            tok_dir.mkdir()
+            _write_tokenizer(ckpt, tok_dir)
+        with atomic_output(out, force=force, is_dir=False) as tmp:
+            if OUTTYPES[outtype][0] == "llama":
+                f16 = Path(stage) / "f16.gguf"
+                _write(f16, ckpt, config, tok_dir, outtype, src, quiet)
+                progress.say(f"quantizing to {outtype} with llama.cpp", quiet)
+                _llama_quantize(f16, tmp, outtype)
+                f16.unlink()
+            else:
+                _write(tmp, ckpt, config, tok_dir, outtype, src, quiet)
+            t_write = time.perf_counter() - t0
+            result = None
+            if verify:
+                progress.say("verifying against transformers (fp32)", quiet)
+                hf_dir = tok_dir if ckpt.family.name != "chatglm" else None
+                if hf_dir is None:  # run the remapped model as the reference
+                    from .hf import to_hf
+
+                    hf_dir = to_hf(src, Path(stage) / "hf", quiet=True)
+                ids = verify_mod.verification_ids(hf_dir)
+                result = verify_mod.compare(verify_mod.reference_logits(hf_dir, ids), gguf_logits(tmp, ids), outtype,
+                                            gated=source.kind != "synthetic")
+                progress.say(result.summary(), quiet)
+            data = {"kind": "gguf", "file": out.name, "source": source.describe(), "family": ckpt.family.name,
+                    "architecture": ARCHS[ckpt.family.name][0].lower(), "settings": {"outtype": outtype},
+                    "size_bytes": tmp.stat().st_size, "source_parameters": ckpt.num_parameters(),
+                    "seconds": {"write": round(t_write, 2), "total": round(time.perf_counter() - t0, 2)},
+                    "verification": result.to_dict() if result else None}
+            if result and not result.passed:
+                rejected = out.with_name(out.name + ".rejected")
+                os.replace(tmp, rejected)
+                manifest.write_file(sidecar(rejected), data)
+                raise VerificationError(f"{result.summary()} for {outtype}; the file was kept at {rejected} for "
+                                        "inspection — try a higher-precision --outtype")
+            manifest.write_file(sidecar(out), data)
+    progress.say(f"wrote {out}", quiet)
+    return out
