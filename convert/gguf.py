@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False) -> Path:
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json)."""
     from . import verify as verify_mod
-    from .hf import chatglm_to_glm_config
+    from .hf import chatglm_to_glm_config, write_tokenizer
     from .source import open_source
 
     if outtype not in OUTTYPES:
@@ -235,16 +236,12 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
     if ckpt.pickled:
         raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf --allow-pickle")
     config = chatglm_to_glm_config(ckpt.config) if ckpt.family.name == "chatglm" else dict(ckpt.config)
-    import tempfile
-
     with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=f".{out.name}.stage.") as stage:
         tok_dir = ckpt.path
         if ckpt.family.name == "chatglm":  # tokenizer.json from the tiktoken file, no remote code
-            from .hf import _write_tokenizer
-
             tok_dir = Path(stage) / "tok"
             tok_dir.mkdir()
-            _write_tokenizer(ckpt, tok_dir)
+            write_tokenizer(ckpt, tok_dir)
         with atomic_output(out, force=force, is_dir=False) as tmp:
             if OUTTYPES[outtype][0] == "llama":
                 f16 = Path(stage) / "f16.gguf"

@@ -89,7 +89,7 @@ def check_tensors(written: dict[str, tuple], config: dict) -> None:
         raise GlmkitError(f"weights do not match config.json ({detail}); the checkpoint is incomplete or corrupt")
 
 
-def _write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
+def write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
     from . import tokenizer
 
     tok_cfg_path = ckpt.path / "tokenizer_config.json"
@@ -118,8 +118,9 @@ def _write_generation_config(ckpt: Checkpoint, out: Path) -> None:
     if src.is_file() and ckpt.family.name != "chatglm":
         shutil.copy2(src, out / "generation_config.json")
         return
-    vocab = json.loads((out / "tokenizer.json").read_text())
-    ids = {t["content"]: t["id"] for t in vocab.get("added_tokens", [])}
+    from .tokenizer import added_token_ids
+
+    ids = added_token_ids(out / "tokenizer.json")
     fmt = families.chat_format(ckpt.config, str(ckpt.path))
     (out / "generation_config.json").write_text(json.dumps(families.generation_config(ids, fmt), indent=2) + "\n")
 
@@ -150,7 +151,7 @@ def to_hf(src: str, output: str | Path | None = None, *, force: bool = False, al
         check_tensors(written, config)
         writer.close()
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        _write_tokenizer(ckpt, tmp)
+        write_tokenizer(ckpt, tmp)
         _write_generation_config(ckpt, tmp)
         manifest.write(tmp, {"kind": "hf", "source": source.describe(), "family": ckpt.family.name,
                              "output_family": "glm" if ckpt.family.name == "chatglm" else ckpt.family.name,

@@ -211,8 +211,9 @@ def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bo
 
 def _write_generation_config(out: Path, source_dir: Path, fmt: families.ChatFormat) -> None:
     """GLM-4's three stop tokens must be in generation_config.json: LLMPipeline stops on nothing else."""
-    vocab = json.loads((source_dir / "tokenizer.json").read_text())
-    ids = {t["content"]: t["id"] for t in vocab.get("added_tokens", [])}
+    from .tokenizer import added_token_ids
+
+    ids = added_token_ids(source_dir / "tokenizer.json")
     path = out / "generation_config.json"
     gen = json.loads(path.read_text()) if path.is_file() else {}
     gen.update({k: v for k, v in families.generation_config(ids, fmt).items() if k in ("eos_token_id", "pad_token_id")})

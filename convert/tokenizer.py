@@ -91,6 +91,14 @@ def hf_tokenizer(fast, fmt: families.ChatFormat):
     )
 
 
+def added_token_ids(tokenizer_json: str | Path) -> dict[str, int]:
+    """Added (special) tokens of a tokenizer.json file by content: where GLM-4's special tokens live."""
+    import json
+
+    data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    return {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+
+
 def check_pretokenizer(tokenizer_json: dict) -> None:
     """Refuse a tokenizer whose pre-tokenizer is not GLM-4's regex: its ids would not mean what the model learned."""
     pre = tokenizer_json.get("pre_tokenizer") or {}

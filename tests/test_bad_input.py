@@ -129,7 +129,7 @@ def test_failure_midway_leaves_nothing(synthetic, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hf, "_write_tokenizer", boom)
+    monkeypatch.setattr(hf, "write_tokenizer", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         hf.to_hf("synthetic:glm4:tiny", out, quiet=True)

@@ -112,3 +112,27 @@ def test_openvino_int4_agreement_and_kl_reported(ov):
     print(f"glm4-tiny OpenVINO int4: top-1 {v['top1_agreement']:.2%}, mean KL {v['mean_kl']:.5f}")
     assert v["gated"] and v["passed"] and v["top1_agreement"] >= verify.THRESHOLDS["int4"]
     assert v["mean_kl"] > _verification(ov["int8"])["mean_kl"]  # int4 loses more than int8, as it must
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory):
+    from glmkit.convert.gguf import to_gguf
+
+    root = tmp_path_factory.mktemp("tiny-gguf")
+    return {t: to_gguf("glm4-tiny", root / f"{t}.gguf", outtype=t, quiet=True) for t in ("q8_0", "q4_k_m")}
+
+
+def _gguf_verification(path):
+    return json.loads(path.with_name(path.name + ".glmkit.json").read_text())["verification"]
+
+
+def test_gguf_q8_0_agrees_with_the_source(gguf):
+    v = _gguf_verification(gguf["q8_0"])
+    print(f"glm4-tiny GGUF q8_0: top-1 {v['top1_agreement']:.2%}, mean KL {v['mean_kl']:.5f}")
+    assert v["gated"] and v["top1_agreement"] >= 0.99
+
+
+def test_gguf_q4_k_m_agreement_and_kl_reported(gguf):
+    v = _gguf_verification(gguf["q4_k_m"])
+    print(f"glm4-tiny GGUF q4_k_m: top-1 {v['top1_agreement']:.2%}, mean KL {v['mean_kl']:.5f}")
+    assert v["gated"] and v["passed"] and v["mean_kl"] > _gguf_verification(gguf["q8_0"])["mean_kl"]

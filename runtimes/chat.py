@@ -1,0 +1,116 @@
+"""glm-chat: a streaming terminal chat over glmkit.runtimes (any backend), or one answer with --prompt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from glmkit.convert import GlmkitError
+
+from .base import GenerationConfig, GenerationResult
+
+HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /stats, /exit"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="glm-chat", description="Chat with a GLM-4 model in the terminal.",
+                                epilog=HELP)
+    p.add_argument("model", nargs="?", default="glm4-tiny",
+                   help="OpenVINO IR dir, .gguf file, or any glm-convert SRC (default: glm4-tiny)")
+    p.add_argument("--backend", default="auto", choices=("auto", "openvino", "llamacpp", "transformers"))
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU or AUTO")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="0 = greedy (default; Z1 models: 0.6 as their card recommends)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past stop tokens (benchmarks)")
+    p.add_argument("--show-thinking", action="store_true", help="print Z1 models' <think> reasoning")
+    p.add_argument("--prompt", help="answer this one message and exit")
+    return p
+
+
+def _config(args, runtime) -> GenerationConfig:
+    sampling = runtime.chat_format.sampling
+    temperature = args.temperature if args.temperature is not None else sampling.get("temperature", 0.0)
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temperature,
+                            top_p=sampling.get("top_p", 1.0), top_k=sampling.get("top_k", 0), seed=args.seed,
+                            ignore_eos=args.ignore_eos)
+
+
+def _answer(session, text: str, show_thinking: bool, out=sys.stdout) -> GenerationResult | None:
+    """Stream one answer; Ctrl-C stops it and returns to the prompt. Reasoning is hidden unless asked for."""
+    thinks = session.runtime.chat_format.thinks and not show_thinking
+    pieces = session.stream(text)
+    buffered = ""
+    try:
+        for piece in pieces:
+            if isinstance(piece, GenerationResult):
+                if thinks:
+                    out.write(piece.text)
+                out.write("\n[stopped]\n" if piece.finish_reason == "interrupted" else "\n")
+                out.flush()
+                return piece
+            if thinks:
+                buffered += piece  # the answer is known only after </think>
+                continue
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        pieces.close()
+        out.write("\n[stopped]\n")
+        out.flush()
+    return None
+
+
+def _stats(session) -> str:
+    r = session.last
+    if r is None:
+        return "no answer yet"
+    return (f"{session.runtime.backend} · prompt {r.prompt_tokens} tok · generated {len(r.token_ids)} tok · "
+            f"TTFT {r.ttft_ms:.0f} ms · prefill {r.prefill_tps:.1f} t/s · decode {r.decode_tps:.1f} t/s · "
+            f"peak RSS {r.peak_rss_mb:.0f} MB · {r.finish_reason} · history {len(session.history) // 2} turns"
+            + (f" ({session.trimmed} trimmed)" if session.trimmed else ""))
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .load import load
+
+    try:
+        runtime = load(args.model, backend=args.backend, device=args.device)
+        session = runtime.chat(system=args.system, config=_config(args, runtime))
+        if args.prompt is not None:
+            return 0 if _answer(session, args.prompt, args.show_thinking) else 130
+        print(f"glm-chat · {args.model} on {runtime.backend} · {HELP}", file=sys.stderr)
+        while True:
+            try:
+                line = input("you> ")
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            cmd = line.strip()
+            if not cmd:
+                continue
+            if cmd in ("/exit", "/quit"):
+                return 0
+            if cmd == "/reset":
+                session.reset()
+                print("[conversation cleared]")
+            elif cmd.startswith("/system"):
+                session.set_system(cmd[len("/system"):].strip())
+                print(f"[system prompt {'set' if session.system else 'cleared'}]")
+            elif cmd == "/stats":
+                print(_stats(session))
+            elif cmd.startswith("/"):
+                print(HELP)
+            else:
+                print("glm> ", end="", flush=True)
+                _answer(session, line, args.show_thinking)
+    except GlmkitError as e:
+        print(f"glm-chat: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def main() -> None:
+    sys.exit(run())

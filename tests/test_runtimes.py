@@ -1,0 +1,128 @@
+"""One runtime interface: the same messages give the same prompt ids and greedy tokens on every backend."""
+
+import pytest
+
+from glmkit.convert import GlmkitError, embedded, families
+from glmkit.runtimes import GenerationConfig, Runtime, load
+from glmkit.runtimes.base import split_reasoning
+from glmkit.runtimes.tokenizer import from_hf
+
+MESSAGES = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "def add(a, b):"},
+            {"role": "assistant", "content": "def add(a, b):\n    return a + b"},
+            {"role": "user", "content": "class Stack:"}]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, glmkit_cache):
+    """glm4-tiny (fp16 weights) as an fp16 IR and an f32 GGUF: both hold exactly the source's weights."""
+    from glmkit.convert.gguf import to_gguf
+    from glmkit.convert.openvino import to_openvino
+
+    root = tmp_path_factory.mktemp("rt")
+    return {"ov": to_openvino("glm4-tiny", root / "ov", weight_format="fp16", quiet=True),
+            "gguf": to_gguf("glm4-tiny", root / "m.gguf", outtype="f32", quiet=True)}
+
+
+@pytest.fixture(scope="module")
+def runtimes(artifacts):
+    rts = {"transformers": load("glm4-tiny"),
+           "openvino": load(str(artifacts["ov"]), INFERENCE_PRECISION_HINT="f32"),
+           "llamacpp": load(str(artifacts["gguf"]), kv_cache="f32", n_ctx=1024)}
+    yield rts
+    for rt in rts.values():
+        rt.close()
+
+
+def test_backends_are_picked_from_the_artifact(runtimes):
+    assert {k: rt.backend for k, rt in runtimes.items()} == {k: k for k in runtimes}
+
+
+def test_same_prompt_ids_on_every_backend(runtimes):
+    ids = {k: rt.prompt_ids(MESSAGES) for k, rt in runtimes.items()}
+    assert ids["transformers"] == ids["openvino"] == ids["llamacpp"]
+    tiny = embedded.GLM4_TINY_REGULAR
+    assert ids["transformers"][:3] == [tiny + 2, tiny + 4, tiny + 6]  # [gMASK] <sop> <|system|>
+
+
+def test_same_greedy_tokens_on_every_backend(runtimes):
+    cfg = GenerationConfig(max_new_tokens=40, ignore_eos=True)
+    out = {k: rt.generate(MESSAGES, cfg) for k, rt in runtimes.items()}
+    assert out["transformers"].token_ids == out["openvino"].token_ids == out["llamacpp"].token_ids
+    assert all(len(r.token_ids) == 40 and r.finish_reason == "length" for r in out.values())
+    for r in out.values():
+        assert r.prompt_tokens > 20 and r.ttft_ms > 0 and r.decode_tps > 0 and r.peak_rss_mb > 50
+
+
+def test_stop_tokens_end_the_answer(runtimes):
+    """glm4-tiny learned to close its turn with <|user|>: every backend stops there, and it is not in the text."""
+    msgs = [{"role": "user", "content": "def read_config(path):"}]
+    for rt in runtimes.values():
+        r = rt.generate(msgs, GenerationConfig(max_new_tokens=300))
+        assert r.finish_reason == "stop", (rt.backend, r.text)
+        assert not set(r.token_ids) & rt.stop_ids and "<|user|>" not in r.text
+
+
+def test_stop_strings(runtimes):
+    for rt in runtimes.values():
+        free = rt.generate(MESSAGES, GenerationConfig(max_new_tokens=32, ignore_eos=True)).text
+        stop = free[len(free) // 2: len(free) // 2 + 3]  # a string the model is about to write
+        r = rt.generate(MESSAGES, GenerationConfig(max_new_tokens=32, stop=(stop,), ignore_eos=True))
+        assert r.finish_reason == "stop_string" and r.text == free[: free.index(stop)], rt.backend
+
+
+def test_seeded_sampling_repeats(runtimes):
+    for rt in runtimes.values():
+        cfg = GenerationConfig(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=7, ignore_eos=True)
+        a, b = rt.generate(MESSAGES, cfg).token_ids, rt.generate(MESSAGES, cfg).token_ids
+        other = rt.generate(MESSAGES, GenerationConfig(**{**cfg.__dict__, "seed": 8})).token_ids
+        assert a == b and a != other, rt.backend
+
+
+def test_history_is_trimmed_from_the_oldest_turn(runtimes):
+    rt = runtimes["transformers"]
+    session = rt.chat(system="You write Python.", config=GenerationConfig(max_new_tokens=16, ignore_eos=True))
+    full = rt.context_length
+    rt.context_length = 64  # a tiny context, so four turns cannot all fit
+    try:
+        for q in ("def add(a, b):", "class Stack:", "def read_config(path):", "import os"):
+            session.send(q)
+        assert session.trimmed > 0
+        assert session.history[-2]["content"] == "import os"
+        assert len(rt.prompt_ids(session.messages("x"))) <= rt.context_length - 16
+        with pytest.raises(GlmkitError, match="prompt tokens"):
+            session.send("word " * 200)
+    finally:
+        rt.context_length = full
+
+
+class Scripted(Runtime):
+    """A stand-in engine that emits fixed text: tests glmkit's own handling of Z1 reasoning."""
+
+    backend = "scripted"
+
+    def __init__(self, text):
+        tok = from_hf(embedded.glm4_tiny_path())
+        tok.chat_template = families.Z1_CHAT_TEMPLATE
+        super().__init__(tok, families.CHAT_FORMATS["z1"], 2048, "scripted")
+        self.ids = tok.encode(text) + [tok.special_ids["<|user|>"]]
+
+    def _token_stream(self, prompt_ids, config):
+        yield from self.ids
+
+
+def test_z1_reasoning_is_split_out_and_kept_out_of_history():
+    rt = Scripted("First, recall the formula.</think>\nThe answer is 42.")
+    session = rt.chat()
+    r = session.send("What is 6 x 7?")
+    assert r.text == "The answer is 42." and r.reasoning == "First, recall the formula."
+    assert session.history[-1] == {"role": "assistant", "content": "The answer is 42."}
+    assert rt.tokenizer.render_chat(session.history + [{"role": "user", "content": "Why?"}]).endswith(
+        "<|assistant|>\nThe answer is 42.<|user|>\nWhy?<|assistant|>\n<think>\n")
+    assert split_reasoning("no think block", thinks=False) == ("no think block", None)
+
+
+def test_unavailable_device_is_a_clear_error(artifacts):
+    with pytest.raises(GlmkitError, match=r"device NPU is not available on this machine \(it has: CPU"):
+        load(str(artifacts["ov"]), device="NPU")
+    with pytest.raises(GlmkitError, match="needs the openvino backend"):
+        load(str(artifacts["gguf"]), device="GPU")
