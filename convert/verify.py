@@ -16,7 +16,7 @@ import numpy as np
 # 75 % flags a broken conversion (wrong rope, lost tokens: those give < 20 %) without failing honest int4.
 THRESHOLDS = {"f32": 0.99, "fp32": 0.99, "fp16": 0.98, "f16": 0.98, "bf16": 0.97,
               "int8": 0.93, "q8_0": 0.93, "int4": 0.75, "q4_0": 0.70, "q4_k_m": 0.75, "q5_k_m": 0.8, "q6_k": 0.85}
-DEFAULT_TOKENS = 192
+DEFAULT_TOKENS = 512  # 1 flip = 0.2 %: fine enough to judge a 99 % bar
 
 
 @dataclass
@@ -64,7 +64,7 @@ def verification_text() -> str:
     from .embedded import held_out_text
 
     multilingual = "你好，世界。こんにちは。안녕하세요. Привет, мир! مرحبا. Grüße! 🤖 3.14159 x = [1, 2, 3]\n"
-    return f"[gMASK]<sop><|user|>\n{multilingual}<|assistant|>\n{held_out_text()[:3000]}"
+    return f"[gMASK]<sop><|user|>\n{multilingual}<|assistant|>\n{held_out_text()[:6000]}"
 
 
 def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list[int]:
