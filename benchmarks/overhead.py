@@ -50,11 +50,22 @@ def raw_openvino(runtime, ids: list[int], gen: int) -> float:
 
 
 def raw_llamacpp(runtime, ids: list[int], gen: int) -> float:
+    """llama.cpp's C API directly: llama_decode and its greedy sampler, no Python per-token work beyond ctypes."""
+    import llama_cpp as lc
+
+    ctx = runtime.llm._ctx.ctx
+    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    sampler = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    lc.llama_sampler_chain_add(sampler, lc.llama_sampler_init_greedy())
+    arr = (lc.llama_token * len(ids))(*ids)
+    lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(ids)))
     stamps: list[float] = []
-    for n, _ in enumerate(runtime.llm.generate(ids, reset=True, temp=0.0, top_k=1, top_p=1.0, min_p=0.0)):
+    for _ in range(gen):
+        tok = lc.llama_sampler_sample(sampler, ctx, -1)
         stamps.append(time.perf_counter())
-        if n + 1 >= gen:
-            break
+        one = (lc.llama_token * 1)(tok)
+        lc.llama_decode(ctx, lc.llama_batch_get_one(one, 1))
+    lc.llama_sampler_free(sampler)
     return _decode_tps(stamps)
 
 

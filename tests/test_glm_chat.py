@@ -1,23 +1,39 @@
 """glm-chat driven through a pseudo-terminal, as a person would use it."""
 
+import os
 import subprocess
 import sys
 
-import pexpect
 import pytest
+from pexpect import fdpexpect
 
 CMD = [sys.executable, "-m", "glmkit.runtimes", "synthetic:glm4:tiny", "--backend", "transformers"]
 
 
 @pytest.fixture
 def chat(synthetic):
+    """glm-chat on a pseudo-terminal it owns as its controlling terminal, so Ctrl-C (\\x03) is a real SIGINT.
+
+    Started through subprocess (fork+exec in C): pexpect.spawn runs Python in the forked child, which can crash
+    when the test process already holds OpenVINO's worker threads."""
     synthetic("glm4")  # made before the clock of each expect starts
+    started = []
 
     def spawn(*args):
-        child = pexpect.spawn(CMD[0], CMD[1:] + list(args), encoding="utf-8", timeout=180)
+        master, slave = os.openpty()
+        proc = subprocess.Popen(["setsid", "-c", *CMD, *args], stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        child = fdpexpect.fdspawn(master, encoding="utf-8", timeout=180)
+        child.proc = proc
+        started.append(child)
         child.expect("you> ")
         return child
-    return spawn
+
+    yield spawn
+    for child in started:
+        if child.proc.poll() is None:
+            child.proc.kill()
+        child.proc.wait()
 
 
 def _stats(child):
@@ -40,9 +56,7 @@ def test_two_turns_then_reset(chat):
     child.expect("you> ")
     assert _stats(child) == 0
     child.sendline("/exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert child.proc.wait(timeout=60) == 0
 
 
 def test_ctrl_c_stops_the_answer_and_returns_to_the_prompt(chat):
@@ -50,16 +64,14 @@ def test_ctrl_c_stops_the_answer_and_returns_to_the_prompt(chat):
     child.sendline("write until I stop you")
     child.expect("glm> ")
     child.expect(r"\S{20}")  # the answer is streaming
-    child.sendintr()
+    child.send("\x03")  # Ctrl-C: the terminal sends SIGINT to glm-chat
     child.expect(r"\[stopped\]")
     child.expect("you> ")
     child.sendline("/system be brief")
     child.expect(r"\[system prompt set\]")
     child.expect("you> ")
     child.sendline("/exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert child.proc.wait(timeout=60) == 0
 
 
 def test_prompt_answers_once_and_exits(synthetic):

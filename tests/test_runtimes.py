@@ -126,3 +126,11 @@ def test_unavailable_device_is_a_clear_error(artifacts):
         load(str(artifacts["ov"]), device="NPU")
     with pytest.raises(GlmkitError, match="needs the openvino backend"):
         load(str(artifacts["gguf"]), device="GPU")
+
+
+def test_repetition_penalty_changes_greedy_output(runtimes):
+    """The penalty reaches every engine: a strong one changes what greedy decoding picks."""
+    for rt in runtimes.values():
+        plain = rt.generate(MESSAGES, GenerationConfig(max_new_tokens=32, ignore_eos=True)).token_ids
+        pen = rt.generate(MESSAGES, GenerationConfig(max_new_tokens=32, repetition_penalty=1.8, ignore_eos=True))
+        assert pen.token_ids != plain and len(pen.token_ids) == 32, rt.backend
