@@ -177,3 +177,19 @@ def test_info_prints_the_manifest(converted):
     assert "weight_precisions" in r.stdout and "verification" in r.stdout and "u4" in r.stdout
     r = glm_convert("--info", converted("glm4", "int4").parent)
     assert r.returncode == 2 and "no glmkit manifest" in r.stderr
+
+
+@pytest.mark.parametrize("method", [{"awq": True, "scale_estimation": True}, {"gptq": True}])
+def test_data_aware_int4_runs_offline_on_the_embedded_text(tmp_path, method):
+    out = to_openvino("glm4-tiny", tmp_path / "da", weight_format="int4", num_samples=8, quiet=True, **method)
+    m = json.loads((out / "glmkit.json").read_text())
+    assert m["settings"]["dataset"] == "embedded" and m["settings"]["num_samples"] == 8
+    assert all(m["settings"][k] for k in method)
+    assert m["weight_precisions"].get("u4", 0) > 0 and m["verification"]["passed"]
+
+
+def test_group_size_fallback_converts_instead_of_failing(tmp_path, capfd):
+    """96 divides no hidden size of the tiny shape (128, 256): NNCF alone raises InvalidGroupSizeError."""
+    out = to_openvino("synthetic:glm4:tiny", tmp_path / "g96", weight_format="int4", group_size=96, quiet=False)
+    assert "group size 96 does not divide hidden_size = 128" in capfd.readouterr().err
+    assert json.loads((out / "glmkit.json").read_text())["weight_precisions"].get("u4", 0) > 0
