@@ -60,17 +60,27 @@ def _info(path: str) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{path}", show_header=False)
-    for key, value in data.items():
-        table.add_row(key, value if isinstance(value, str) else _fmt(value))
+    table = Table(title=str(path), show_header=False)
+    for key, value in _flatten(data):
+        table.add_row(key, value)
     Console().print(table)
     return 0
 
 
-def _fmt(value) -> str:
-    import json
-
-    return json.dumps(value, indent=1, default=str) if isinstance(value, (dict, list)) else str(value)
+def _flatten(data: dict, prefix: str = ""):
+    """Nested manifest entries as (dotted.key, readable value) rows; tool versions on one line."""
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key == "tools" and isinstance(value, dict):
+            yield name, ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, dict):
+            yield from _flatten(value, name + ".")
+        elif isinstance(value, float):
+            yield name, f"{value:.2%}" if key in ("top1_agreement", "threshold") else f"{value:.6g}"
+        elif isinstance(value, int) and not isinstance(value, bool) and ("bytes" in key or "parameters" in key):
+            yield name, f"{value:,}"
+        else:
+            yield name, "—" if value is None else str(value)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -190,15 +190,28 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
 
 
 def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
+    """llama.cpp's own k-quantizer. Its C-level log (a metadata dump and a line per tensor) is captured and shown
+    only if it fails."""
     import gguf
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = gguf.LlamaFileType[OUTTYPES[outtype][1]].value
     params.nthread = os.cpu_count() or 1
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc})")
+    with tempfile.TemporaryFile() as log:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            for fd in (1, 2):
+                os.dup2(log.fileno(), fd)
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+        finally:
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+        if rc != 0:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc}): {tail[0]}")
 
 
 def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:

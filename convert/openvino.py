@@ -7,6 +7,7 @@ against transformers before the output is put in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -191,6 +192,21 @@ def ov_logits(model_dir: Path, ids: list[int]):
 
 
 def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # tracing prints dozens of TracerWarnings that say nothing to a user
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        warnings.simplefilter("ignore")
+        if quiet:  # NNCF's bit-width table and progress bars write to the Python streams
+            sink = stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(sink))
+            stack.enter_context(contextlib.redirect_stderr(sink))
+        _export_and_compress(source_dir, out, settings, config, quiet)
+
+
+def _export_and_compress(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
     from optimum.exporters.openvino.__main__ import _main_quantize, main_export
     from optimum.intel import OVConfig
 
