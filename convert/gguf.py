@@ -266,7 +266,10 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
                 _write(tmp, ckpt, config, tok_dir, outtype, src, quiet)
             t_write = time.perf_counter() - t0
             result = None
-            if verify:
+            skipped = verify_mod.reference_fits(ckpt.num_parameters(), tmp.stat().st_size) if verify else None
+            if skipped:
+                progress.say(skipped, quiet)
+            if verify and not skipped:
                 progress.say("verifying against transformers (fp32)", quiet)
                 hf_dir = tok_dir if ckpt.family.name != "chatglm" else None
                 if hf_dir is None:  # run the remapped model as the reference
@@ -281,7 +284,7 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
                     "architecture": ARCHS[ckpt.family.name][0].lower(), "settings": {"outtype": outtype},
                     "size_bytes": tmp.stat().st_size, "source_parameters": ckpt.num_parameters(),
                     "seconds": {"write": round(t_write, 2), "total": round(time.perf_counter() - t0, 2)},
-                    "verification": result.to_dict() if result else None}
+                    "verification": result.to_dict() if result else {"skipped": skipped or "--no-verify"}}
             if result and not result.passed:
                 rejected = out.with_name(out.name + ".rejected")
                 os.replace(tmp, rejected)

@@ -264,8 +264,13 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
             fmt = families.chat_format(config, src)
             _write_generation_config(tmp, Path(source_dir), fmt)
             precisions = ir_weight_precisions(tmp / "openvino_model.xml")
-            result = None
+            result, skipped = None, None
             if verify:
+                size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
+                skipped = verify_mod.reference_fits(ckpt.num_parameters(), size)
+                if skipped:
+                    progress.say(skipped, quiet)
+            if verify and not skipped:
                 t = time.perf_counter()
                 progress.say("verifying against transformers (fp32)", quiet)
                 ids = verify_mod.verification_ids(source_dir)
@@ -280,7 +285,7 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                 "size_bytes": sum(f.stat().st_size for f in tmp.iterdir() if f.is_file()),
                 "source_parameters": ckpt.num_parameters(),
                 "seconds": {k: round(v, 2) for k, v in timings.items()},
-                "verification": result.to_dict() if result else None,
+                "verification": result.to_dict() if result else {"skipped": skipped or "--no-verify"},
             })
             if result and not result.passed:
                 rejected = out.with_name(out.name + ".rejected")

@@ -67,6 +67,21 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+def reference_fits(num_parameters: int, candidate_bytes: int) -> str | None:
+    """None when the fp32 reference and the converted model fit in available memory, else why not.
+
+    A 9B model's fp32 reference alone is 37.6 GB; rather than be killed after a long conversion, verification is
+    skipped with this reason printed and recorded in the manifest."""
+    import psutil
+
+    need = num_parameters * 4 + candidate_bytes + (1 << 30)
+    have = psutil.virtual_memory().available
+    if need <= have:
+        return None
+    return (f"verification skipped: the fp32 reference and the converted model need about {need / 2**30:.1f} GB, "
+            f"{have / 2**30:.1f} GB is available; verify on a machine with more memory")
+
+
 def verification_text() -> str:
     """Fixed text: glm4-tiny's held-out code plus a multilingual line, wrapped in the GLM-4 chat format."""
     from .embedded import held_out_text

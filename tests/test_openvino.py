@@ -193,3 +193,16 @@ def test_group_size_fallback_converts_instead_of_failing(tmp_path, capfd):
     out = to_openvino("synthetic:glm4:tiny", tmp_path / "g96", weight_format="int4", group_size=96, quiet=False)
     assert "group size 96 does not divide hidden_size = 128" in capfd.readouterr().err
     assert json.loads((out / "glmkit.json").read_text())["weight_precisions"].get("u4", 0) > 0
+
+
+def test_verification_that_cannot_fit_is_skipped_and_recorded(tmp_path, monkeypatch):
+    """A 9B model's fp32 reference (37.6 GB) does not fit a 24 GB machine: skip, say so, keep the output."""
+    import psutil
+
+    class Tight:
+        available = 64 << 20
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
+    out = to_openvino("synthetic:glm4:tiny", tmp_path / "o", weight_format="int8", quiet=True)
+    v = json.loads((out / "glmkit.json").read_text())["verification"]
+    assert v["skipped"].startswith("verification skipped: the fp32 reference")
