@@ -45,6 +45,7 @@ class GenerationResult:
     peak_rss_mb: float          # this process's peak resident memory so far
     reasoning: str | None = None  # Z1 models: the <think>…</think> part, kept out of `text` and history
     engine: dict = field(default_factory=dict)  # the engine's own figures, as a cross-check
+    itl_ms: list[float] = field(default_factory=list)  # inter-token latencies (time per output token)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +90,10 @@ class Runtime(ABC):
 
     # -- shared -------------------------------------------------------------------------------------------------
     def prompt_ids(self, prompt_or_messages) -> list[int]:
-        """Token ids of a plain prompt, or of chat messages through the model's GLM-4 chat template."""
+        """Token ids of a plain prompt, of chat messages through the model's GLM-4 chat template, or given as ids
+        (benchmarks need prompts of an exact length)."""
+        if isinstance(prompt_or_messages, list) and prompt_or_messages and isinstance(prompt_or_messages[0], int):
+            return list(prompt_or_messages)
         if isinstance(prompt_or_messages, str):
             return self.tokenizer.encode(prompt_or_messages)
         return self.tokenizer.encode(self.tokenizer.render_chat(list(prompt_or_messages)))
@@ -102,11 +106,13 @@ class Runtime(ABC):
         text, emitted, finish = "", 0, "length"
         t0 = time.perf_counter()
         t_first = None
+        stamps: list[float] = []
         tokens = self._token_stream(ids, config)
         try:
             for tok in tokens:
+                stamps.append(time.perf_counter())
                 if t_first is None:
-                    t_first = time.perf_counter()
+                    t_first = stamps[0]
                 if tok in self.stop_ids and not config.ignore_eos:
                     finish = "stop"
                     break
@@ -135,12 +141,15 @@ class Runtime(ABC):
             yield text[emitted:]
         ttft = (t_first or t_end) - t0
         decode_time = t_end - (t_first or t_end)
-        answer, reasoning = split_reasoning(text, self.chat_format.thinks and not isinstance(prompt_or_messages, str))
+        is_chat = isinstance(prompt_or_messages, list) and bool(prompt_or_messages) and \
+            isinstance(prompt_or_messages[0], dict)
+        answer, reasoning = split_reasoning(text, self.chat_format.thinks and is_chat)
         yield GenerationResult(
             text=answer, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
             prefill_tps=len(ids) / ttft if ttft > 0 else 0.0,
             decode_tps=(len(out) - 1) / decode_time if len(out) > 1 and decode_time > 0 else 0.0,
-            peak_rss_mb=peak_rss_mb(), reasoning=reasoning, engine=self._engine_figures())
+            peak_rss_mb=peak_rss_mb(), reasoning=reasoning, engine=self._engine_figures(),
+            itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
 
     def generate(self, prompt_or_messages, config: GenerationConfig | None = None) -> GenerationResult:
         result = None

@@ -1,0 +1,71 @@
+"""Result files: versioned JSON, CSV, and a Markdown table people can read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from glmkit.convert import GlmkitError
+
+from .run import SCHEMA_VERSION
+
+COLUMNS = ("label", "precision", "prompt_tokens", "decode_tps", "prefill_tps", "ttft_ms", "tpot_ms_p50",
+           "tpot_ms_p90", "peak_rss_mb", "speedup", "perplexity", "top1", "kl", "size_mb", "load_s")
+
+
+def load_results(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise GlmkitError(f"{path}: not a glm-bench result file ({e.__class__.__name__})") from None
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise GlmkitError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}; "
+                          "re-run glm-bench run with this glmkit")
+    return data
+
+
+def save_results(data: dict, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def rows(data: dict) -> list[dict]:
+    out = []
+    for r in data["results"]:
+        s, q = r["speed"], r.get("quality") or {}
+        out.append({
+            "label": r["label"], "precision": r["precision"], "prompt_tokens": r["prompt_tokens"],
+            **{k: round(s[k]["median"], 2) for k in ("decode_tps", "prefill_tps", "ttft_ms", "tpot_ms_p50",
+                                                     "tpot_ms_p90", "peak_rss_mb")},
+            "speedup": round(r["speedup_vs_reference"]["median"], 2) if r.get("speedup_vs_reference") else "",
+            "perplexity": round(q["perplexity"], 3) if q else "", "top1": f"{q['top1_agreement']:.1%}" if q else "",
+            "kl": round(q["mean_kl"], 5) if q else "", "size_mb": round(r["size_bytes"] / 2**20, 1),
+            "load_s": round(r["load_s"], 2),
+        })
+    return out
+
+
+def to_csv(data: dict) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(rows(data))
+    return buf.getvalue()
+
+
+def to_markdown(data: dict) -> str:
+    env = data["environment"]
+    spread = {(r["label"], r["prompt_tokens"]): r["speed"]["decode_tps"] for r in data["results"]}
+    lines = [f"{env['cpu']} · {env['threads']} threads · glmkit {env.get('glmkit_commit') or '?'} · "
+             f"{data['settings']['reps']} reps, {data['settings']['gen']} new tokens, medians (decode min–max)", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows(data):
+        d = spread[(row["label"], row["prompt_tokens"])]
+        row = {**row, "decode_tps": f"{row['decode_tps']} ({d['min']:.1f}–{d['max']:.1f})"}
+        lines.append("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
