@@ -112,17 +112,6 @@ def chatglm_config(shape: str, vocab: dict[str, int], vocab_size: int) -> dict:
     }
 
 
-def glm_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a glm/glm4 config, read off transformers' model built on the meta device."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = AutoConfig.for_model(**config)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
 def seeded_tensor(name: str, shape: tuple[int, ...], seed: int, dtype, rows_per_chunk: int = 4096):
     """A tensor drawn from its own generator (seed and name), in row chunks so fp32 scratch stays small."""
     import torch
@@ -177,7 +166,9 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
     glm_family = "glm" if family == "chatglm" else family
     config = hf_config(glm_family, shape, vocab, vocab_size)
     dtype = getattr(torch, DTYPES[shape])
-    names = glm_tensor_shapes(config)
+    from .hf import expected_tensors
+
+    names = expected_tensors(config)
     tensors = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
     if family == "chatglm":
         tensors = _chatglm_tensors(tensors, config)
