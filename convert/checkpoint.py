@@ -57,6 +57,19 @@ class Checkpoint:
                 for name in sf.keys():
                     yield name, sf.get_tensor(name)
 
+    def fingerprint(self) -> str:
+        """sha256 of each weight file's name, size and first MiB (the safetensors header): identifies the weights
+        without reading gigabytes."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in self.weight_files:
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+        return h.hexdigest()
+
     def num_parameters(self) -> int:
         if self.pickled:
             return sum(t.numel() for _, t in self.tensors())

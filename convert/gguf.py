@@ -20,7 +20,7 @@ import numpy as np
 
 from . import families, manifest, progress
 from .atomic import atomic_output, check_output
-from .errors import GlmkitError, VerificationError
+from .errors import GlmkitError
 from .hf import default_output
 
 # outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file.
@@ -237,7 +237,7 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False) -> Path:
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json)."""
     from . import verify as verify_mod
-    from .hf import chatglm_to_glm_config, write_tokenizer
+    from .hf import chatglm_to_glm_config, to_hf, write_tokenizer
     from .source import open_source
 
     if outtype not in OUTTYPES:
@@ -246,6 +246,7 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
     check_output(out, force)
     t0 = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
+    parameters = ckpt.num_parameters()
     if ckpt.pickled:
         raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf --allow-pickle")
     config = chatglm_to_glm_config(ckpt.config) if ckpt.family.name == "chatglm" else dict(ckpt.config)
@@ -265,32 +266,25 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             else:
                 _write(tmp, ckpt, config, tok_dir, outtype, src, quiet)
             t_write = time.perf_counter() - t0
-            result = None
-            skipped = verify_mod.reference_fits(ckpt.num_parameters(), tmp.stat().st_size) if verify else None
-            if skipped:
-                progress.say(skipped, quiet)
-            if verify and not skipped:
-                progress.say("verifying against transformers (fp32)", quiet)
-                hf_dir = tok_dir if ckpt.family.name != "chatglm" else None
-                if hf_dir is None:  # run the remapped model as the reference
-                    from .hf import to_hf
-
-                    hf_dir = to_hf(src, Path(stage) / "hf", quiet=True)
-                ids = verify_mod.verification_ids(hf_dir)
-                result = verify_mod.compare(verify_mod.reference_logits(hf_dir, ids), gguf_logits(tmp, ids), outtype,
-                                            gated=source.kind != "synthetic")
-                progress.say(result.summary(), quiet)
-            data = {"kind": "gguf", "file": out.name, "source": source.describe(), "family": ckpt.family.name,
-                    "architecture": ARCHS[ckpt.family.name][0].lower(), "settings": {"outtype": outtype},
-                    "size_bytes": tmp.stat().st_size, "source_parameters": ckpt.num_parameters(),
+            result, record = None, {"skipped": "--no-verify"}
+            if verify:
+                ref_dir = tok_dir  # chatglm: run the remapped model as the reference
+                if ckpt.family.name == "chatglm":
+                    ref_dir = to_hf(str(ckpt.path), Path(stage) / "hf", quiet=True)
+                result, record = verify_mod.check(ref_dir, lambda ids: gguf_logits(tmp, ids), outtype,
+                                                  parameters=parameters, candidate_bytes=tmp.stat().st_size,
+                                                  gated=source.kind != "synthetic", quiet=quiet)
+            data = {"kind": "gguf", "file": out.name,
+                    "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
+                    "family": ckpt.family.name, "architecture": ARCHS[ckpt.family.name][0].lower(),
+                    "settings": {"outtype": outtype}, "size_bytes": tmp.stat().st_size,
+                    "source_parameters": parameters,
                     "seconds": {"write": round(t_write, 2), "total": round(time.perf_counter() - t0, 2)},
-                    "verification": result.to_dict() if result else {"skipped": skipped or "--no-verify"}}
+                    "verification": record}
             if result and not result.passed:
-                rejected = out.with_name(out.name + ".rejected")
-                os.replace(tmp, rejected)
+                rejected, error = verify_mod.reject(tmp, out, result, "try a higher-precision --outtype")
                 manifest.write_file(sidecar(rejected), data)
-                raise VerificationError(f"{result.summary()} for {outtype}; the file was kept at {rejected} for "
-                                        "inspection — try a higher-precision --outtype")
+                raise error
             manifest.write_file(sidecar(out), data)
     progress.say(f"wrote {out}", quiet)
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import families, manifest, progress
 from .atomic import atomic_output, check_output
-from .errors import GlmkitError, VerificationError
+from .errors import GlmkitError
 from .hf import default_output
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
@@ -252,6 +252,7 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
     timings: dict[str, float] = {}
     t = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
+    parameters = ckpt.num_parameters()
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=f".{out.name}.stage.") as stage:
         source_dir = _stage_source(ckpt, ckpt.path, Path(stage), rope_scaling, quiet)
@@ -264,54 +265,23 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
             fmt = families.chat_format(config, src)
             _write_generation_config(tmp, Path(source_dir), fmt)
             precisions = ir_weight_precisions(tmp / "openvino_model.xml")
-            result, skipped = None, None
+            size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
+            result, record = None, {"skipped": "--no-verify"}
             if verify:
-                size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
-                skipped = verify_mod.reference_fits(ckpt.num_parameters(), size)
-                if skipped:
-                    progress.say(skipped, quiet)
-            if verify and not skipped:
                 t = time.perf_counter()
-                progress.say("verifying against transformers (fp32)", quiet)
-                ids = verify_mod.verification_ids(source_dir)
-                result = verify_mod.compare(verify_mod.reference_logits(source_dir, ids), ov_logits(tmp, ids),
-                                            weight_format, gated=source.kind != "synthetic")
+                result, record = verify_mod.check(source_dir, lambda ids: ov_logits(tmp, ids), weight_format,
+                                                  parameters=parameters, candidate_bytes=size,
+                                                  gated=source.kind != "synthetic", quiet=quiet)
                 timings["verify"] = time.perf_counter() - t
-                progress.say(result.summary(), quiet)
             manifest.write(tmp, {
-                "kind": "openvino", "source": {**source.describe(), "weights_fingerprint": _fingerprint(ckpt)},
+                "kind": "openvino", "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
                 "family": ckpt.family.name, "chat_format": fmt.name, "settings": settings,
-                "rope_scaling": config.get("rope_scaling"), "weight_precisions": precisions,
-                "size_bytes": sum(f.stat().st_size for f in tmp.iterdir() if f.is_file()),
-                "source_parameters": ckpt.num_parameters(),
-                "seconds": {k: round(v, 2) for k, v in timings.items()},
-                "verification": result.to_dict() if result else {"skipped": skipped or "--no-verify"},
+                "rope_scaling": config.get("rope_scaling"), "weight_precisions": precisions, "size_bytes": size,
+                "source_parameters": parameters, "seconds": {k: round(v, 2) for k, v in timings.items()},
+                "verification": record,
             })
             if result and not result.passed:
-                rejected = out.with_name(out.name + ".rejected")
-                _reject(tmp, rejected)
-                raise VerificationError(f"{result.summary()} for {weight_format}; the output was kept at "
-                                        f"{rejected} for inspection — try a higher precision, a lower --ratio or "
-                                        "--awq") from None
+                _, error = verify_mod.reject(tmp, out, result, "try a higher precision, a lower --ratio or --awq")
+                raise error
     progress.say(f"wrote {out}", quiet)
     return out
-
-
-def _reject(tmp: Path, rejected: Path) -> None:
-    import shutil
-
-    shutil.rmtree(rejected, ignore_errors=True)
-    os.replace(tmp, rejected)
-
-
-def _fingerprint(ckpt) -> str:
-    """sha256 of the weight files' headers and sizes: identifies the weights without reading gigabytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in ckpt.weight_files:
-        h.update(f.name.encode())
-        h.update(str(f.stat().st_size).encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()

@@ -82,6 +82,38 @@ def reference_fits(num_parameters: int, candidate_bytes: int) -> str | None:
             f"{have / 2**30:.1f} GB is available; verify on a machine with more memory")
 
 
+def check(reference_dir, candidate_logits, precision: str, *, parameters: int, candidate_bytes: int,
+          gated: bool, quiet: bool = False) -> tuple[Verification | None, dict]:
+    """The verification step every converter runs: skip (saying why) when the fp32 reference cannot fit, else
+    compare the candidate's logits with the reference's. Returns the result and its manifest entry."""
+    from . import progress
+
+    skipped = reference_fits(parameters, candidate_bytes)
+    if skipped:
+        progress.say(skipped, quiet)
+        return None, {"skipped": skipped}
+    progress.say("verifying against transformers (fp32)", quiet)
+    ids = verification_ids(reference_dir)
+    result = compare(reference_logits(reference_dir, ids), candidate_logits(ids), precision, gated=gated)
+    progress.say(result.summary(), quiet)
+    return result, result.to_dict()
+
+
+def reject(tmp: Path, out: Path, result: Verification, hint: str):
+    """Move a failed output aside to OUT.rejected and return the error to raise."""
+    import os
+    import shutil
+
+    from .errors import VerificationError
+
+    rejected = out.with_name(out.name + ".rejected")
+    if rejected.is_dir():
+        shutil.rmtree(rejected)
+    os.replace(tmp, rejected)
+    return rejected, VerificationError(f"{result.summary()} for {result.precision}; the output was kept at {rejected} "
+                                       f"for inspection — {hint}")
+
+
 def verification_text() -> str:
     """Fixed text: glm4-tiny's held-out code plus a multilingual line, wrapped in the GLM-4 chat format."""
     from .embedded import held_out_text

@@ -154,3 +154,17 @@ def test_quantized_types(converted, outtype, ftype):
 def test_bad_outtype_is_refused():
     with pytest.raises(GlmkitError, match="--outtype"):
         to_gguf("synthetic:glm4:tiny", "x.gguf", outtype="q3_k")
+
+
+def test_verification_failure_keeps_the_file_aside(tmp_path, monkeypatch):
+    from glmkit.convert import verify
+    from glmkit.convert.errors import VerificationError
+
+    monkeypatch.setitem(verify.THRESHOLDS, "q8_0", 1.01)  # a bar no quantized file reaches
+    out = tmp_path / "m.gguf"
+    with pytest.raises(VerificationError, match="rejected"):
+        to_gguf("glm4-tiny", out, outtype="q8_0", quiet=True)
+    rejected = tmp_path / "m.gguf.rejected"
+    assert not out.exists() and rejected.read_bytes()[:4] == b"GGUF"
+    assert json.loads((tmp_path / "m.gguf.rejected.glmkit.json").read_text())["verification"]["passed"] is False
+    assert json.loads((tmp_path / "m.gguf.rejected.glmkit.json").read_text())["source"]["weights_fingerprint"]
