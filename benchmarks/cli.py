@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from glmkit.convert import GlmkitError
 
@@ -25,44 +26,85 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int)
     r.add_argument("--reference", help="HF source for the transformers reference (speed-up and quality)")
     r.add_argument("--no-quality", dest="quality", action="store_false")
-    r.add_argument("-o", "--output", default="results.json")
-    rep = sub.add_parser("report", help="print a result file as a Markdown table (or CSV)")
+    r.add_argument("--no-peers", dest="peers", action="store_false", help="skip the raw-engine runs")
+    r.add_argument("--no-roofline", dest="roofline", action="store_false", help="skip the bandwidth measurement")
+    r.add_argument("--interleave", action="store_true",
+                   help="load all models at once and alternate their repetitions (steadier ratios, more memory)")
+    r.add_argument("-o", "--output", default="results.json",
+                   help="result JSON; .md, .csv and -decode/-quality.png are written beside it")
+    r.add_argument("-q", "--quiet", action="store_true")
+    rep = sub.add_parser("report", help="print a result file as a Markdown table (or CSV); optionally plot it")
     rep.add_argument("results")
     rep.add_argument("--csv", action="store_true")
+    rep.add_argument("--plots", metavar="DIR", help="write the PNG plots into DIR")
     c = sub.add_parser("compare", help="exit 1 when CURRENT regresses against BASELINE beyond noise")
     c.add_argument("baseline")
     c.add_argument("current")
     c.add_argument("--max-regression", type=_percent, default=0.10, help="e.g. 10%% (default)")
+    ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
+    ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
+    ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
+    ci.add_argument("--max-regression", type=_percent, default=0.10, help="e.g. 10%% (default)")
+    ci.add_argument("--update-baseline", action="store_true", help="write this run as the new baseline")
+    ci.add_argument("--absolute", action="store_true",
+                    help="also judge absolute t/s and TTFT (a dedicated benchmark machine; default: ratios, quality)")
+    ci.add_argument("--keep-artifacts", metavar="DIR", help="convert into DIR and reuse what is already there")
+    ci.add_argument("-q", "--quiet", action="store_true")
     return p
+
+
+def _print_findings(findings, max_regression: float, note: str = "") -> int:
+    if not findings:
+        raise GlmkitError("the two result files share no configuration to compare")
+    if note:
+        print(note)
+    for f in findings:
+        print(f.line())
+    bad = [f for f in findings if f.regressed]
+    print(f"{len(bad)} regression(s) beyond {max_regression:.0%} and noise" if bad else "no regression")
+    return 1 if bad else 0
 
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import compare, report
+    from . import compare, plots, report
     from . import run as run_mod
 
     try:
         if args.cmd == "run":
             data = run_mod.run(args.models, tuple(args.backends.split(",")),
                                tuple(int(x) for x in args.prompt_lengths.split(",")), args.gen, args.reps,
-                               args.warmup, args.threads, args.reference, args.quality)
-            report.save_results(data, args.output)
+                               args.warmup, args.threads, args.reference, args.quality, peers=args.peers,
+                               roofline=args.roofline, interleave=args.interleave, quiet=args.quiet)
+            out = Path(args.output)
+            written = report.write_reports(data, out.parent, out.stem)
             print(report.to_markdown(data))
-            print(f"wrote {args.output}", file=sys.stderr)
+            print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
             return 0
         if args.cmd == "report":
             data = report.load_results(args.results)
             print(report.to_csv(data) if args.csv else report.to_markdown(data), end="")
+            if args.plots:
+                for path in plots.plots(data, args.plots, Path(args.results).stem):
+                    print(f"wrote {path}", file=sys.stderr)
             return 0
-        findings = compare.compare(report.load_results(args.baseline), report.load_results(args.current),
-                                   args.max_regression)
-        if not findings:
-            raise GlmkitError("the two result files share no configuration to compare")
-        for f in findings:
-            print(f.line())
-        bad = [f for f in findings if f.regressed]
-        print(f"{len(bad)} regression(s) beyond {args.max_regression:.0%} and noise" if bad else "no regression")
-        return 1 if bad else 0
+        if args.cmd == "ci":
+            from . import suite
+
+            data, findings = suite.ci(args.output, args.baseline or suite.BASELINE, args.max_regression,
+                                      args.keep_artifacts, args.update_baseline, args.absolute, args.quiet)
+            print(report.to_markdown(data))
+            print(f"wrote {args.output}/ (results.json, .md, .csv, -decode.png, -quality.png) in "
+                  f"{data['settings']['suite_seconds']:.0f} s", file=sys.stderr)
+            if findings is None:
+                print(f"baseline written: {args.baseline or suite.BASELINE}")
+                return 0
+            note = "" if args.absolute else "judging in-run ratios and quality (--absolute: tokens/s and TTFT too)"
+            return _print_findings(findings, args.max_regression, note)
+        base, cur = report.load_results(args.baseline), report.load_results(args.current)
+        note = "" if compare.same_machine(base, cur) else \
+            "different CPU or thread count: judging only ratios measured inside each run, and quality"
+        return _print_findings(compare.compare(base, cur, args.max_regression), args.max_regression, note)
     except GlmkitError as e:
         print(f"glm-bench: error: {e}", file=sys.stderr)
         return e.exit_code

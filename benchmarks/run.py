@@ -19,8 +19,9 @@ from glmkit.convert import GlmkitError, manifest
 from glmkit.runtimes import GenerationConfig, load
 
 from .environment import environment
+from .roofline import bandwidth_gbs, ceiling
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def summarize(values: list[float]) -> dict:
@@ -70,38 +71,77 @@ def _thread_options(backend: str, threads: int | None) -> dict:
             "transformers": {"threads": threads}}.get(backend, {})
 
 
-def bench_speed(model: str, backend: str = "auto", prompt_lengths=(128,), gen: int = 64, reps: int = 5,
-                warmup: int = 1, threads: int | None = None, label: str | None = None, **options) -> list[dict]:
-    from glmkit.runtimes import detect_backend
+def _summaries(runs: list[dict]) -> dict:
+    return {k: summarize([r[k] for r in runs]) for k in runs[0]}
 
-    kind = detect_backend(model) if backend == "auto" else backend
-    t0 = time.perf_counter()
-    rt = load(model, backend=kind, **{**_thread_options(kind, threads), **options})
-    load_s = time.perf_counter() - t0
-    precision, size = _describe(model, rt)
-    cfg = GenerationConfig(max_new_tokens=gen, ignore_eos=True)
-    pool = iter(prompts(rt, (warmup + reps) * len(prompt_lengths), max(prompt_lengths)))
-    out = []
-    for length in prompt_lengths:
-        for _ in range(warmup):
-            rt.generate(next(pool)[:length], cfg)
-        runs = [rt.generate(next(pool)[:length], cfg) for _ in range(reps)]
-        out.append({
-            "label": label or f"{Path(model).name}/{rt.backend}", "model": str(model), "backend": rt.backend,
-            "precision": precision, "prompt_tokens": length, "gen_tokens": gen, "reps": reps,
-            "load_s": load_s, "size_bytes": size,
-            "speed": {
-                "decode_tps": summarize([r.decode_tps for r in runs]),
-                "prefill_tps": summarize([r.prefill_tps for r in runs]),
-                "ttft_ms": summarize([r.ttft_ms for r in runs]),
-                "tpot_ms_p50": summarize([statistics.median(r.itl_ms) for r in runs]),
-                "tpot_ms_p90": summarize([_p90(r.itl_ms) for r in runs]),
-                "peak_rss_mb": summarize([r.peak_rss_mb for r in runs]),
-            },
-            "engine": runs[-1].engine,
-        })
-    rt.close()
-    return out
+
+class Subject:
+    """One model on one backend, loaded once, measured repetition by repetition. With `peers`, each repetition
+    also times the raw engine on the same loaded model (who goes first alternates); every run gets a new prompt."""
+
+    def __init__(self, model: str, backend: str = "auto", threads: int | None = None, label: str | None = None,
+                 bandwidth: float | None = None, peers: bool = True, **options):
+        from glmkit.runtimes import detect_backend
+
+        from .peers import RAW
+        from .roofline import weight_bytes_per_token
+
+        self.model = model
+        kind = detect_backend(model) if backend == "auto" else backend
+        t0 = time.perf_counter()
+        self.rt = load(model, backend=kind, **{**_thread_options(kind, threads), **options})
+        self.load_s = time.perf_counter() - t0
+        self.precision, self.size = _describe(model, self.rt)
+        self.label = label or f"{Path(model).name}/{self.rt.backend}"
+        self.raw_fn = RAW.get(self.rt.backend) if peers else None
+        self.bandwidth = bandwidth
+        self.weights = weight_bytes_per_token(model, self.rt.backend, self.rt) if bandwidth else 0
+        self.pool = iter(())
+        self.runs: dict[int, dict[str, list]] = {}
+
+    def prepare(self, lengths, count: int) -> None:
+        n = count * len(lengths) * (2 if self.raw_fn else 1)
+        self.pool = iter(prompts(self.rt, n, max(lengths)))
+
+    def rep(self, length: int, gen: int, keep: bool, flip: bool) -> None:
+        got = self.runs.setdefault(length, {"glmkit": [], "raw": []})
+        cfg = GenerationConfig(max_new_tokens=gen, ignore_eos=True)
+        steps = [("glmkit", lambda ids: self.rt.generate(ids, cfg))]
+        if self.raw_fn:
+            steps.append(("raw", lambda ids: self.raw_fn(self.rt, ids, gen)))
+        for name, fn in steps[::-1] if flip else steps:
+            r = fn(next(self.pool)[:length])
+            if keep:
+                got[name].append(r)
+
+    def results(self, gen: int) -> list[dict]:
+        out = []
+        for length, got in self.runs.items():
+            ours, raw = got["glmkit"], got["raw"]
+            speed = _summaries([{"decode_tps": r.decode_tps, "prefill_tps": r.prefill_tps, "ttft_ms": r.ttft_ms,
+                                 "tpot_ms_p50": statistics.median(r.itl_ms), "tpot_ms_p90": _p90(r.itl_ms),
+                                 "peak_rss_mb": r.peak_rss_mb} for r in ours])
+            res = {"label": self.label, "model": str(self.model), "backend": self.rt.backend,
+                   "precision": self.precision, "prompt_tokens": length, "gen_tokens": gen, "reps": len(ours),
+                   "load_s": self.load_s, "size_bytes": self.size, "speed": speed, "engine": ours[-1].engine}
+            if raw:
+                res["raw"] = _summaries(raw)
+                res["glmkit_vs_raw"] = ratio(speed["decode_tps"], res["raw"]["decode_tps"])
+            if self.weights:
+                res["roofline"] = ceiling(self.weights, self.bandwidth, speed["decode_tps"]["median"])
+            out.append(res)
+        return out
+
+    def close(self) -> None:
+        self.rt.close()
+
+
+def _measure(subject: Subject, lengths, gen: int, reps: int, warmup: int, advance) -> None:
+    subject.prepare(lengths, warmup + reps)
+    for length in lengths:
+        for i in range(warmup + reps):
+            subject.rep(length, gen, keep=i >= warmup, flip=i % 2 == 1)
+            advance()
 
 
 def candidate_logits(model: str, ids: list[int]) -> np.ndarray:
@@ -145,30 +185,76 @@ def bench_quality(model: str, reference: str, tokens: int = 512) -> dict:
             "mean_kl": v.mean_kl, "top1_agreement": v.top1_agreement}
 
 
+def ratio(a: dict, b: dict) -> dict:
+    """a / b for two summaries; the quartiles pair a's low with b's high (and vice versa), so the ratio's spread
+    carries both measurements' noise and compare judges it fairly."""
+    return {"median": a["median"] / b["median"], "p25": a["p25"] / b["p75"], "p75": a["p75"] / b["p25"],
+            "min": a["min"] / b["max"], "max": a["max"] / b["min"]}
+
+
 def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths=(128,), gen: int = 64,
         reps: int = 5, warmup: int = 1, threads: int | None = None, reference: str | None = None,
-        quality: bool = True, quality_tokens: int = 512) -> dict:
-    """Benchmark each model with each backend (and the transformers reference, bf16, in the same run)."""
+        quality: bool = True, quality_tokens: int = 512, peers: bool = True, roofline: bool = True,
+        interleave: bool = False, quiet: bool = False) -> dict:
+    """Benchmark each model with each backend, beside the raw engines (peers), against the memory roofline and the
+    transformers bf16 reference measured in the same run.
+
+    interleave: load every model at once and take repetitions round-robin, so a slow spell of a shared machine
+    hits every config alike and the in-run ratios cancel it (needs the memory of all models together).
+    """
+    from glmkit.convert import progress
+
     if reps < 1 or gen < 2:
         raise GlmkitError("--reps must be ≥ 1 and --gen ≥ 2 (decode speed needs two tokens)")
-    results = []
-    for model in models:
-        for backend in backends:
-            for r in bench_speed(model, backend, prompt_lengths, gen, reps, warmup, threads):
-                if quality and reference:
-                    r["quality"] = bench_quality(model, reference, quality_tokens)
-                results.append(r)
+    bandwidth = None
+    if roofline:
+        progress.say(f"measuring memory bandwidth at {threads or 'all'} threads", quiet)
+        bandwidth = bandwidth_gbs(threads)
+    plan = [dict(model=m, backend=b) for m in models for b in backends]
     if reference:
-        ref = bench_speed(reference, "transformers", prompt_lengths, gen, reps, warmup, threads,
-                          label="reference/transformers-bf16", dtype="bfloat16")
-        by_len = {r["prompt_tokens"]: r["speed"]["decode_tps"]["median"] for r in ref}
+        plan.append(dict(model=reference, backend="transformers", label=f"reference/{Path(reference).name}-bf16",
+                         dtype="bfloat16"))
+    common = dict(threads=threads, bandwidth=bandwidth, peers=peers)
+    lengths = tuple(prompt_lengths)
+    results: list[dict] = []
+    steps = len(plan) * len(lengths) * (warmup + reps)
+    with progress.task(f"benchmarking {len(plan)} config(s)", steps, quiet) as advance:
+        if interleave:
+            subjects = [Subject(**spec, **common) for spec in plan]
+            for s in subjects:
+                s.prepare(lengths, warmup + reps)
+            for length in lengths:
+                for i in range(warmup + reps):
+                    for s in subjects:
+                        s.rep(length, gen, keep=i >= warmup, flip=i % 2 == 1)
+                        advance()
+            for s in subjects:
+                for r in s.results(gen):
+                    del r["speed"]["peak_rss_mb"]  # one process held every model: no per-config figure
+                    results.append(r)
+                s.close()
+        else:
+            for spec in plan:
+                s = Subject(**spec, **common)
+                _measure(s, lengths, gen, reps, warmup, advance)
+                results += s.results(gen)
+                s.close()
+    if reference:
+        ref = {r["prompt_tokens"]: r for r in results if r["label"].startswith("reference/")}
         for r in results:
-            base = by_len.get(r["prompt_tokens"])
-            if base:
-                s = r["speed"]["decode_tps"]
-                r["speedup_vs_reference"] = {k: s[k] / base for k in ("median", "p25", "p75", "min", "max")}
-        results += ref
+            if r["label"].startswith("reference/"):
+                r["role"] = "reference"
+            elif r["prompt_tokens"] in ref:
+                r["speedup_vs_reference"] = ratio(r["speed"]["decode_tps"],
+                                                  ref[r["prompt_tokens"]]["speed"]["decode_tps"])
+    if quality and reference:
+        for r in results:
+            if r.get("role") != "reference" and r["prompt_tokens"] == lengths[0]:
+                progress.say(f"quality of {r['label']} against {reference}", quiet)
+                r["quality"] = bench_quality(r["model"], reference, quality_tokens)
+    env = environment(threads)
+    env["bandwidth_gbs"] = bandwidth
     return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": environment(threads), "settings": {"prompt_lengths": list(prompt_lengths), "gen": gen,
-                                                               "reps": reps, "warmup": warmup, "reference": reference},
+            "environment": env, "settings": {"prompt_lengths": list(lengths), "gen": gen, "reps": reps,
+                                             "warmup": warmup, "reference": reference, "interleave": interleave},
             "results": results}

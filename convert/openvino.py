@@ -180,12 +180,29 @@ def ir_weight_precisions(xml: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+@contextlib.contextmanager
+def _no_offline_probe_warning():
+    """Under HF_HUB_OFFLINE optimum-intel 1.27 looks a local IR directory up in the hub cache, fails, warns
+    "Could not infer whether the model was already converted", then loads the directory correctly."""
+    import logging
+
+    log = logging.getLogger("optimum.intel.openvino.modeling_base")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def ov_logits(model_dir: Path, ids: list[int]):
     """Logits of the exported IR for one sequence, through optimum-intel's OVModelForCausalLM on CPU."""
     import torch
     from optimum.intel import OVModelForCausalLM
 
-    model = OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU", ov_config={"INFERENCE_PRECISION_HINT": "f32"})
+    with _no_offline_probe_warning():
+        model = OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU",
+                                                   ov_config={"INFERENCE_PRECISION_HINT": "f32"})
     with torch.no_grad():
         x = torch.tensor([ids])
         return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()
@@ -218,7 +235,8 @@ def _export_and_compress(source_dir: Path, out: Path, settings: dict, config: di
     if q:  # as optimum-cli does: export, then compress the IR with NNCF
         progress.say(f"compressing weights with NNCF ({settings['weight_format']}, sym={settings['sym']}, "
                      f"group {settings['group_size']}, ratio {settings['ratio']})", quiet)
-        _main_quantize(str(source_dir), quantization_config=q, output=out, cache_dir=None, **kw)
+        with _no_offline_probe_warning():
+            _main_quantize(str(source_dir), quantization_config=q, output=out, cache_dir=None, **kw)
     missing = [f for f in OV_FILES if not (out / f).is_file()]
     if missing:
         raise GlmkitError(f"export produced no {', '.join(missing)}; openvino-tokenizers may be missing or "

@@ -91,6 +91,14 @@ def hf_tokenizer(fast, fmt: families.ChatFormat):
     )
 
 
+def load_hf_tokenizer(path: str | Path):
+    """AutoTokenizer for a local GLM-4 checkpoint, no remote code. fix_mistral_regex=False: transformers 4.57.3+
+    warns about Mistral's regex for any local checkpoint saved by 4.57.x; GLM-4's regex is checked by glmkit."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, fix_mistral_regex=False)
+
+
 def added_token_ids(tokenizer_json: str | Path) -> dict[str, int]:
     """Added (special) tokens of a tokenizer.json file by content: where GLM-4's special tokens live."""
     import json

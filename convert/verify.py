@@ -123,9 +123,9 @@ def verification_text() -> str:
 
 
 def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list[int]:
-    from transformers import AutoTokenizer
+    from .tokenizer import load_hf_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    tok = load_hf_tokenizer(tokenizer_dir)
     return tok(verification_text(), add_special_tokens=False)["input_ids"][:n]
 
 

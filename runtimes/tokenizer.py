@@ -30,9 +30,9 @@ class Tokenizer:
 
 
 def from_hf(path) -> Tokenizer:
-    from transformers import AutoTokenizer
+    from glmkit.convert.tokenizer import load_hf_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    tok = load_hf_tokenizer(path)
     template = tok.chat_template or families.chat_format(name_or_path=str(path)).template
 
     def token_id(t: str):

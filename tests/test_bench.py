@@ -1,4 +1,5 @@
-"""glm-bench: result files, honest repetitions, and a regression gate that fails on a slowdown but not on noise."""
+"""glm-bench: result files, raw peers, roofline, honest repetitions, and a regression gate that fails on a slowdown
+but not on noise."""
 
 import copy
 import json
@@ -7,8 +8,10 @@ import sys
 
 import pytest
 
-from glmkit.benchmarks import compare, report
+from glmkit.benchmarks import compare, report, roofline
 from glmkit.benchmarks import run as bench
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def results(tmp_path_factory, glmkit_cache):
     files = []
     for name in ("a.json", "b.json"):
         r = glm_bench("run", ir, "--prompt-lengths", "128", "--gen", "24", "--reps", "5", "--reference",
-                      "synthetic:glm4:bench", "--no-quality", "-o", out / name)
+                      "synthetic:glm4:bench", "--no-quality", "--no-roofline", "-o", out / name)
         assert r.returncode == 0, r.stderr
         files.append(out / name)
     return files
@@ -53,13 +56,59 @@ def test_result_file_has_the_schema(tiny_run):
     data = report.load_results(tiny_run)
     assert data["schema_version"] == bench.SCHEMA_VERSION and data["environment"]["cores"] >= 1
     ov, ref = data["results"]
-    assert ov["backend"] == "openvino" and ov["precision"] == "fp16" and ref["label"].startswith("reference/")
+    assert ov["backend"] == "openvino" and ov["precision"] == "fp16" and ref["role"] == "reference"
     for metric in ("decode_tps", "prefill_tps", "ttft_ms", "tpot_ms_p50", "tpot_ms_p90", "peak_rss_mb"):
         s = ov["speed"][metric]
         assert s["n"] == 5 and s["min"] <= s["p25"] <= s["median"] <= s["p75"] <= s["max"]
-    assert ov["speedup_vs_reference"]["median"] > 0
+    sp = ov["speedup_vs_reference"]
+    assert sp["p25"] <= sp["median"] <= sp["p75"]
     q = ov["quality"]  # fp16 IR of fp16 weights: the reference's own predictions
     assert q["top1_agreement"] == 1.0 and abs(q["perplexity"] - q["reference_perplexity"]) < 0.01
+
+
+def test_raw_engine_is_measured_beside_glmkit(tiny_run):
+    ov = report.load_results(tiny_run)["results"][0]
+    assert ov["raw"]["decode_tps"]["n"] == 5 and ov["raw"]["ttft_ms"]["median"] > 0
+    assert ov["glmkit_vs_raw"]["median"] == pytest.approx(
+        ov["speed"]["decode_tps"]["median"] / ov["raw"]["decode_tps"]["median"])
+
+
+def test_roofline_is_bandwidth_over_weight_bytes(tiny_run, ov_fp16):
+    data = report.load_results(tiny_run)
+    bw = data["environment"]["bandwidth_gbs"]
+    assert 0.5 < bw < 2000
+    for r in data["results"]:
+        roof = r["roofline"]
+        assert roof["ceiling_tps"] == pytest.approx(bw * 1e9 / roof["weight_bytes_per_token"])
+        assert roof["percent_of_ceiling"] == pytest.approx(100 * r["speed"]["decode_tps"]["median"]
+                                                           / roof["ceiling_tps"])
+
+
+def _hf_bytes_without_embedding(path, per_param: int) -> int:
+    from glmkit.convert import checkpoint
+
+    ckpt = checkpoint.open_checkpoint(path)
+    return sum(t.numel() * per_param for name, t in ckpt.tensors() if "embed_tokens" not in name)
+
+
+def test_weight_bytes_per_token_excludes_the_embedding(ov_fp16, tmp_path):
+    """A decode step reads every weight but only one embedding row: f32 GGUF = the source's fp32 bytes without the
+    embedding, exactly; the fp16 IR = half of that (its few norm vectors stay f32, hence the tolerance)."""
+    from glmkit.convert import embedded
+    from glmkit.convert.gguf import to_gguf
+
+    src = embedded.glm4_tiny_path()
+    expected = _hf_bytes_without_embedding(src, 4)
+    f32 = to_gguf("glm4-tiny", tmp_path / "t.gguf", outtype="f32", verify=False, quiet=True)
+    assert roofline.weight_bytes_per_token(f32, "llamacpp") == expected
+    assert roofline.weight_bytes_per_token(ov_fp16, "openvino") == pytest.approx(expected / 2, rel=0.02)
+
+
+def test_reports_are_written_beside_the_json(tiny_run):
+    for suffix in (".md", ".csv"):
+        assert tiny_run.with_suffix(suffix).stat().st_size > 100
+    for plot in ("decode", "quality"):
+        assert (tiny_run.parent / f"tiny-{plot}.png").read_bytes()[:8] == PNG
 
 
 def test_repetitions_use_different_prompts():
@@ -79,22 +128,67 @@ def test_two_genuine_runs_pass_the_gate(results):
 def test_a_doctored_20_percent_slowdown_fails(results, tmp_path):
     data = report.load_results(results[0])
     slow = copy.deepcopy(data)
+    ref = next(r for r in slow["results"] if r.get("role") == "reference")
     for res in slow["results"]:
-        if res["label"].startswith("reference/"):
-            continue  # the reference did not slow down: the in-run ratio must catch it too
+        if res is ref:
+            continue  # the reference did not slow down
         for k in ("median", "p25", "p75", "min", "max"):
             res["speed"]["decode_tps"][k] *= 0.8
-            res["speedup_vs_reference"][k] *= 0.8
+        res["speedup_vs_reference"] = bench.ratio(res["speed"]["decode_tps"], ref["speed"]["decode_tps"])
+        res["glmkit_vs_raw"] = bench.ratio(res["speed"]["decode_tps"], res["raw"]["decode_tps"])
     report.save_results(slow, tmp_path / "slow.json")
     r = glm_bench("compare", results[0], tmp_path / "slow.json", "--max-regression", "10%")
     assert r.returncode == 1 and "REGRESSION" in r.stdout
-    regressed = {f.metric for f in compare.compare(report.load_results(results[0]), slow) if f.regressed}
-    assert regressed == {"decode_tps", "speedup"}
+    regressed = {f.metric for f in compare.compare(data, slow) if f.regressed}
+    assert {"decode_tps", "vs_raw"} <= regressed
+
+
+# -- the gate's rules on hand-made result files: deterministic ---------------------------------------------------
+
+def _summary(median: float, spread: float = 0.02) -> dict:
+    return {"median": median, "p25": median * (1 - spread), "p75": median * (1 + spread),
+            "min": median * (1 - 2 * spread), "max": median * (1 + 2 * spread), "n": 5}
+
+
+def _file(config_tps: float, reference_tps: float, cpu: str = "cpu A", top1: float = 0.95, kl: float = 0.01) -> dict:
+    cfg = {"label": "m/openvino", "prompt_tokens": 128, "speed": {"decode_tps": _summary(config_tps)},
+           "quality": {"perplexity": 20.0, "top1_agreement": top1, "mean_kl": kl}}
+    ref = {"label": "reference/m-bf16", "prompt_tokens": 128, "role": "reference",
+           "speed": {"decode_tps": _summary(reference_tps)}}
+    cfg["speedup_vs_reference"] = bench.ratio(cfg["speed"]["decode_tps"], ref["speed"]["decode_tps"])
+    return {"environment": {"cpu": cpu, "threads": 2}, "results": [cfg, ref]}
+
+
+def _regressed(base: dict, cur: dict) -> set:
+    return {(f.key.split("@")[0], f.metric) for f in compare.compare(base, cur) if f.regressed}
+
+
+def test_an_in_run_ratio_catches_a_slowdown_the_machine_did_not_cause():
+    assert _regressed(_file(50, 12), _file(40, 12)) == {("m/openvino", "decode_tps"), ("m/openvino", "speedup")}
+
+
+def test_a_slower_machine_moves_absolute_figures_but_not_the_ratio():
+    assert _regressed(_file(50, 12), _file(40, 9.6)) == {("m/openvino", "decode_tps")}
+
+
+def test_the_reference_is_a_control_not_a_gate():
+    assert _regressed(_file(50, 12), _file(50, 9)) == set()  # faster ratio, slower torch: nothing of glmkit's
+
+
+def test_across_machines_only_ratios_are_judged():
+    assert _regressed(_file(50, 12), _file(25, 6, cpu="cpu B")) == set()
+    assert _regressed(_file(50, 12), _file(25, 12, cpu="cpu B")) == {("m/openvino", "speedup")}
+
+
+def test_quality_is_gated_and_rounding_is_not():
+    assert _regressed(_file(50, 12), _file(50, 12, top1=0.80)) == {("m/openvino", "top1_agreement")}
+    assert _regressed(_file(50, 12, kl=1e-7), _file(50, 12, kl=6e-7)) == set()
+    assert _regressed(_file(50, 12), _file(50, 12, kl=0.02)) == {("m/openvino", "mean_kl")}
 
 
 def test_report_markdown_and_csv(tiny_run):
     md = glm_bench("report", tiny_run).stdout
-    assert md.count("\n| ") >= 3 and "decode_tps" in md
+    assert md.count("\n| ") >= 3 and "decode_tps" in md and "GB/s" in md
     csv = glm_bench("report", tiny_run, "--csv").stdout.splitlines()
     assert csv[0].startswith("label,precision") and len(csv) == 3
 
@@ -103,3 +197,27 @@ def test_bad_result_file_is_one_line(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"schema_version": 99}))
     r = glm_bench("report", tmp_path / "x.json")
     assert r.returncode == 2 and "schema version 99" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ci_suite_writes_reports_and_gates_on_its_baseline(tmp_path, monkeypatch, glmkit_cache):
+    """The `glm-bench ci` machinery on a one-model suite (the full suite runs in .ci/run): first run makes the
+    baseline, the second compares with it; a baseline claiming far better quality makes it fail."""
+    from glmkit.benchmarks import suite
+
+    monkeypatch.setattr(suite, "SUITE", [("glm4-tiny", [("tiny-int8", "openvino", {"weight_format": "int8"})])])
+    monkeypatch.setattr(suite, "SETTINGS", {"prompt_lengths": (32,), "gen": 8, "reps": 3, "warmup": 1})
+    base = tmp_path / "baseline.json"
+    with pytest.raises(Exception, match="--update-baseline"):
+        suite.ci(tmp_path / "none", base, quiet=True)
+    suite.ci(tmp_path / "a", base, update_baseline=True, work=tmp_path / "art", quiet=True)
+    data, findings = suite.ci(tmp_path / "b", base, work=tmp_path / "art", quiet=True)
+    assert {p.name for p in (tmp_path / "b").iterdir()} == {"results.json", "results.md", "results.csv",
+                                                            "results-decode.png", "results-quality.png",
+                                                            "compare.txt"}
+    assert all(r["gate"] == "quality" for r in data["results"]) and not any(f.regressed for f in findings)
+    better = report.load_results(base)
+    q = better["results"][0]["quality"]
+    q["mean_kl"], q["perplexity"] = 1e-6, q["perplexity"] / 2
+    report.save_results(better, base)
+    _, findings = suite.ci(tmp_path / "c", base, work=tmp_path / "art", quiet=True)
+    assert {f.metric for f in findings if f.regressed} == {"mean_kl", "perplexity"}
