@@ -1,4 +1,4 @@
-"""llama.cpp through llama-cpp-python: a GGUF file, streaming token ids from Llama.generate."""
+"""llama.cpp through llama-cpp-python: a GGUF file, decoded with llama.cpp's C API (llama_decode, its sampler chain)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,22 @@ import os
 from typing import Iterator
 
 from .base import GenerationConfig, Runtime
+
+
+def _trained_context(path) -> int | None:
+    """The file's context length, read by gguf-py (a vocab-only llama.cpp probe warns n_ctx_train = 0)."""
+    from gguf import GGUFReader
+
+    from glmkit.convert import GlmkitError
+
+    try:
+        fields = GGUFReader(str(path)).fields
+    except (ValueError, IndexError, KeyError, OSError) as e:
+        raise GlmkitError(f"{path}: truncated or corrupt GGUF ({e.__class__.__name__}); re-create it with "
+                          "glm-convert SRC --to gguf") from None
+    arch = fields["general.architecture"].contents() if "general.architecture" in fields else ""
+    field = fields.get(f"{arch}.context_length")
+    return int(field.contents()) if field else None
 
 
 class LlamaCppRuntime(Runtime):
@@ -24,10 +40,7 @@ class LlamaCppRuntime(Runtime):
             raise GlmkitError(f"kv_cache {kv_cache}: choose f16 or f32")
         self.llama_cpp = llama_cpp
         self.n_batch = n_batch
-        probe = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        arch = probe.metadata.get("general.architecture", "")
-        trained = int(probe.metadata.get(f"{arch}.context_length", n_ctx))
-        probe.close()
+        trained = _trained_context(path) or n_ctx
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=min(n_ctx, trained), n_batch=n_batch,
                                    n_threads=n_threads or os.cpu_count(), type_k=types[kv_cache],
                                    type_v=types[kv_cache], verbose=False)

@@ -128,6 +128,13 @@ def test_unavailable_device_is_a_clear_error(artifacts):
         load(str(artifacts["gguf"]), device="GPU")
 
 
+def test_truncated_gguf_is_a_clear_error(artifacts, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(artifacts["gguf"].read_bytes()[:300_000])
+    with pytest.raises(GlmkitError, match="truncated or corrupt GGUF"):
+        load(str(cut))
+
+
 def test_repetition_penalty_changes_greedy_output(runtimes):
     """The penalty reaches every engine: a strong one changes what greedy decoding picks."""
     for rt in runtimes.values():
