@@ -75,12 +75,32 @@ def _summaries(runs: list[dict]) -> dict:
     return {k: summarize([r[k] for r in runs]) for k in runs[0]}
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: restart this process's resident high-water mark (VmHWM), so the next reading is one config's peak
+    alone; getrusage's maxrss never goes down and would carry the largest model measured so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb(fallback: float) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return fallback
+
+
 class Subject:
     """One model on one backend, loaded once, measured repetition by repetition. With `peers`, each repetition
     also times the raw engine on the same loaded model (who goes first alternates); every run gets a new prompt."""
 
     def __init__(self, model: str, backend: str = "auto", threads: int | None = None, label: str | None = None,
-                 bandwidth: float | None = None, peers: bool = True, **options):
+                 bandwidth: float | None = None, peers: bool = True, lengths=(128,), runs: int = 6, **options):
         from glmkit.runtimes import detect_backend
 
         from .peers import RAW
@@ -88,6 +108,7 @@ class Subject:
 
         self.model = model
         kind = detect_backend(model) if backend == "auto" else backend
+        _reset_peak_rss()
         t0 = time.perf_counter()
         self.rt = load(model, backend=kind, **{**_thread_options(kind, threads), **options})
         self.load_s = time.perf_counter() - t0
@@ -96,15 +117,11 @@ class Subject:
         self.raw_fn = RAW.get(self.rt.backend) if peers else None
         self.bandwidth = bandwidth
         self.weights = weight_bytes_per_token(model, self.rt.backend, self.rt) if bandwidth else 0
-        self.pool = iter(())
+        self.pool = iter(prompts(self.rt, runs * len(lengths) * (2 if self.raw_fn else 1), max(lengths)))
         self.runs: dict[int, dict[str, list]] = {}
 
-    def prepare(self, lengths, count: int) -> None:
-        n = count * len(lengths) * (2 if self.raw_fn else 1)
-        self.pool = iter(prompts(self.rt, n, max(lengths)))
-
     def rep(self, length: int, gen: int, keep: bool, flip: bool) -> None:
-        got = self.runs.setdefault(length, {"glmkit": [], "raw": []})
+        got = self.runs.setdefault(length, {"glmkit": [], "raw": [], "peak_rss_mb": []})
         cfg = GenerationConfig(max_new_tokens=gen, ignore_eos=True)
         steps = [("glmkit", lambda ids: self.rt.generate(ids, cfg))]
         if self.raw_fn:
@@ -113,6 +130,8 @@ class Subject:
             r = fn(next(self.pool)[:length])
             if keep:
                 got[name].append(r)
+        if keep:
+            got["peak_rss_mb"].append(_peak_rss_mb(got["glmkit"][-1].peak_rss_mb))
 
     def results(self, gen: int) -> list[dict]:
         out = []
@@ -120,7 +139,7 @@ class Subject:
             ours, raw = got["glmkit"], got["raw"]
             speed = _summaries([{"decode_tps": r.decode_tps, "prefill_tps": r.prefill_tps, "ttft_ms": r.ttft_ms,
                                  "tpot_ms_p50": statistics.median(r.itl_ms), "tpot_ms_p90": _p90(r.itl_ms),
-                                 "peak_rss_mb": r.peak_rss_mb} for r in ours])
+                                 "peak_rss_mb": peak} for r, peak in zip(ours, got["peak_rss_mb"])])
             res = {"label": self.label, "model": str(self.model), "backend": self.rt.backend,
                    "precision": self.precision, "prompt_tokens": length, "gen_tokens": gen, "reps": len(ours),
                    "load_s": self.load_s, "size_bytes": self.size, "speed": speed, "engine": ours[-1].engine}
@@ -134,14 +153,6 @@ class Subject:
 
     def close(self) -> None:
         self.rt.close()
-
-
-def _measure(subject: Subject, lengths, gen: int, reps: int, warmup: int, advance) -> None:
-    subject.prepare(lengths, warmup + reps)
-    for length in lengths:
-        for i in range(warmup + reps):
-            subject.rep(length, gen, keep=i >= warmup, flip=i % 2 == 1)
-            advance()
 
 
 def candidate_logits(model: str, ids: list[int]) -> np.ndarray:
@@ -214,30 +225,23 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     if reference:
         plan.append(dict(model=reference, backend="transformers", label=f"reference/{Path(reference).name}-bf16",
                          dtype="bfloat16"))
-    common = dict(threads=threads, bandwidth=bandwidth, peers=peers)
     lengths = tuple(prompt_lengths)
+    common = dict(threads=threads, bandwidth=bandwidth, peers=peers, lengths=lengths, runs=warmup + reps)
+    schedule = [(length, i) for length in lengths for i in range(warmup + reps)]
     results: list[dict] = []
-    steps = len(plan) * len(lengths) * (warmup + reps)
-    with progress.task(f"benchmarking {len(plan)} config(s)", steps, quiet) as advance:
-        if interleave:
-            subjects = [Subject(**spec, **common) for spec in plan]
-            for s in subjects:
-                s.prepare(lengths, warmup + reps)
-            for length in lengths:
-                for i in range(warmup + reps):
-                    for s in subjects:
-                        s.rep(length, gen, keep=i >= warmup, flip=i % 2 == 1)
-                        advance()
+    with progress.task(f"benchmarking {len(plan)} config(s)", len(plan) * len(schedule), quiet) as advance:
+        # Interleaved: every model loaded, repetitions round-robin. Otherwise one model at a time.
+        for batch in [plan] if interleave else [[spec] for spec in plan]:
+            subjects = [Subject(**spec, **common) for spec in batch]
+            for length, i in schedule:
+                for s in subjects:
+                    s.rep(length, gen, keep=i >= warmup, flip=i % 2 == 1)
+                    advance()
             for s in subjects:
                 for r in s.results(gen):
-                    del r["speed"]["peak_rss_mb"]  # one process held every model: no per-config figure
+                    if interleave:
+                        del r["speed"]["peak_rss_mb"]  # one process held every model: no per-config figure
                     results.append(r)
-                s.close()
-        else:
-            for spec in plan:
-                s = Subject(**spec, **common)
-                _measure(s, lengths, gen, reps, warmup, advance)
-                results += s.results(gen)
                 s.close()
     if reference:
         ref = {r["prompt_tokens"]: r for r in results if r["label"].startswith("reference/")}
