@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("baseline")
     c.add_argument("current")
     c.add_argument("--max-regression", type=_percent, default=0.10, help="e.g. 10%% (default)")
+    c.add_argument("--absolute", action="store_true",
+                   help="also judge absolute t/s and TTFT, same machine only (default: in-run ratios and quality)")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -51,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--keep-artifacts", metavar="DIR", help="convert into DIR and reuse what is already there")
     ci.add_argument("-q", "--quiet", action="store_true")
     return p
+
+
+def _scope(absolute: bool, base: dict, cur: dict) -> str:
+    from .compare import same_machine
+
+    if not absolute:
+        return "judging in-run ratios and quality (add --absolute for tokens/s and TTFT on a dedicated machine)"
+    if not same_machine(base, cur):
+        return "different CPU or thread count: absolute figures shown, not judged"
+    return "judging absolute figures, in-run ratios and quality"
 
 
 def _print_findings(findings, max_regression: float, note: str = "") -> int:
@@ -99,12 +111,11 @@ def run(argv: list[str] | None = None) -> int:
             if findings is None:
                 print(f"baseline written: {args.baseline or suite.BASELINE}")
                 return 0
-            note = "" if args.absolute else "judging in-run ratios and quality (--absolute: tokens/s and TTFT too)"
-            return _print_findings(findings, args.max_regression, note)
+            base = report.load_results(args.baseline or suite.BASELINE)
+            return _print_findings(findings, args.max_regression, _scope(args.absolute, base, data))
         base, cur = report.load_results(args.baseline), report.load_results(args.current)
-        note = "" if compare.same_machine(base, cur) else \
-            "different CPU or thread count: judging only ratios measured inside each run, and quality"
-        return _print_findings(compare.compare(base, cur, args.max_regression), args.max_regression, note)
+        return _print_findings(compare.compare(base, cur, args.max_regression, args.absolute), args.max_regression,
+                               _scope(args.absolute, base, cur))
     except GlmkitError as e:
         print(f"glm-bench: error: {e}", file=sys.stderr)
         return e.exit_code

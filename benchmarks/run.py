@@ -25,9 +25,11 @@ SCHEMA_VERSION = 2
 
 
 def summarize(values: list[float]) -> dict:
+    """Median, quartiles and range of repetitions; the values themselves too, in repetition order."""
     v = sorted(values)
     p25, p75 = (float(x) for x in np.percentile(v, [25, 75]))
-    return {"median": statistics.median(v), "p25": p25, "p75": p75, "min": v[0], "max": v[-1], "n": len(v)}
+    return {"median": statistics.median(v), "p25": p25, "p75": p75, "min": v[0], "max": v[-1], "n": len(v),
+            "values": [float(x) for x in values]}
 
 
 def _p90(values: list[float]) -> float:
@@ -145,7 +147,7 @@ class Subject:
                    "load_s": self.load_s, "size_bytes": self.size, "speed": speed, "engine": ours[-1].engine}
             if raw:
                 res["raw"] = _summaries(raw)
-                res["glmkit_vs_raw"] = ratio(speed["decode_tps"], res["raw"]["decode_tps"])
+                res["glmkit_vs_raw"] = ratio(speed["decode_tps"], res["raw"]["decode_tps"])  # paired by rep
             if self.weights:
                 res["roofline"] = ceiling(self.weights, self.bandwidth, speed["decode_tps"]["median"])
             out.append(res)
@@ -197,10 +199,10 @@ def bench_quality(model: str, reference: str, tokens: int = 512) -> dict:
 
 
 def ratio(a: dict, b: dict) -> dict:
-    """a / b for two summaries; the quartiles pair a's low with b's high (and vice versa), so the ratio's spread
-    carries both measurements' noise and compare judges it fairly."""
-    return {"median": a["median"] / b["median"], "p25": a["p25"] / b["p75"], "p75": a["p75"] / b["p25"],
-            "min": a["min"] / b["max"], "max": a["max"] / b["min"]}
+    """a / b for two summaries, repetition by repetition: the two were measured side by side (raw and glmkit
+    alternate on one model; interleaved configs share each round), so a slow spell of the machine cancels out.
+    (In a sequential run the pairing is only by index, and the ratio's spread combines both spreads.)"""
+    return summarize([x / y for x, y in zip(a["values"], b["values"])])
 
 
 def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths=(128,), gen: int = 64,

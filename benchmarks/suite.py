@@ -34,8 +34,7 @@ SETTINGS = {"prompt_lengths": (128,), "gen": 32, "reps": 5, "warmup": 1, "interl
 
 
 def _convert(src: str, name: str, to: str, options: dict, work: Path, quiet: bool) -> Path:
-    from glmkit.convert.gguf import to_gguf
-    from glmkit.convert.openvino import to_openvino
+    from glmkit.convert import to_gguf, to_openvino
 
     out = work / (f"{name}.gguf" if to == "gguf" else name)
     if out.exists():
@@ -88,7 +87,6 @@ def ci(out_dir: str | Path = "bench-ci", baseline: str | Path | None = BASELINE,
         return data, None
     if baseline is None:
         return data, None
-    findings = compare.compare(report.load_results(baseline), data, max_regression,
-                               None if absolute else False)  # None: judged when the machine is the same
+    findings = compare.compare(report.load_results(baseline), data, max_regression, absolute)
     report.write_text(out_dir / "compare.txt", "\n".join(f.line() for f in findings) + "\n")
     return data, findings
