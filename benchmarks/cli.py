@@ -13,13 +13,23 @@ def _percent(text: str) -> float:
     return float(text.rstrip("%")) / 100 if text.endswith("%") else float(text)
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give token counts separated by commas, e.g. 128,512") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: prompt lengths must be at least 1")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="glm-bench", description="Benchmark GLM-4 artifacts made by glmkit.")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="benchmark models (OpenVINO dirs, .gguf files, any glm-convert SRC)")
     r.add_argument("models", nargs="+")
     r.add_argument("--backends", default="auto", help="comma list: auto,openvino,llamacpp,transformers")
-    r.add_argument("--prompt-lengths", default="128", help="comma list of prompt lengths in tokens")
+    r.add_argument("--prompt-lengths", type=_lengths, default=(128,), help="comma list of prompt lengths in tokens")
     r.add_argument("--gen", type=int, default=128, help="new tokens per repetition")
     r.add_argument("--reps", type=int, default=5)
     r.add_argument("--warmup", type=int, default=1)
@@ -85,7 +95,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             data = run_mod.run(args.models, tuple(args.backends.split(",")),
-                               tuple(int(x) for x in args.prompt_lengths.split(",")), args.gen, args.reps,
+                               args.prompt_lengths, args.gen, args.reps,
                                args.warmup, args.threads, args.reference, args.quality, peers=args.peers,
                                roofline=args.roofline, interleave=args.interleave, quiet=args.quiet)
             out = Path(args.output)

@@ -217,8 +217,12 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     """
     from glmkit.convert import progress
 
+    from glmkit.runtimes import detect_backend
+
     if reps < 1 or gen < 2:
         raise GlmkitError("--reps must be ≥ 1 and --gen ≥ 2 (decode speed needs two tokens)")
+    for model in models:
+        detect_backend(model)  # a missing or broken artifact fails here, before minutes of measuring
     bandwidth = None
     if roofline:
         progress.say(f"measuring memory bandwidth at {threads or 'all'} threads", quiet)

@@ -11,8 +11,12 @@ BACKENDS = ("auto", "openvino", "llamacpp", "transformers")
 
 def detect_backend(model: str) -> str:
     p = Path(str(model)).expanduser()
-    if p.is_file() and p.read_bytes()[:4] == b"GGUF":
-        return "llamacpp"
+    if p.is_file():
+        with p.open("rb") as f:  # the magic only: a 9B GGUF is 18 GB
+            if f.read(4) == b"GGUF":
+                return "llamacpp"
+    if p.suffix == ".gguf" and not p.exists():
+        raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
     if p.suffix == ".gguf":
         raise GlmkitError(f"{model}: not a GGUF file (no GGUF magic); re-create it with glm-convert --to gguf")
     if p.is_dir() and (p / "openvino_model.xml").is_file():

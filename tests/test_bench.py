@@ -215,6 +215,13 @@ def test_bad_result_file_is_one_line(tmp_path):
     assert r.returncode == 2 and "schema version 99" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_bad_run_input_is_one_line(tmp_path):
+    r = glm_bench("run", tmp_path / "missing.gguf")
+    assert r.returncode == 2 and "no such GGUF file" in r.stderr and "Traceback" not in r.stderr
+    r = glm_bench("run", "glm4-tiny", "--prompt-lengths", "12x")
+    assert r.returncode == 2 and "token counts separated by commas" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_ci_suite_writes_reports_and_gates_on_its_baseline(tmp_path, monkeypatch, glmkit_cache):
     """The `glm-bench ci` machinery on a one-model suite (the full suite runs in .ci/run): first run makes the
     baseline, the second compares with it; a baseline claiming far better quality makes it fail."""
