@@ -8,7 +8,13 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "f16c", "fma")
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+             "amx_fp16", "f16c", "fma")
+
+
+def reference_dtype() -> str:
+    """The half-precision reference the CPU computes natively: fp16 with AVX512-FP16 / AMX-FP16, else bf16."""
+    return "float16" if {"avx512_fp16", "amx_fp16"} & set(_cpuinfo()[1]) else "bfloat16"
 LIBRARIES = ("torch", "transformers", "optimum-intel", "openvino", "openvino-genai", "openvino-tokenizers", "nncf",
              "gguf", "llama-cpp-python", "numpy")
 

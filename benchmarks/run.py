@@ -18,7 +18,7 @@ import numpy as np
 from glmkit.convert import GlmkitError, manifest
 from glmkit.runtimes import GenerationConfig, load
 
-from .environment import environment
+from .environment import environment, reference_dtype
 from .roofline import bandwidth_gbs, ceiling
 
 SCHEMA_VERSION = 2
@@ -210,7 +210,8 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
         quality: bool = True, quality_tokens: int = 512, peers: bool = True, roofline: bool = True,
         interleave: bool = False, quiet: bool = False) -> dict:
     """Benchmark each model with each backend, beside the raw engines (peers), against the memory roofline and the
-    transformers bf16 reference measured in the same run.
+    transformers half-precision reference (bf16, or fp16 where the CPU computes it natively) measured in the same
+    run.
 
     interleave: load every model at once and take repetitions round-robin, so a slow spell of a shared machine
     hits every config alike and the in-run ratios cancel it (needs the memory of all models together).
@@ -229,8 +230,9 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
         bandwidth = bandwidth_gbs(threads)
     plan = [dict(model=m, backend=b) for m in models for b in backends]
     if reference:
-        plan.append(dict(model=reference, backend="transformers", label=f"reference/{Path(reference).name}-bf16",
-                         dtype="bfloat16"))
+        dtype = reference_dtype()
+        plan.append(dict(model=reference, backend="transformers", dtype=dtype,
+                         label=f"reference/{Path(reference).name}-{'fp16' if dtype == 'float16' else 'bf16'}"))
     lengths = tuple(prompt_lengths)
     common = dict(threads=threads, bandwidth=bandwidth, peers=peers, lengths=lengths, runs=warmup + reps)
     schedule = [(length, i) for length in lengths for i in range(warmup + reps)]
