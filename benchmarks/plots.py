@@ -52,17 +52,15 @@ def quality_plot(data: dict, path: str | Path) -> Path | None:
     if not rs:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rs:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in rs:  # a legend, not annotations: configs of similar speed and quality would overlap
         x, kl = r["speed"]["decode_tps"]["median"], max(r["quality"]["mean_kl"], 1e-7)
-        ax.scatter([x], [kl], s=40)
-        ax.annotate(f"{r['label']} ({r['precision']})\ntop-1 {r['quality']['top1_agreement']:.1%}", (x, kl),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.scatter([x], [kl], s=40, label=f"{_name(r)} · top-1 {r['quality']['top1_agreement']:.1%}")
     ax.set_yscale("log")
-    ax.margins(x=0.3, y=0.3)  # room for the labels
     ax.set_xlabel("decode tokens/s (faster →)")
     ax.set_ylabel("mean KL vs fp32 reference (lower is better)")
     ax.set_title("speed against quality", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
 
 
@@ -70,7 +68,7 @@ def _save(fig, path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # keeps a legend placed outside the axes
     _pyplot().close(fig)
     tmp.replace(path)
     return path
