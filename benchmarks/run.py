@@ -181,9 +181,8 @@ def perplexity(logits: np.ndarray, ids: list[int]) -> float:
     return float(math.exp(nll.mean()))
 
 
-def bench_quality(model: str, reference: str, tokens: int = 512) -> dict:
-    """Perplexity on held-out text, and KL / top-1 agreement against the fp32 reference, as llama.cpp's
-    perplexity tool reports them."""
+def reference_logits(reference: str, tokens: int = 512) -> tuple[list[int], np.ndarray]:
+    """glm4-tiny's held-out text as the reference's token ids, and the reference's fp32 logits on it."""
     from glmkit.convert import verify
     from glmkit.convert.embedded import held_out_text
     from glmkit.runtimes.load import _hf_dir
@@ -191,7 +190,14 @@ def bench_quality(model: str, reference: str, tokens: int = 512) -> dict:
 
     ref_dir = _hf_dir(reference)
     ids = from_hf(ref_dir).encode(held_out_text())[:tokens]
-    ref = verify.reference_logits(ref_dir, ids)
+    return ids, verify.reference_logits(ref_dir, ids)
+
+
+def bench_quality(model: str, ids: list[int], ref: np.ndarray) -> dict:
+    """Perplexity on held-out text, and KL / top-1 agreement against the fp32 reference's logits `ref` on `ids`,
+    as llama.cpp's perplexity tool reports them."""
+    from glmkit.convert import verify
+
     got = candidate_logits(model, ids)
     v = verify.compare(ref, got, "quality")
     return {"tokens": len(ids), "perplexity": perplexity(got, ids), "reference_perplexity": perplexity(ref, ids),
@@ -260,10 +266,11 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
                 r["speedup_vs_reference"] = ratio(r["speed"]["decode_tps"],
                                                   ref[r["prompt_tokens"]]["speed"]["decode_tps"])
     if quality and reference:
+        ids, ref_logits = reference_logits(reference, quality_tokens)  # once for every config
         for r in results:
             if r.get("role") != "reference" and r["prompt_tokens"] == lengths[0]:
                 progress.say(f"quality of {r['label']} against {reference}", quiet)
-                r["quality"] = bench_quality(r["model"], reference, quality_tokens)
+                r["quality"] = bench_quality(r["model"], ids, ref_logits)
     env = environment(threads)
     env["bandwidth_gbs"] = bandwidth
     return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
