@@ -65,13 +65,15 @@ def quality_plot(data: dict, path: str | Path) -> Path | None:
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial.png")
+    import io
+
+    from glmkit.convert.atomic import write_bytes
+
+    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # keeps a legend placed outside the axes
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps a legend placed outside the axes
     _pyplot().close(fig)
-    tmp.replace(path)
-    return path
+    return write_bytes(path, buf.getvalue())
 
 
 def plots(data: dict, out_dir: str | Path, stem: str = "results") -> list[Path]:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from glmkit.convert import GlmkitError
+from glmkit.convert.atomic import write_text
 
 from .run import SCHEMA_VERSION
 
@@ -25,15 +26,6 @@ def load_results(path: str | Path) -> dict:
         raise GlmkitError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}; "
                           "re-run glm-bench run with this glmkit")
     return data
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write atomically: a reader (or a CI artifact upload) never sees half a report."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def save_results(data: dict, path: str | Path) -> Path:

@@ -1,7 +1,9 @@
-"""Atomic outputs: everything is written beside OUT under a temporary name and renamed at the end.
+"""Atomic outputs — the one way glmkit writes files and directories: beside OUT under a temporary name, renamed
+at the end.
 
 An exception, Ctrl-C or SIGTERM removes the temporary; a SIGKILL leaves only a hidden `.NAME.PID.partial`
-sibling, which the next run cleans up. OUT itself is never half-written.
+sibling, which the next run cleans up. OUT itself is never half-written. `write_text` / `write_bytes` are the
+same for small files (manifests, reports), which may replace what is there.
 """
 
 from __future__ import annotations
@@ -89,3 +91,15 @@ def atomic_output(out: str | Path, force: bool = False, is_dir: bool = True):
         except BaseException:
             _remove(tmp)
             raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a small text file atomically, replacing any previous one: a reader never sees half of it."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    with atomic_output(path, force=True, is_dir=False) as tmp:
+        tmp.write_bytes(data)
+    return path

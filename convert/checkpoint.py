@@ -126,6 +126,22 @@ def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], bool]:
     raise GlmkitError(f"{path}: no weights (*.safetensors) found; point glmkit at a complete checkpoint")
 
 
+def read_config(path: str | Path) -> dict:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        raise GlmkitError(f"{path}: no config.json — point glmkit at a checkpoint directory (config.json, "
+                          "tokenizer and *.safetensors)")
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GlmkitError(f"{cfg}: not valid JSON ({e}); re-download or re-create the checkpoint") from None
+
+
+def detect_dir(path: str | Path) -> families.Family:
+    """The GLM-4 family of a checkpoint directory, from its config.json."""
+    return families.detect(read_config(path), where=str(Path(path) / "config.json"))
+
+
 def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
     """Validate a checkpoint directory: config, family, tokenizer, weights (headers and sizes)."""
     path = Path(path)
@@ -134,7 +150,7 @@ def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
                           "glm4-tiny or synthetic:<family>:<shape>")
     if not path.is_dir():
         raise GlmkitError(f"{path}: not a directory; give the checkpoint directory that holds config.json")
-    config = families.read_config(path)
+    config = read_config(path)
     family = families.detect(config, where=str(path / "config.json"))
     if not any((path / n).is_file() for n in TOKENIZER_FILES):
         raise GlmkitError(f"{path}: no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer files from "

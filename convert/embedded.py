@@ -1,8 +1,5 @@
-"""Models glmkit carries or makes itself, so nothing has to be downloaded.
-
-- `glm4-tiny`: a small glm4-format model trained by scripts/train_glm4_tiny.py, shipped as package data.
-- `synthetic:<family>:<shape>`: seeded random checkpoints (see synthetic.py), made once into glmkit's cache.
-"""
+"""The model glmkit carries, so nothing has to be downloaded: `glm4-tiny`, a small glm4-format model trained by
+scripts/train_glm4_tiny.py and shipped as package data. (Made on demand instead: synthetic.py.)"""
 
 from __future__ import annotations
 
@@ -30,18 +27,3 @@ def path(name: str) -> Path:
 def held_out_text() -> str:
     """Text glm4-tiny never saw in training: its evaluation set."""
     return (glm4_tiny_path() / "heldout.txt").read_text(encoding="utf-8")
-
-
-def synthetic_path(spec: str, seed: int = 0, quiet: bool = False) -> Path:
-    """The cached checkpoint for `spec`, written on first use (atomically, so a killed run leaves no cache)."""
-    from . import atomic, manifest, synthetic
-    from .source import cache_root
-
-    family, shape = synthetic.parse(spec)
-    out = cache_root() / "synthetic" / f"{family}-{shape}-seed{seed}"
-    found = manifest.read(out) if out.is_dir() else None
-    if found and found.get("synthetic_format_version") == synthetic.FORMAT_VERSION:
-        return out
-    with atomic.atomic_output(out, force=True) as tmp:
-        synthetic.write(family, shape, tmp, seed=seed, quiet=quiet)
-    return out

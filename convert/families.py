@@ -1,14 +1,15 @@
 """The GLM-4 family registry: every GLM-4 fact glmkit relies on lives here.
 
 Converters and runtimes read this module; nothing else hard-codes special tokens, stop tokens, chat formats,
-rope layout or config field names. Facts are kept as declarative tables (in the manner of gguf-py's constants).
+rope layout or config field names. Facts are declarative tables (in the manner of gguf-py's constants) plus pure
+lookups over them; nothing here reads a file (checkpoint.py reads config.json).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 
 from .errors import GlmkitError
 
@@ -74,12 +75,10 @@ class Family:
     name: str
     architectures: tuple[str, ...]
     model_type: str
-    checkpoints: tuple[str, ...]
-    remote_code: bool                   # the original format needs trust_remote_code in transformers
+    checkpoints: tuple[str, ...]        # published checkpoints of this layout (glm-convert --help lists them)
     context_field: str                  # config field holding the context length
     native_context: int | None = None   # trained context, where the family fixes one
     yarn_factor: float | None = None    # recommended YaRN factor for long context
-    notes: str = ""
 
     def context_length(self, config: dict) -> int:
         return int(config.get(self.context_field) or self.native_context or 0)
@@ -93,26 +92,26 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
+    # 4 norms per layer (post_self_attn_layernorm, post_mlp_layernorm).
     "glm4": Family(
         name="glm4", architectures=("Glm4ForCausalLM",), model_type="glm4",
         checkpoints=("THUDM/GLM-4-9B-0414", "THUDM/GLM-Z1-9B-0414", "THUDM/GLM-4-32B-0414",
                      "THUDM/GLM-Z1-32B-0414", "THUDM/GLM-Z1-Rumination-32B-0414"),
-        remote_code=False, context_field="max_position_embeddings", native_context=32768, yarn_factor=4.0,
-        notes="4 norms per layer (post_self_attn_layernorm, post_mlp_layernorm)",
+        context_field="max_position_embeddings", native_context=32768, yarn_factor=4.0,
     ),
+    # Fused gate_up_proj.
     "glm": Family(
         name="glm", architectures=("GlmForCausalLM",), model_type="glm",
         checkpoints=("THUDM/glm-4-9b-chat-hf", "THUDM/glm-4-9b-chat-1m-hf", "THUDM/glm-edge-1.5b-chat",
                      "THUDM/glm-edge-4b-chat"),
-        remote_code=False, context_field="max_position_embeddings",
-        notes="fused gate_up_proj",
+        context_field="max_position_embeddings",
     ),
+    # The original THUDM format: remote code + tiktoken tokenizer; fused query_key_value and dense_h_to_4h.
+    # glm-convert --to hf (remap.py) turns it into the glm layout.
     "chatglm": Family(
         name="chatglm", architectures=("ChatGLMModel", "ChatGLMForConditionalGeneration"), model_type="chatglm",
         checkpoints=("THUDM/glm-4-9b", "THUDM/glm-4-9b-chat", "THUDM/glm-4-9b-chat-1m"),
-        remote_code=True, context_field="seq_length",
-        notes="remote code + tiktoken tokenizer; fused query_key_value and dense_h_to_4h; glm-convert --to hf "
-              "remaps it to the glm layout",
+        context_field="seq_length",
     ),
 }
 
@@ -173,26 +172,12 @@ def detect(config: dict, where: str = "config.json") -> Family:
     raise GlmkitError(f"{where}: {found} is not a GLM-4 checkpoint; glmkit supports {supported()}")
 
 
-def detect_dir(path: str | Path) -> Family:
-    return detect(read_config(path), where=str(Path(path) / "config.json"))
-
-
-def read_config(path: str | Path) -> dict:
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        raise GlmkitError(f"{path}: no config.json — point glmkit at a checkpoint directory (config.json, "
-                          "tokenizer and *.safetensors)")
-    try:
-        return json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GlmkitError(f"{cfg}: not valid JSON ({e}); re-download or re-create the checkpoint") from None
-
-
 def chat_format(config: dict | None = None, name_or_path: str = "", template: str | None = None) -> ChatFormat:
-    """Z1 when the checkpoint says so (its template forces <think>, or its name is a Z1 one), else GLM-4 chat."""
+    """Z1 when the checkpoint says so — its template forces <think>, or it is published under a Z1 name (THUDM's
+    GLM-Z1-* ids; a template need not mention <think>) — else GLM-4 chat."""
     if template and "<think>" in template:
         return CHAT_FORMATS["z1"]
-    if "z1" in Path(str(name_or_path)).name.lower() or (config or {}).get("glmkit_chat_format") == "z1":
+    if "z1" in PurePath(str(name_or_path)).name.lower() or (config or {}).get("glmkit_chat_format") == "z1":
         return CHAT_FORMATS["z1"]
     return CHAT_FORMATS["glm4"]
 

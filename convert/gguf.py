@@ -21,7 +21,7 @@ import numpy as np
 from . import families, manifest, progress
 from .atomic import atomic_output, check_output
 from .errors import GlmkitError
-from .hf import default_output
+from .paths import default_output
 
 # outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file.
 OUTTYPES = {"f32": ("np", "F32"), "f16": ("np", "F16"), "bf16": ("np", "BF16"), "q8_0": ("np", "Q8_0"),
@@ -64,7 +64,7 @@ def _encode(t, qtype) -> np.ndarray:
 
 def _tensor_stream(ckpt, config: dict, meta: bool):
     """(hf_name, tensor) in glm/glm4 layout; with meta=True only shapes (no data read)."""
-    from .hf import chatglm_to_glm_tensors
+    from .remap import chatglm_to_glm_tensors
 
     if meta:
         import torch
@@ -214,21 +214,6 @@ def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
             raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc}): {tail[0]}")
 
 
-def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:
-    """Logits of every position from llama.cpp (llama-cpp-python), one sequence. The KV cache is f32 here, so the
-    comparison measures the file's weights rather than llama.cpp's default f16 cache."""
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=len(ids) + 8, logits_all=True,
-                          verbose=False, n_threads=os.cpu_count() or 1, type_k=llama_cpp.GGML_TYPE_F32,
-                          type_v=llama_cpp.GGML_TYPE_F32)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
-    finally:
-        llm.close()
-
-
 def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".glmkit.json")
 
@@ -237,7 +222,7 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False) -> Path:
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json)."""
     from . import verify as verify_mod
-    from .hf import chatglm_to_glm_config, to_hf, write_tokenizer
+    from .remap import chatglm_to_glm_config, write_checkpoint, write_tokenizer
     from .source import open_source
 
     if outtype not in OUTTYPES:
@@ -270,8 +255,10 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             if verify:
                 ref_dir = tok_dir  # chatglm: run the remapped model as the reference
                 if ckpt.family.name == "chatglm":
-                    ref_dir = to_hf(str(ckpt.path), Path(stage) / "hf", quiet=True)
-                result, record = verify_mod.check(ref_dir, lambda ids: gguf_logits(tmp, ids), outtype,
+                    ref_dir = Path(stage) / "hf"
+                    ref_dir.mkdir()
+                    write_checkpoint(ckpt, ref_dir, quiet=True)
+                result, record = verify_mod.check(ref_dir, tmp, outtype,
                                                   parameters=parameters, candidate_bytes=tmp.stat().st_size,
                                                   gated=source.kind != "synthetic", quiet=quiet)
             data = {"kind": "gguf", "file": out.name,

@@ -27,12 +27,10 @@ def write(directory: str | Path, data: dict) -> Path:
 
 
 def write_file(path: str | Path, data: dict) -> Path:
-    path = Path(path)
+    from .atomic import write_text
+
     body = {"schema_version": SCHEMA_VERSION, **data, "tools": tool_versions()}
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(body, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(body, indent=2, default=str) + "\n")
 
 
 def read(target: str | Path) -> dict | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import families, manifest, progress
 from .atomic import atomic_output, check_output
 from .errors import GlmkitError
-from .hf import default_output
+from .paths import default_output
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
 # int4 defaults per device. cpu/gpu: THUDM's own recipe. npu: what OpenVINO's NPU guide requires (symmetric,
@@ -138,11 +138,13 @@ def _nncf_config(settings: dict, source_dir: Path, config: dict, quiet: bool) ->
 
 def _stage_source(ckpt, source_dir: Path, stage: Path, rope_scaling: str | None, quiet: bool) -> Path:
     """A transformers-native directory to export from: chatglm remapped, or config patched for YaRN."""
-    from .hf import to_hf
+    from .remap import write_checkpoint
 
     if ckpt.family.name == "chatglm":
         progress.say("remapping chatglm → glm (no remote code)", quiet)
-        source_dir = to_hf(str(source_dir), stage / "hf", quiet=True)
+        source_dir = stage / "hf"
+        source_dir.mkdir()
+        write_checkpoint(ckpt, source_dir, quiet=True)
     if not rope_scaling:
         return source_dir
     kind, _, factor = rope_scaling.partition(":")
@@ -193,19 +195,6 @@ def _no_offline_probe_warning():
         yield
     finally:
         log.setLevel(level)
-
-
-def ov_logits(model_dir: Path, ids: list[int]):
-    """Logits of the exported IR for one sequence, through optimum-intel's OVModelForCausalLM on CPU."""
-    import torch
-    from optimum.intel import OVModelForCausalLM
-
-    with _no_offline_probe_warning():
-        model = OVModelForCausalLM.from_pretrained(str(model_dir), device="CPU",
-                                                   ov_config={"INFERENCE_PRECISION_HINT": "f32"})
-    with torch.no_grad():
-        x = torch.tensor([ids])
-        return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()
 
 
 def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
@@ -287,7 +276,7 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
             result, record = None, {"skipped": "--no-verify"}
             if verify:
                 t = time.perf_counter()
-                result, record = verify_mod.check(source_dir, lambda ids: ov_logits(tmp, ids), weight_format,
+                result, record = verify_mod.check(source_dir, tmp, weight_format,
                                                   parameters=parameters, candidate_bytes=size,
                                                   gated=source.kind != "synthetic", quiet=quiet)
                 timings["verify"] = time.perf_counter() - t

@@ -5,13 +5,15 @@ Every glmkit entry point takes the same SRC and turns it into a validated local 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, embedded, synthetic
 from .errors import GlmkitError
+from .paths import cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a conversion needs from a hub repo; pickles only when the user allows them.
@@ -29,19 +31,13 @@ class Source:
         return {"spec": self.spec, "kind": self.kind, "path": str(self.path), "revision": self.revision}
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("GLMKIT_CACHE") or Path.home() / ".cache" / "glmkit")
-
-
 def resolve(spec: str, revision: str | None = None, allow_pickle: bool = False, quiet: bool = False) -> Source:
     """Turn SRC into a local directory, materialising embedded models and downloading hub ids as needed."""
-    from . import embedded
-
     spec = str(spec)
     if spec in embedded.NAMES:
         return Source(spec, "embedded", embedded.path(spec))
     if spec.startswith("synthetic:"):
-        return Source(spec, "synthetic", embedded.synthetic_path(spec, quiet=quiet))
+        return Source(spec, "synthetic", synthetic.path(spec, quiet=quiet))
     path = Path(spec).expanduser()
     if path.exists() or not HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         return Source(spec, "local", path)
@@ -52,6 +48,23 @@ def open_source(spec: str, revision: str | None = None, allow_pickle: bool = Fal
                 quiet: bool = False) -> tuple[Source, checkpoint.Checkpoint]:
     src = resolve(spec, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
     return src, checkpoint.open_checkpoint(src.path, allow_pickle=allow_pickle)
+
+
+def transformers_dir(spec: str, quiet: bool = True) -> Path:
+    """A directory transformers loads as it is, for any SRC: the source itself, or for the chatglm format its
+    native remap (remap.py), made once into glmkit's cache."""
+    from . import remap
+    from .atomic import atomic_output
+
+    ckpt = checkpoint.open_checkpoint(resolve(spec, quiet=quiet).path)
+    if ckpt.family.name != "chatglm":
+        return ckpt.path
+    key = hashlib.sha256(str(ckpt.path.resolve()).encode()).hexdigest()[:16]
+    out = cache_root() / "hf" / key
+    if not (out / "config.json").is_file():
+        with atomic_output(out, force=True) as tmp:
+            remap.write_checkpoint(ckpt, tmp, quiet=True)
+    return out
 
 
 def _from_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> Source:

@@ -12,8 +12,9 @@ import json
 import zlib
 from pathlib import Path
 
-from . import families
+from . import embedded, families
 from .errors import GlmkitError
+from .paths import cache_root
 
 # Shapes keep GLM-4's proportions: 2 KV heads, rope on half of each head, vocab padded to a multiple of 128.
 SHAPES: dict[str, dict] = {
@@ -53,7 +54,7 @@ def _tokenizer(shape: str, cache_dir: Path, quiet: bool):
     """(tokenizers.Tokenizer, vocab_size). Big shapes get the real special-token ids (151329…)."""
     from tokenizers import Tokenizer
 
-    from . import embedded, tokenizer
+    from . import tokenizer
 
     if SHAPES[shape]["vocab_size"] is None:
         tok = Tokenizer.from_file(str(embedded.glm4_tiny_path() / "tokenizer.json"))
@@ -65,10 +66,11 @@ def _tokenizer(shape: str, cache_dir: Path, quiet: bool):
         progress.say(f"fitting a {families.REAL_SPECIAL_BASE}-token GLM-4 BPE to the Python stdlib (once)", quiet)
         ranks = tokenizer.train_ranks(corpus.stdlib_texts(), families.REAL_SPECIAL_BASE)
         ranks = tokenizer.pad_ranks(ranks, families.REAL_SPECIAL_BASE)
+        from .atomic import atomic_output
+
         ranks_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ranks_file.with_suffix(".partial")
-        tokenizer.write_tiktoken(ranks, tmp)
-        tmp.replace(ranks_file)
+        with atomic_output(ranks_file, force=True, is_dir=False) as tmp:
+            tokenizer.write_tiktoken(ranks, tmp)
     return tokenizer.tiktoken_to_fast(ranks_file), families.REAL_VOCAB_SIZE
 
 
@@ -159,15 +161,13 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
     import torch
 
     from . import manifest, progress, shards, tokenizer
-    from .source import cache_root
+    from .layout import expected_tensors
 
     tok, vocab_size = _tokenizer(shape, cache_dir or cache_root(), quiet)
     vocab = tok.get_vocab()
     glm_family = "glm" if family == "chatglm" else family
     config = hf_config(glm_family, shape, vocab, vocab_size)
     dtype = getattr(torch, DTYPES[shape])
-    from .hf import expected_tensors
-
     names = expected_tensors(config)
     tensors = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
     if family == "chatglm":
@@ -195,3 +195,17 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
     (out / "generation_config.json").write_text(json.dumps(families.generation_config(vocab, fmt), indent=2) + "\n")
     manifest.write(out, {"source": f"synthetic:{family}:{shape}", "seed": seed, "family": family,
                          "synthetic_format_version": FORMAT_VERSION})
+
+
+def path(spec: str, seed: int = 0, quiet: bool = False) -> Path:
+    """The cached checkpoint for `spec`, written on first use (atomically, so a killed run leaves no cache)."""
+    from . import atomic, manifest
+
+    family, shape = parse(spec)
+    out = cache_root() / "synthetic" / f"{family}-{shape}-seed{seed}"
+    found = manifest.read(out) if out.is_dir() else None
+    if found and found.get("synthetic_format_version") == FORMAT_VERSION:
+        return out
+    with atomic.atomic_output(out, force=True) as tmp:
+        write(family, shape, tmp, seed=seed, quiet=quiet)
+    return out

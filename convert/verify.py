@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from glmkit.runtimes.logits import log_softmax, logits as artifact_logits
+
 # Minimum top-1 agreement per weight precision. fp16/f32 differ from fp32 only by rounding, which can flip a
 # near-tie now and then; int8 per-channel keeps ~99 % on trained models; int4 group-wise typically 85–95 %, so
 # 75 % flags a broken conversion (wrong rope, lost tokens: those give < 20 %) without failing honest int4.
@@ -53,18 +55,12 @@ def compare(ref_logits: np.ndarray, logits: np.ndarray, precision: str, gated: b
         got = np.asarray(logits[a:a + rows, :n_voc], dtype=np.float64)
         agree += int(np.sum(ref.argmax(-1) == got.argmax(-1)))
         max_abs = max(max_abs, float(np.abs(ref - got).max()))
-        lp = ref - _logsumexp(ref)
-        lq = got - _logsumexp(got)
+        lp, lq = log_softmax(ref), log_softmax(got)
         kl += float(np.sum(np.exp(lp) * (lp - lq)))
     top1 = agree / n_pos
     threshold = THRESHOLDS.get(precision, 0.75)
     return Verification(precision, n_pos, top1, max(kl / n_pos, 0.0), max_abs, threshold,
                         top1 >= threshold or not gated, gated)
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = x.max(-1, keepdims=True)
-    return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
 def reference_fits(num_parameters: int, candidate_bytes: int) -> str | None:
@@ -82,10 +78,10 @@ def reference_fits(num_parameters: int, candidate_bytes: int) -> str | None:
             f"{have / 2**30:.1f} GB is available; verify on a machine with more memory")
 
 
-def check(reference_dir, candidate_logits, precision: str, *, parameters: int, candidate_bytes: int,
+def check(reference_dir, candidate: Path, precision: str, *, parameters: int, candidate_bytes: int,
           gated: bool, quiet: bool = False) -> tuple[Verification | None, dict]:
     """The verification step every converter runs: skip (saying why) when the fp32 reference cannot fit, else
-    compare the candidate's logits with the reference's. Returns the result and its manifest entry."""
+    compare the candidate artifact's logits with the reference's. Returns the result and its manifest entry."""
     from . import progress
 
     skipped = reference_fits(parameters, candidate_bytes)
@@ -94,7 +90,8 @@ def check(reference_dir, candidate_logits, precision: str, *, parameters: int, c
         return None, {"skipped": skipped}
     progress.say("verifying against transformers (fp32)", quiet)
     ids = verification_ids(reference_dir)
-    result = compare(reference_logits(reference_dir, ids), candidate_logits(ids), precision, gated=gated)
+    ref = artifact_logits(reference_dir, ids, backend="transformers")
+    result = compare(ref, artifact_logits(candidate, ids), precision, gated=gated)
     progress.say(result.summary(), quiet)
     return result, result.to_dict()
 
@@ -116,10 +113,11 @@ def reject(tmp: Path, out: Path, result: Verification, hint: str):
 
 def verification_text() -> str:
     """Fixed text: glm4-tiny's held-out code plus a multilingual line, wrapped in the GLM-4 chat format."""
+    from . import families
     from .embedded import held_out_text
 
     multilingual = "你好，世界。こんにちは。안녕하세요. Привет, мир! مرحبا. Grüße! 🤖 3.14159 x = [1, 2, 3]\n"
-    return f"[gMASK]<sop><|user|>\n{multilingual}<|assistant|>\n{held_out_text()[:6000]}"
+    return f"{families.PROMPT_PREFIX}<|user|>\n{multilingual}<|assistant|>\n{held_out_text()[:6000]}"
 
 
 def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list[int]:
@@ -127,15 +125,3 @@ def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list
 
     tok = load_hf_tokenizer(tokenizer_dir)
     return tok(verification_text(), add_special_tokens=False)["input_ids"][:n]
-
-
-def reference_logits(hf_dir: str | Path, ids: list[int]) -> np.ndarray:
-    """The source's logits from transformers in fp32: the reference every converter is judged against."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, trust_remote_code=False)
-    with torch.no_grad():
-        out = model(torch.tensor([ids])).logits[0].numpy()
-    del model
-    return out

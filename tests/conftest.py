@@ -21,9 +21,9 @@ def glmkit_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic(glmkit_cache):
-    from glmkit.convert import embedded
+    from glmkit.convert import synthetic
 
-    return lambda family, shape="tiny": embedded.synthetic_path(f"synthetic:{family}:{shape}", quiet=True)
+    return lambda family, shape="tiny": synthetic.path(f"synthetic:{family}:{shape}", quiet=True)
 
 
 def glm_convert(*args, cwd=None, env=None):

@@ -124,12 +124,12 @@ def test_bad_synthetic_spec(tmp_path):
 
 def test_failure_midway_leaves_nothing(synthetic, tmp_path, monkeypatch):
     """An exception after tensors were written removes the temporary; OUT never appears."""
-    from glmkit.convert import hf
+    from glmkit.convert import hf, remap
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hf, "write_tokenizer", boom)
+    monkeypatch.setattr(remap, "write_tokenizer", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         hf.to_hf("synthetic:glm4:tiny", out, quiet=True)
