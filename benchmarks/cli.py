@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-regression", type=_percent, default=0.10, help="e.g. 10%% (default)")
     c.add_argument("--absolute", action="store_true",
                    help="also judge absolute t/s and TTFT, same machine only (default: in-run ratios and quality)")
+    ch = sub.add_parser("chat", help="TTFT per chat turn beside the engine's own chat path; latency by position")
+    ch.add_argument("models", nargs="+", help="OpenVINO IR dirs or .gguf files")
+    ch.add_argument("--turns", type=int, default=6, help="chat turns (0: skip the chat scenario)")
+    ch.add_argument("--user-chars", type=int, default=700, help="characters per user message")
+    ch.add_argument("--answer-tokens", type=int, default=32, help="answer budget per turn")
+    ch.add_argument("--long-tokens", type=int, default=0,
+                    help="also time one greedy answer of this many tokens: inter-token latency by position")
+    ch.add_argument("--long-model", action="append", help="model for the long answer (default: the chat models)")
+    ch.add_argument("--threads", type=int)
+    ch.add_argument("-o", "--output", default="chat.json", help="result JSON; .md and .png are written beside it")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -101,6 +111,22 @@ def run(argv: list[str] | None = None) -> int:
             out = Path(args.output)
             written = report.write_reports(data, out.parent, out.stem)
             print(report.to_markdown(data))
+            print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+            return 0
+        if args.cmd == "chat":
+            import json
+
+            from glmkit.convert.atomic import write_text
+
+            from . import chat
+
+            data = chat.run(args.models, args.turns, args.user_chars, args.answer_tokens, args.long_tokens,
+                            args.long_model, threads=args.threads)
+            out = Path(args.output)
+            md = chat.to_markdown(data)
+            written = [write_text(out, json.dumps(data, indent=2) + "\n"), write_text(out.with_suffix(".md"), md)]
+            written += [p for p in [chat.plot(data, out.with_suffix(".png"))] if p]
+            print(md)
             print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
             return 0
         if args.cmd == "report":

@@ -16,7 +16,8 @@ def _figures(start: float, stamps: list[float], prompt_tokens: int) -> dict:
             "decode_tps": (len(stamps) - 1) / (stamps[-1] - stamps[0])}
 
 
-def raw_openvino(runtime, ids: list[int], gen: int) -> dict:
+def stamps_openvino(runtime, ids: list[int], gen: int) -> list[float]:
+    """[start, then one wall-clock stamp per generated token] from LLMPipeline.generate's streamer."""
     import numpy as np
     import openvino as ov
     import openvino_genai as ov_genai
@@ -33,17 +34,19 @@ def raw_openvino(runtime, ids: list[int], gen: int) -> dict:
         def end(self):
             pass
 
-    cfg = runtime._gen_config(GenerationConfig(max_new_tokens=gen, ignore_eos=True))
+    cfg = runtime.generation_config(GenerationConfig(max_new_tokens=gen, ignore_eos=True))
     start = time.perf_counter()
     runtime.pipe.generate(ov.Tensor(np.array([ids], dtype=np.int64)), cfg, Stamp())
-    return _figures(start, stamps, len(ids))
+    runtime.reset_cache()  # the pipeline's KV now holds this prompt, not what glmkit's runtime last sent
+    return [start] + stamps
 
 
-def raw_llamacpp(runtime, ids: list[int], gen: int) -> dict:
+def stamps_llamacpp(runtime, ids: list[int], gen: int) -> list[float]:
+    """[start, then one stamp per token] from llama.cpp's C API: llama_decode and the greedy sampler."""
     import llama_cpp as lc
 
-    ctx = runtime.llm._ctx.ctx
-    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    ctx = runtime.ctx
+    runtime.reset_cache()  # a cold start, as glmkit's side of the pair has (every prompt differs)
     sampler = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     lc.llama_sampler_chain_add(sampler, lc.llama_sampler_init_greedy())
     start = time.perf_counter()
@@ -52,12 +55,26 @@ def raw_llamacpp(runtime, ids: list[int], gen: int) -> dict:
         chunk = ids[i:i + n_batch]
         lc.llama_decode(ctx, lc.llama_batch_get_one((lc.llama_token * len(chunk))(*chunk), len(chunk)))
     stamps: list[float] = []
-    for _ in range(gen):
+    for n in range(gen):
         tok = lc.llama_sampler_sample(sampler, ctx, -1)
         stamps.append(time.perf_counter())
-        lc.llama_decode(ctx, lc.llama_batch_get_one((lc.llama_token * 1)(tok), 1))
+        if n + 1 < gen:
+            lc.llama_decode(ctx, lc.llama_batch_get_one((lc.llama_token * 1)(tok), 1))
     lc.llama_sampler_free(sampler)
-    return _figures(start, stamps, len(ids))
+    runtime.reset_cache()
+    return [start] + stamps
+
+
+def raw_openvino(runtime, ids: list[int], gen: int) -> dict:
+    s = stamps_openvino(runtime, ids, gen)
+    return _figures(s[0], s[1:], len(ids))
+
+
+def raw_llamacpp(runtime, ids: list[int], gen: int) -> dict:
+    s = stamps_llamacpp(runtime, ids, gen)
+    return _figures(s[0], s[1:], len(ids))
 
 
 RAW = {"openvino": raw_openvino, "llamacpp": raw_llamacpp}
+RAW_STAMPS = {"openvino": lambda rt, ids, n: stamps_openvino(rt, ids, n)[1:],
+              "llamacpp": lambda rt, ids, n: stamps_llamacpp(rt, ids, n)[1:]}

@@ -69,8 +69,7 @@ def _describe(model: str, runtime) -> tuple[str, int]:
 def _thread_options(backend: str, threads: int | None) -> dict:
     if not threads:
         return {}
-    return {"openvino": {"INFERENCE_NUM_THREADS": threads}, "llamacpp": {"n_threads": threads},
-            "transformers": {"threads": threads}}.get(backend, {})
+    return {"threads": threads}
 
 
 def _summaries(runs: list[dict]) -> dict:
@@ -157,48 +156,32 @@ class Subject:
         self.rt.close()
 
 
-def candidate_logits(model: str, ids: list[int]) -> np.ndarray:
-    """All-position logits of an artifact through its engine (the functions the converters verify with)."""
-    from glmkit.convert import verify
-    from glmkit.convert.gguf import gguf_logits
-    from glmkit.convert.openvino import ov_logits
-    from glmkit.runtimes import detect_backend
-    from glmkit.runtimes.load import _hf_dir
-
-    kind = detect_backend(model)
-    if kind == "openvino":
-        return ov_logits(Path(model), ids)
-    if kind == "llamacpp":
-        return gguf_logits(Path(model), ids)
-    return verify.reference_logits(_hf_dir(model), ids)
-
-
 def perplexity(logits: np.ndarray, ids: list[int]) -> float:
-    x = np.asarray(logits[:-1], dtype=np.float64)
-    m = x.max(-1, keepdims=True)
-    logp = x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))
+    from glmkit.runtimes.logits import log_softmax
+
+    logp = log_softmax(logits[:-1])
     nll = -logp[np.arange(len(ids) - 1), ids[1:]]
     return float(math.exp(nll.mean()))
 
 
 def reference_logits(reference: str, tokens: int = 512) -> tuple[list[int], np.ndarray]:
     """glm4-tiny's held-out text as the reference's token ids, and the reference's fp32 logits on it."""
-    from glmkit.convert import verify
+    from glmkit.convert import transformers_dir
     from glmkit.convert.embedded import held_out_text
-    from glmkit.runtimes.load import _hf_dir
+    from glmkit.runtimes import logits
     from glmkit.runtimes.tokenizer import from_hf
 
-    ref_dir = _hf_dir(reference)
-    ids = from_hf(ref_dir).encode(held_out_text())[:tokens]
-    return ids, verify.reference_logits(ref_dir, ids)
+    ids = from_hf(transformers_dir(reference)).encode(held_out_text())[:tokens]
+    return ids, logits(reference, ids, backend="transformers")
 
 
 def bench_quality(model: str, ids: list[int], ref: np.ndarray) -> dict:
     """Perplexity on held-out text, and KL / top-1 agreement against the fp32 reference's logits `ref` on `ids`,
     as llama.cpp's perplexity tool reports them."""
     from glmkit.convert import verify
+    from glmkit.runtimes import logits
 
-    got = candidate_logits(model, ids)
+    got = logits(model, ids)
     v = verify.compare(ref, got, "quality")
     return {"tokens": len(ids), "perplexity": perplexity(got, ids), "reference_perplexity": perplexity(ref, ids),
             "mean_kl": v.mean_kl, "top1_agreement": v.top1_agreement}

@@ -1,58 +1,23 @@
 """The one runtime interface: every backend yields token ids; glmkit does the rest the same way for all.
 
-Backends implement `_token_stream(prompt_ids, config)`. Prompt building (GLM-4 chat template), stop tokens,
-stop strings, incremental detokenisation, Z1 reasoning split and wall-clock timing live here, once.
+Backends implement `_token_stream(prompt_ids, config)` (and may reuse the KV of a shared prefix, reporting it in
+`self._reused`). Prompt building (GLM-4 chat template, `[gMASK]<sop>`), context limits, stop tokens, stop strings,
+incremental detokenisation, the Z1 reasoning split and wall-clock timing live here, once.
 """
 
 from __future__ import annotations
 
-import resource
+import dataclasses
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from glmkit.convert import families
+from glmkit.convert.errors import GlmkitError
 
-THINK_END = "</think>"
-
-
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    token_ids: list[int]
-    finish_reason: str          # stop (a stop token) | stop_string | length | interrupted
-    prompt_tokens: int
-    ttft_ms: float              # wall clock, request to first generated token
-    prefill_tps: float          # prompt tokens / ttft
-    decode_tps: float           # tokens after the first / time after the first
-    peak_rss_mb: float          # this process's peak resident memory so far
-    reasoning: str | None = None  # Z1 models: the <think>…</think> part, kept out of `text` and history
-    engine: dict = field(default_factory=dict)  # the engine's own figures, as a cross-check
-    itl_ms: list[float] = field(default_factory=list)  # inter-token latencies (time per output token)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from .memory import peak_rss_mb
+from .streaming import THINK_END, TextAssembler
+from .types import GenerationConfig, GenerationResult, TextDelta
 
 
 def split_reasoning(text: str, thinks: bool) -> tuple[str, str | None]:
@@ -76,6 +41,7 @@ class Runtime(ABC):
         self.context_length = context_length
         self.name = name
         self.stop_ids = set(tokenizer.stop_ids)
+        self._reused = 0  # prompt tokens whose KV the engine kept from the previous call
 
     # -- what a backend provides -------------------------------------------------------------------------------
     @abstractmethod
@@ -85,50 +51,62 @@ class Runtime(ABC):
     def _engine_figures(self) -> dict:
         return {}
 
+    def reset_cache(self) -> None:
+        """Forget the KV the engine holds, so the next call prefills its whole prompt (a cold start)."""
+
     def close(self) -> None:
         pass
 
     # -- shared -------------------------------------------------------------------------------------------------
-    def prompt_ids(self, prompt_or_messages) -> list[int]:
-        """Token ids of a plain prompt, of chat messages through the model's GLM-4 chat template, or given as ids
-        (benchmarks need prompts of an exact length)."""
-        if isinstance(prompt_or_messages, list) and prompt_or_messages and isinstance(prompt_or_messages[0], int):
-            return list(prompt_or_messages)
-        if isinstance(prompt_or_messages, str):
-            return self.tokenizer.encode(prompt_or_messages)
-        return self.tokenizer.encode(self.tokenizer.render_chat(list(prompt_or_messages)))
+    def prompt_ids(self, prompt, raw: bool = False) -> list[int]:
+        """Token ids of a prompt: ids as given; chat messages through the model's GLM-4 chat template; a plain
+        string with `[gMASK]<sop>` in front, as GLM-4's own tokenizer encodes every text (raw=True: as it is)."""
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+            return list(prompt)
+        if isinstance(prompt, str):
+            if raw or prompt.startswith(families.PROMPT_PREFIX):
+                return self.tokenizer.encode(prompt)
+            return self.tokenizer.encode(families.PROMPT_PREFIX + prompt)
+        return self.tokenizer.encode(self.tokenizer.render_chat(list(prompt)))
 
-    def stream(self, prompt_or_messages, config: GenerationConfig | None = None) -> Iterator:
-        """Yield text pieces as they are decoded, then the GenerationResult last."""
+    def budget(self, n_prompt: int, max_new_tokens: int) -> int:
+        """Answer tokens that fit after a prompt of n_prompt tokens; a prompt that cannot fit is an error."""
+        room = self.context_length - n_prompt
+        if room < 1:
+            raise GlmkitError(f"the prompt has {n_prompt} tokens but the context holds {self.context_length}; "
+                              f"shorten it by at least {n_prompt - self.context_length + 1} tokens or load the "
+                              "model with a larger n_ctx")
+        return min(max_new_tokens, room)
+
+    def stream(self, prompt, config: GenerationConfig | None = None, raw: bool = False) -> Iterator:
+        """Yield TextDelta pieces as they are decoded, then the GenerationResult last."""
         config = config or GenerationConfig()
-        ids = self.prompt_ids(prompt_or_messages)
+        ids = self.prompt_ids(prompt, raw=raw)
+        budget = self.budget(len(ids), config.max_new_tokens)
+        is_chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
+        text = TextAssembler(config.stop, thinks=self.chat_format.thinks and is_chat)
+        decoder = self.tokenizer.decoder()
         out: list[int] = []
-        text, emitted, finish = "", 0, "length"
+        finish = "length"
+        self._reused = 0
         t0 = time.perf_counter()
-        t_first = None
         stamps: list[float] = []
-        tokens = self._token_stream(ids, config)
+        tokens = self._token_stream(ids, dataclasses.replace(config, max_new_tokens=budget))
         try:
             for tok in tokens:
                 stamps.append(time.perf_counter())
-                if t_first is None:
-                    t_first = stamps[0]
                 if tok in self.stop_ids and not config.ignore_eos:
                     finish = "stop"
                     break
                 out.append(tok)
-                text = self.tokenizer.decode(out)
-                hit = next((s for s in config.stop if s in text[max(0, emitted - len(s)):]), None)
-                if hit:
-                    text = text[: text.index(hit, max(0, emitted - len(hit)))]
+                yield from text.push(decoder.step(tok))
+                if text.stopped:
                     finish = "stop_string"
-                if not text.endswith("\ufffd") and len(text) > emitted:  # never emit half a UTF-8 character
-                    yield text[emitted:]
-                    emitted = len(text)
-                if hit or len(out) >= config.max_new_tokens:
+                    break
+                if len(out) >= budget:
                     break
             else:  # the engine ended by itself before the budget: it met a stop token
-                if len(out) < config.max_new_tokens:
+                if len(out) < budget:
                     finish = "stop"
         except KeyboardInterrupt:
             finish = "interrupted"
@@ -137,24 +115,24 @@ class Runtime(ABC):
             if close:
                 close()
         t_end = time.perf_counter()
-        if len(text) > emitted and finish != "interrupted":
-            yield text[emitted:]
-        ttft = (t_first or t_end) - t0
-        decode_time = t_end - (t_first or t_end)
-        is_chat = isinstance(prompt_or_messages, list) and bool(prompt_or_messages) and \
-            isinstance(prompt_or_messages[0], dict)
-        answer, reasoning = split_reasoning(text, self.chat_format.thinks and is_chat)
+        if finish != "interrupted":
+            yield from text.push(decoder.flush())
+            yield from text.finish()
+        ttft = (stamps[0] if stamps else t_end) - t0
+        decode_time = t_end - (stamps[0] if stamps else t_end)
+        evaluated = len(ids) - self._reused
         yield GenerationResult(
-            text=answer, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
-            prefill_tps=len(ids) / ttft if ttft > 0 else 0.0,
+            text=text.content, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
+            prefill_tps=evaluated / ttft if ttft > 0 else 0.0,
             decode_tps=(len(out) - 1) / decode_time if len(out) > 1 and decode_time > 0 else 0.0,
-            peak_rss_mb=peak_rss_mb(), reasoning=reasoning, engine=self._engine_figures(),
-            itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
+            peak_rss_mb=peak_rss_mb(), reasoning=text.reasoning if text.thinks else None,
+            cached_tokens=self._reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
+            engine=self._engine_figures(), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
 
-    def generate(self, prompt_or_messages, config: GenerationConfig | None = None) -> GenerationResult:
+    def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False) -> GenerationResult:
         result = None
-        for piece in self.stream(prompt_or_messages, config):
-            result = piece
+        for event in self.stream(prompt, config, raw=raw):
+            result = event
         return result
 
     def chat(self, system: str | None = None, config: GenerationConfig | None = None):
@@ -167,3 +145,6 @@ class Runtime(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+__all__ = ["GenerationConfig", "GenerationResult", "Runtime", "TextDelta", "split_reasoning"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from glmkit.convert import GlmkitError
+from glmkit.convert.errors import GlmkitError
 
-from .base import GenerationConfig, GenerationResult
+from .types import GenerationConfig, GenerationResult
 
 HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /stats, /exit"
 
@@ -23,41 +23,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=None,
                    help="0 = greedy (default; Z1 models: 0.6 as their card recommends)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling (Z1 default 0.95)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k sampling, 0 = off (Z1 default 40)")
     p.add_argument("--seed", type=int)
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past stop tokens (benchmarks)")
     p.add_argument("--show-thinking", action="store_true", help="print Z1 models' <think> reasoning")
     p.add_argument("--prompt", help="answer this one message and exit")
+    e = p.add_argument_group("engine")
+    e.add_argument("--n-ctx", type=int, help="context length (default: the model's, capped by KV-cache memory)")
+    e.add_argument("--threads", type=int, help="CPU threads (default: the engine's choice)")
+    e.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="transformers weights / OpenVINO inference precision (transformers default float32)")
+    e.add_argument("--kv-cache", choices=("f32", "f16", "q8_0", "u8"),
+                   help="KV-cache type: llama.cpp f16 (default), f32, q8_0; OpenVINO f16, f32, u8")
+    e.add_argument("--cache-dir", help="OpenVINO compiled-model cache: later starts skip compilation")
+    e.add_argument("--no-flash-attn", dest="flash_attn", action="store_false", default=None,
+                   help="llama.cpp: plain attention instead of flash attention")
+    e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", default=None,
+                   help="prefill the whole conversation every turn (cold start; for measurements)")
     return p
+
+
+def engine_options(args) -> dict:
+    """The engine flags the user gave, as load() options (flags left out keep the engine's defaults)."""
+    keys = ("n_ctx", "threads", "dtype", "kv_cache", "cache_dir", "flash_attn", "prefix_cache")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def _config(args, runtime) -> GenerationConfig:
     sampling = runtime.chat_format.sampling
     temperature = args.temperature if args.temperature is not None else sampling.get("temperature", 0.0)
-    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temperature,
-                            top_p=sampling.get("top_p", 1.0), top_k=sampling.get("top_k", 0), seed=args.seed,
-                            ignore_eos=args.ignore_eos)
+    top_p = args.top_p if args.top_p is not None else sampling.get("top_p", 1.0)
+    top_k = args.top_k if args.top_k is not None else sampling.get("top_k", 0)
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                            seed=args.seed, ignore_eos=args.ignore_eos)
 
 
 def _answer(session, text: str, show_thinking: bool, out=sys.stdout) -> GenerationResult | None:
     """Stream one answer; Ctrl-C stops it and returns to the prompt. Reasoning is hidden unless asked for."""
-    thinks = session.runtime.chat_format.thinks and not show_thinking
-    pieces = session.stream(text)
-    buffered = ""
+    events = session.stream(text)
+    thinking = False
     try:
-        for piece in pieces:
-            if isinstance(piece, GenerationResult):
-                if thinks:
-                    out.write(piece.text)
-                out.write("\n[stopped]\n" if piece.finish_reason == "interrupted" else "\n")
+        for event in events:
+            if isinstance(event, GenerationResult):
+                out.write("\n[stopped]\n" if event.finish_reason == "interrupted" else "\n")
                 out.flush()
-                return piece
-            if thinks:
-                buffered += piece  # the answer is known only after </think>
+                return event
+            if event.reasoning and not show_thinking:
                 continue
-            out.write(piece)
+            if event.reasoning != thinking:  # show where the thought ends and the answer starts
+                out.write("<think>\n" if event.reasoning else "\n</think>\n")
+                thinking = event.reasoning
+            out.write(event.text)
             out.flush()
     except KeyboardInterrupt:
-        pieces.close()
+        events.close()
         out.write("\n[stopped]\n")
         out.flush()
     return None
@@ -69,7 +89,7 @@ def _stats(session) -> str:
         return "no answer yet"
     return (f"{session.runtime.backend} · prompt {r.prompt_tokens} tok · generated {len(r.token_ids)} tok · "
             f"TTFT {r.ttft_ms:.0f} ms · prefill {r.prefill_tps:.1f} t/s · decode {r.decode_tps:.1f} t/s · "
-            f"peak RSS {r.peak_rss_mb:.0f} MB · {r.finish_reason} · history {len(session.history) // 2} turns"
+            f"reused {r.cached_tokens} tok · peak RSS {r.peak_rss_mb:.0f} MB · {r.finish_reason} · history {len(session.history) // 2} turns"
             + (f" ({session.trimmed} trimmed)" if session.trimmed else ""))
 
 
@@ -78,7 +98,7 @@ def run(argv: list[str] | None = None) -> int:
     from .load import load
 
     try:
-        runtime = load(args.model, backend=args.backend, device=args.device)
+        runtime = load(args.model, backend=args.backend, device=args.device, **engine_options(args))
         session = runtime.chat(system=args.system, config=_config(args, runtime))
         if args.prompt is not None:
             return 0 if _answer(session, args.prompt, args.show_thinking) else 130

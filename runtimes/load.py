@@ -1,12 +1,17 @@
-"""load(): pick the backend from what the model is, and open it."""
+"""load(): pick the backend from what the model is, and open it with one set of engine options."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from glmkit.convert import GlmkitError
+from glmkit.convert.errors import GlmkitError
 
 BACKENDS = ("auto", "openvino", "llamacpp", "transformers")
+# Engine options and the backends that honour them; anything else goes to OpenVINO as a property.
+OPTIONS = {"n_ctx": ("openvino", "llamacpp", "transformers"), "threads": ("openvino", "llamacpp", "transformers"),
+           "prefix_cache": ("openvino", "llamacpp", "transformers"), "dtype": ("openvino", "transformers"),
+           "kv_cache": ("openvino", "llamacpp"), "cache_dir": ("openvino",), "flash_attn": ("llamacpp",),
+           "n_batch": ("llamacpp",)}
 
 
 def detect_backend(model: str) -> str:
@@ -24,29 +29,24 @@ def detect_backend(model: str) -> str:
     return "transformers"
 
 
-def _hf_dir(model: str, quiet: bool = True) -> Path:
-    """A transformers-loadable directory for any glm-convert SRC; chatglm sources are remapped once, cached."""
-    import hashlib
-
-    from glmkit.convert import checkpoint, hf, source
-
-    src = source.resolve(model, quiet=quiet)
-    ckpt = checkpoint.open_checkpoint(src.path)
-    if ckpt.family.name != "chatglm":
-        return src.path
-    key = hashlib.sha256(str(src.path.resolve()).encode()).hexdigest()[:16]
-    out = source.cache_root() / "hf" / key
-    if not (out / "config.json").is_file():
-        hf.to_hf(str(src.path), out, force=True, quiet=quiet)
-    return out
-
-
 def load(model: str, backend: str = "auto", device: str = "CPU", **options):
-    """Open `model` with one backend. Options go to the backend: dtype/threads (transformers), cache_dir and
-    OpenVINO properties such as MAX_PROMPT_LEN (openvino), n_ctx/n_threads/n_batch/kv_cache (llamacpp)."""
+    """Open `model` with one backend.
+
+    Options (None = the engine's default): n_ctx (default: the artifact's context, capped by the memory its KV
+    cache would need), threads, prefix_cache (False: every call prefills its whole prompt), dtype (transformers
+    weights; OpenVINO inference precision), kv_cache (llama.cpp f16/f32/q8_0; OpenVINO f16/f32/u8), cache_dir
+    (OpenVINO compiled-model cache), flash_attn and n_batch (llama.cpp); other keys are OpenVINO properties such as
+    MAX_PROMPT_LEN (NPU)."""
     if backend not in BACKENDS:
         raise GlmkitError(f"backend {backend}: choose one of {', '.join(BACKENDS)}")
     kind = detect_backend(model) if backend == "auto" else backend
+    options = {k: v for k, v in options.items() if v is not None}
+    for key in options:
+        if key in OPTIONS and kind not in OPTIONS[key]:
+            raise GlmkitError(f"{key} applies to the {' and '.join(OPTIONS[key])} backend(s), not {kind}")
+        if key not in OPTIONS and kind != "openvino":
+            raise GlmkitError(f"unknown option {key} for the {kind} backend; it takes "
+                              f"{', '.join(k for k, v in OPTIONS.items() if kind in v)}")
     name = str(model)
     if kind == "openvino":
         from .openvino import OpenVINORuntime
@@ -62,6 +62,8 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
         if not Path(model).is_file():
             raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
         return LlamaCppRuntime(model, model_name=name, **options)
+    from glmkit.convert.source import transformers_dir
+
     from .reference import TransformersRuntime
 
-    return TransformersRuntime(_hf_dir(model), model_name=name, **options)
+    return TransformersRuntime(transformers_dir(model), model_name=name, **options)

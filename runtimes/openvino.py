@@ -1,4 +1,8 @@
-"""OpenVINO GenAI: openvino_genai.LLMPipeline on CPU, GPU, NPU or AUTO, streaming token ids."""
+"""OpenVINO GenAI: openvino_genai.LLMPipeline on CPU, GPU, NPU or AUTO, streaming token ids.
+
+LLMPipeline keeps the KV cache of the previous call and prefills only what a new prompt adds to it (its own
+prefix reuse), so a chat's next turn costs only its new tokens.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,17 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .base import GenerationConfig, Runtime
+from glmkit.convert.errors import GlmkitError
+
+from .base import Runtime
+from .context import default_context
+from .types import GenerationConfig
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 # NPU compiles static shapes: a prompt budget and an answer budget (OpenVINO's NPU guide defaults).
 NPU_DEFAULTS = {"MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
+KV_TYPES = {"f16": "f16", "f32": "f32", "u8": "u8", "q8_0": "u8", "bf16": "bf16"}
+DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
 def available_devices() -> list[str]:
@@ -24,11 +34,12 @@ def available_devices() -> list[str]:
 class OpenVINORuntime(Runtime):
     backend = "openvino"
 
-    def __init__(self, path, device: str = "CPU", cache_dir: str | None = None, model_name: str | None = None,
-                 **properties):
+    def __init__(self, path, device: str = "CPU", cache_dir: str | None = None, n_ctx: int | None = None,
+                 threads: int | None = None, kv_cache: str | None = None, dtype: str | None = None,
+                 prefix_cache: bool = True, model_name: str | None = None, **properties):
         import openvino_genai as ov_genai
 
-        from glmkit.convert import GlmkitError, families
+        from glmkit.convert import families
 
         from .tokenizer import from_hf
 
@@ -37,22 +48,42 @@ class OpenVINORuntime(Runtime):
         if base not in DEVICES or (base != "AUTO" and not any(d.startswith(base) for d in have)):
             raise GlmkitError(f"device {device} is not available on this machine (it has: {', '.join(have)}); "
                               f"pass --device {have[0]}")
+        if kv_cache and kv_cache not in KV_TYPES:
+            raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
+        if dtype and dtype not in DTYPES:
+            raise GlmkitError(f"dtype {dtype}: choose one of {', '.join(DTYPES)}")
         props = dict(properties)
         if base == "NPU":
             props = {**NPU_DEFAULTS, **props}
-        if cache_dir:
+        if cache_dir:  # compiled-model cache: a second start skips compilation (NPU/GPU above all)
             props["CACHE_DIR"] = str(cache_dir)
+        if threads:
+            props["INFERENCE_NUM_THREADS"] = int(threads)
+        if kv_cache:
+            props["KV_CACHE_PRECISION"] = KV_TYPES[kv_cache]
+        if dtype:
+            props["INFERENCE_PRECISION_HINT"] = DTYPES[dtype]
+        self.prefix_cache = prefix_cache
+        #: the openvino_genai.LLMPipeline, for callers that use its API directly
         self.pipe = ov_genai.LLMPipeline(str(path), device, **props)
         self.device = device
         cfg = json.loads((Path(path) / "config.json").read_text())
         tok = from_hf(path)
         fmt = families.chat_format(cfg, model_name or str(path), tok.chat_template)
-        context = int(props.get("MAX_PROMPT_LEN", 0) + props.get("MIN_RESPONSE_LEN", 0)) if base == "NPU" \
-            else int(cfg.get("max_position_embeddings", 4096))
+        if base == "NPU":
+            context = int(props["MAX_PROMPT_LEN"] + props["MIN_RESPONSE_LEN"])
+        else:
+            heads = cfg.get("num_attention_heads", 1)
+            context = default_context(int(cfg.get("max_position_embeddings", 4096)), n_ctx,
+                                      KV_TYPES.get(kv_cache or "u8", "u8"), cfg.get("num_hidden_layers", 0),
+                                      cfg.get("num_key_value_heads", heads),
+                                      cfg.get("head_dim") or cfg.get("hidden_size", 0) // heads)
         super().__init__(tok, fmt, context, model_name or str(path))
+        self._held: list[int] = []  # what LLMPipeline's KV holds after the last call (its prompt + answer)
         self._engine: dict = {}
 
-    def _gen_config(self, config: GenerationConfig):
+    def generation_config(self, config: GenerationConfig):
+        """The openvino_genai.GenerationConfig for a glmkit GenerationConfig (GLM-4's stop tokens included)."""
         import openvino_genai as ov_genai
 
         g = ov_genai.GenerationConfig()
@@ -69,6 +100,28 @@ class OpenVINORuntime(Runtime):
         if not config.ignore_eos:
             g.stop_token_ids = set(self.stop_ids)
         return g
+
+    def reset_cache(self) -> None:
+        """openvino-genai has no public reset of LLMPipeline's KV; a one-token generation replaces what it holds."""
+        import numpy as np
+        import openvino as ov
+
+        g = self.generation_config(GenerationConfig(max_new_tokens=1, ignore_eos=True))
+        self.pipe.generate(ov.Tensor(np.array([[self.tokenizer.special_ids["<|endoftext|>"]]], dtype=np.int64)), g)
+        self._held = []
+
+    def _reuse(self, prompt_ids: list[int]) -> int:
+        """Prompt tokens LLMPipeline will find in its KV: it keeps the previous prompt and answer and prefills
+        from the first token that differs (openvino-genai reports no counter of its own)."""
+        if not self.prefix_cache:
+            self.reset_cache()
+            return 0
+        n = 0
+        for a, b in zip(self._held, prompt_ids[:-1]):
+            if a != b:
+                break
+            n += 1
+        return n
 
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
         import numpy as np
@@ -90,11 +143,13 @@ class OpenVINORuntime(Runtime):
 
         streamer = Streamer()
         box: dict = {}
+        self._reused = self._reuse(prompt_ids)
+        answer: list[int] = []
 
         def run():
             try:
                 box["result"] = self.pipe.generate(ov.Tensor(np.array([prompt_ids], dtype=np.int64)),
-                                                   self._gen_config(config), streamer)
+                                                   self.generation_config(config), streamer)
             except BaseException as e:  # surfaced in the consumer's thread
                 box["error"] = e
             finally:
@@ -104,15 +159,19 @@ class OpenVINORuntime(Runtime):
         worker.start()
         try:
             while (item := q.get()) is not done:
+                answer.append(item)
                 yield item
         finally:
             cancel.set()
             worker.join()
+            self._held = list(prompt_ids) + answer
             if "error" in box:
+                self._held = []
                 raise box["error"]
             pm = getattr(box.get("result"), "perf_metrics", None)
             if pm is not None:
-                self._engine = {"ttft_ms": pm.get_ttft().mean, "decode_tps": pm.get_throughput().mean}
+                self._engine = {"ttft_ms": pm.get_ttft().mean, "decode_tps": pm.get_throughput().mean,
+                                "prompt_tokens": pm.get_num_input_tokens()}
 
     def _engine_figures(self) -> dict:
         return dict(self._engine)

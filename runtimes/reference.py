@@ -1,10 +1,16 @@
-"""The PyTorch reference: transformers on the CPU, decoding token by token with the KV cache."""
+"""The PyTorch reference: transformers on the CPU, decoding token by token with the KV cache.
+
+The cache is kept between calls: a prompt that shares a prefix with what it holds prefills only the rest.
+"""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from .base import GenerationConfig, Runtime
+from glmkit.convert.errors import GlmkitError
+
+from .base import Runtime
+from .types import GenerationConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -12,11 +18,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 class TransformersRuntime(Runtime):
     backend = "transformers"
 
-    def __init__(self, path, dtype: str = "float32", threads: int | None = None, model_name: str | None = None):
+    def __init__(self, path, dtype: str = "float32", threads: int | None = None, n_ctx: int | None = None,
+                 prefix_cache: bool = True, model_name: str | None = None):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from glmkit.convert import GlmkitError, families
+        from glmkit.convert import families
 
         from .tokenizer import from_hf
 
@@ -26,12 +33,24 @@ class TransformersRuntime(Runtime):
             torch.set_num_threads(threads)
         self.torch = torch
         self.dtype = dtype
+        self.prefix_cache = prefix_cache
         cfg = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        #: the transformers model, for callers that use it directly
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype),
                                                           trust_remote_code=False).eval()
         tok = from_hf(path)
         fmt = families.chat_format(cfg.to_dict(), model_name or str(path), tok.chat_template)
-        super().__init__(tok, fmt, int(cfg.max_position_embeddings), model_name or str(path))
+        native = int(cfg.max_position_embeddings)
+        super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
+        self._cache = None
+        self._held: list[int] = []  # token ids whose keys and values the cache holds
+        self._engine: dict = {}
+
+    def _engine_figures(self) -> dict:
+        return dict(self._engine)
+
+    def reset_cache(self) -> None:
+        self._cache, self._held = None, []
 
     def _processors(self, config: GenerationConfig):
         from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
@@ -48,16 +67,38 @@ class TransformersRuntime(Runtime):
                 procs.append(TopPLogitsWarper(config.top_p))
         return procs
 
+    def _reuse(self, prompt_ids: list[int]) -> int:
+        if not self.prefix_cache or self._cache is None:
+            self.reset_cache()
+            return 0
+        n = 0
+        for a, b in zip(self._held, prompt_ids[:-1]):
+            if a != b:
+                break
+            n += 1
+        if n == 0:
+            self.reset_cache()
+        elif n < len(self._held):
+            self._cache.crop(n)
+            self._held = self._held[:n]
+        return n
+
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
+        from transformers import DynamicCache
+
         torch = self.torch
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         procs = self._processors(config)
+        self._reused = self._reuse(prompt_ids)
+        if self._cache is None:
+            self._cache = DynamicCache()
+        self._engine = {"cache_tokens_before": self._cache.get_seq_length()}  # transformers' own count
         seen = torch.tensor([prompt_ids])
-        step, past = seen, None
+        step = torch.tensor([prompt_ids[self._reused:]])
         with torch.no_grad():
-            for _ in range(config.max_new_tokens):
-                out = self.model(input_ids=step, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+            for n in range(config.max_new_tokens):
+                out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True)
+                self._held += step[0].tolist()
                 logits = procs(seen, out.logits[:, -1, :].float())
                 if config.greedy:
                     tok = int(logits.argmax(-1))

@@ -1,12 +1,16 @@
-"""A multi-turn chat: history, system prompt, reset, and trimming from the oldest turn to fit the context."""
+"""A multi-turn chat: history, system prompt, reset, and trimming from the oldest turn to fit the context.
+
+Each turn's prompt is the previous prompt plus the answer and the new message, so every backend prefills only the
+new part (the engine keeps the KV of the shared prefix).
+"""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from glmkit.convert import GlmkitError
+from glmkit.convert.errors import GlmkitError
 
-from .base import GenerationConfig, GenerationResult
+from .types import GenerationConfig, GenerationResult
 
 
 class ChatSession:
@@ -25,11 +29,13 @@ class ChatSession:
     def set_system(self, text: str | None) -> None:
         self.system = text or None
 
-    def messages(self, user: str) -> list[dict]:
+    def messages(self, user: str, config: GenerationConfig | None = None) -> list[dict]:
         """The turns sent for `user`: the oldest user/assistant pairs are dropped until the prompt plus the answer
-        budget fits the context. One message that cannot fit on its own is an error, never a silent overflow."""
+        budget (this call's max_new_tokens) fits the context. One message that cannot fit on its own is an error,
+        never a silent overflow."""
+        max_new = (config or self.config).max_new_tokens
         system = [{"role": "system", "content": self.system}] if self.system else []
-        budget = self.runtime.context_length - self.config.max_new_tokens
+        budget = self.runtime.context_length - max_new
         while True:
             msgs = system + self.history + [{"role": "user", "content": user}]
             n = len(self.runtime.prompt_ids(msgs))
@@ -38,24 +44,21 @@ class ChatSession:
             if not self.history:
                 raise GlmkitError(f"the message needs {n} prompt tokens, but the context of "
                                   f"{self.runtime.context_length} leaves {budget} after --max-new-tokens "
-                                  f"{self.config.max_new_tokens}; shorten it or lower --max-new-tokens")
+                                  f"{max_new}; shorten it or lower --max-new-tokens")
             del self.history[:2]
             self.trimmed += 1
 
     def stream(self, user: str, config: GenerationConfig | None = None) -> Iterator:
-        msgs = self.messages(user)
-        result = None
-        for piece in self.runtime.stream(msgs, config or self.config):
-            if isinstance(piece, GenerationResult):
-                result = piece
-            else:
-                yield piece
-        self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": result.text}]
-        self.last = result
-        yield result
+        """TextDeltas of the answer, then its GenerationResult; the turn joins the history when it ends."""
+        config = config or self.config
+        for event in self.runtime.stream(self.messages(user, config), config):
+            if isinstance(event, GenerationResult):
+                self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": event.text}]
+                self.last = event
+            yield event
 
     def send(self, user: str, config: GenerationConfig | None = None) -> GenerationResult:
         result = None
-        for piece in self.stream(user, config):
-            result = piece
+        for event in self.stream(user, config):
+            result = event
         return result
