@@ -2,7 +2,8 @@
 multi-turn path, and inter-token latency by position over one long answer.
 
 The engine's own path runs on a second copy of the model loaded beside glmkit's, turn by turn in alternation, so
-a slow spell of the machine hits both: llama-cpp-python's `create_chat_completion` (it reuses the common prefix of
+a slow spell of the machine hits both, and is sent the same conversation (glmkit's answers in its history: a
+random-weight model's answers re-render to very different token counts, which would compare unlike work): llama-cpp-python's `create_chat_completion` (it reuses the common prefix of
 its previous prompt) and openvino-genai's `generate(ChatHistory)` (LLMPipeline keeps the previous KV).
 """
 
@@ -88,8 +89,9 @@ def chat_turns(model: str, turns: int = 6, user_chars: int = 700, answer_tokens:
             for i, user in enumerate(user_messages(turns, user_chars)):
                 r = session.send(user)
                 history.append({"role": "user", "content": user})
-                ttft, answer = engine_turn(history, answer_tokens)
-                history.append({"role": "assistant", "content": answer})
+                ttft, _ = engine_turn(history, answer_tokens)
+                # both sides carry the same conversation: glmkit's answer goes into the engine's history too
+                history.append({"role": "assistant", "content": r.text})
                 rows.append({"turn": i + 1, "prompt_tokens": r.prompt_tokens, "cached_tokens": r.cached_tokens,
                              "glmkit_ttft_ms": r.ttft_ms, "engine_ttft_ms": ttft, "ratio": r.ttft_ms / ttft})
         finally:

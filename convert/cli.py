@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import families
 from .errors import GlmkitError
 
 TARGETS = ("hf", "openvino", "gguf")
@@ -15,7 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="glm-convert",
         description="Convert a GLM-4 checkpoint (local dir, Hugging Face id, glm4-tiny, synthetic:<family>:<shape>) "
                     "and check the result against its source.",
-        epilog="exit codes: 0 ok, 2 bad input, 3 verification failed (output kept at OUT.rejected), 130 interrupted",
+        epilog="families: " + "; ".join(f"{f.name} ({', '.join(f.architectures)}: {', '.join(f.checkpoints)})"
+                                        for f in families.FAMILIES.values())
+               + ". exit codes: 0 ok, 2 bad input, 3 verification failed (output kept at OUT.rejected), 130 "
+                 "interrupted",
     )
     p.add_argument("src", nargs="?", help="checkpoint directory, hub id (THUDM/GLM-4-9B-0414), glm4-tiny, or "
                                           "synthetic:<glm4|glm|chatglm>:<tiny|bench|glm-4-9b>")

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from glmkit.convert.errors import GlmkitError
 
-from .base import Runtime
+from .base import Runtime, shared_prefix
 from .context import default_context
 from .types import GenerationConfig
 
@@ -122,11 +122,7 @@ class LlamaCppRuntime(Runtime):
         if not self.prefix_cache:
             self.reset_cache()
             return 0
-        n = 0
-        for a, b in zip(self._held, prompt_ids[:-1]):
-            if a != b:
-                break
-            n += 1
+        n = shared_prefix(self._held, prompt_ids)
         if n < len(self._held):
             lc = self.llama_cpp
             if not lc.llama_memory_seq_rm(lc.llama_get_memory(self.ctx), 0, n, -1):

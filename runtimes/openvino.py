@@ -14,7 +14,7 @@ from typing import Iterator
 
 from glmkit.convert.errors import GlmkitError
 
-from .base import Runtime
+from .base import Runtime, shared_prefix
 from .context import default_context
 from .types import GenerationConfig
 
@@ -116,12 +116,7 @@ class OpenVINORuntime(Runtime):
         if not self.prefix_cache:
             self.reset_cache()
             return 0
-        n = 0
-        for a, b in zip(self._held, prompt_ids[:-1]):
-            if a != b:
-                break
-            n += 1
-        return n
+        return shared_prefix(self._held, prompt_ids)
 
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
         import numpy as np

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from glmkit.convert.errors import GlmkitError
 
-from .base import Runtime
+from .base import Runtime, shared_prefix
 from .types import GenerationConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -71,11 +71,7 @@ class TransformersRuntime(Runtime):
         if not self.prefix_cache or self._cache is None:
             self.reset_cache()
             return 0
-        n = 0
-        for a, b in zip(self._held, prompt_ids[:-1]):
-            if a != b:
-                break
-            n += 1
+        n = shared_prefix(self._held, prompt_ids)
         if n == 0:
             self.reset_cache()
         elif n < len(self._held):
