@@ -44,7 +44,8 @@ class Checkpoint:
         return index
 
     def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
-        """Yield (name, tensor) one at a time; safetensors files are memory-mapped, never read whole."""
+        """Yield (name, tensor) one at a time, file by file and by name within a file (the order every consumer
+        plans with); safetensors files are memory-mapped, never read whole."""
         import torch
         from safetensors import safe_open
 
@@ -54,7 +55,7 @@ class Checkpoint:
                 yield from torch.load(f, map_location="cpu", weights_only=True, mmap=True).items()
                 continue
             with safe_open(f, framework="pt") as sf:
-                for name in sf.keys():
+                for name in sorted(sf.keys()):
                     yield name, sf.get_tensor(name)
 
     def fingerprint(self) -> str:

@@ -40,3 +40,22 @@ def stdlib_texts(held_out: bool = False, max_bytes: int | None = None) -> Iterat
         yield text
         if max_bytes and total >= max_bytes:
             return
+
+
+# Text that tokenizers get wrong first: scripts with multi-byte UTF-8, joiners, full-width forms, CRLF, digit
+# runs, runs of spaces at both ends. Verification encodes it with the source's tokenizer and the artifact's.
+TOKENIZER_PROBES: tuple[str, ...] = (
+    "Привет, мир! Эти ограничения касаются всех пользователей. Съешь же ещё этих мягких французских булок.",
+    "你好，世界。请查看以下说明：模型转换之后需要验证。我们查看了所有的数据。",
+    "こんにちは世界。カタカナとひらがな、漢字を混ぜた日本語の文章です。東京都に住んでいます。",
+    "안녕하세요 세계. 한국어 문장도 토큰화해야 합니다. 대한민국 서울특별시.",
+    "مرحبا بالعالم. هذه جملة عربية للاختبار، مع أرقام ١٢٣٤٥.",
+    "नमस्ते दुनिया। यह हिंदी का वाक्य है। भारत गणराज्य",
+    "Emoji: 👩‍💻 👨‍👩‍👧‍👦 🏳️‍🌈 🤖🚀 ❤️ 👍🏽 1️⃣ 🇩🇪",
+    "Ｆｕｌｌ－ｗｉｄｔｈ　ＡＢＣ　１２３！？ and ｶﾀｶﾅ half-width",
+    "def fib(n: int) -> int:\r\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # 12345678901234567890\r\n",
+    "\t\tindented   spaces    and\r\nwindows lines 3.14159 0x1F 1,000,000 0000000000000042",
+    "   leading spaces, trailing spaces   ",
+    "\n\n\nblank lines\n\n",
+    "Grüße aus Köln — naïve café, Ærø, Øresund, ß ẞ.",
+)

@@ -12,23 +12,28 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import families, manifest, progress
-from .atomic import atomic_output, check_output
+from glmkit.runtimes.cstdio import captured_c_output
+
+from . import families, manifest, preflight, progress
+from .atomic import atomic_output, check_output, stage_dir
 from .errors import GlmkitError
 from .paths import default_output
 
-# outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file.
-OUTTYPES = {"f32": ("np", "F32"), "f16": ("np", "F16"), "bf16": ("np", "BF16"), "q8_0": ("np", "Q8_0"),
-            "q4_0": ("np", "Q4_0"), "q4_k_m": ("llama", "MOSTLY_Q4_K_M"), "q5_k_m": ("llama", "MOSTLY_Q5_K_M"),
-            "q6_k": ("llama", "MOSTLY_Q6_K")}
-# family → (llama.cpp architecture, tokenizer pre-type). glm and chatglm both load as llama.cpp's chatglm.
-ARCHS = {"glm4": ("GLM4", "glm4"), "glm": ("CHATGLM", "chatglm-bpe"), "chatglm": ("CHATGLM", "chatglm-bpe")}
+# outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file,
+# choosing per-tensor types itself (q4_0 keeps the 151,552-row output tensor at q6_k, as llama-quantize does).
+OUTTYPES = {"f32": ("np", "F32"), "f16": ("np", "F16"), "bf16": ("np", "BF16"), "q8_0": ("llama", "MOSTLY_Q8_0"),
+            "q4_0": ("llama", "MOSTLY_Q4_0"), "q4_k_m": ("llama", "MOSTLY_Q4_K_M"),
+            "q5_k_m": ("llama", "MOSTLY_Q5_K_M"), "q6_k": ("llama", "MOSTLY_Q6_K")}
+# family → llama.cpp architecture. glm and chatglm both load as llama.cpp's chatglm.
+ARCHS = {"glm4": "GLM4", "glm": "CHATGLM", "chatglm": "CHATGLM"}
+# llama.cpp's GLM-4 pre-tokenizer types share the regex; "glm4" also takes a pre-token whole when it is in the
+# vocabulary (tiktoken's rule, tokenizer.json's ignore_merges), "chatglm-bpe" does not.
+PRE_TYPES = {True: "glm4", False: "chatglm-bpe"}
 ROWS_PER_CHUNK = 2048
 
 
@@ -73,7 +78,7 @@ def _tensor_stream(ckpt, config: dict, meta: bool):
 
         dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
         tensors = ((n, torch.empty(m["shape"], dtype=dtypes.get(m["dtype"], torch.float32), device="meta"))
-                   for f in ckpt.weight_files for n, m in safetensors_header(f).items())
+                   for f in ckpt.weight_files for n, m in sorted(safetensors_header(f).items()))
     else:
         tensors = ckpt.tensors()
     if ckpt.family.name == "chatglm":
@@ -103,7 +108,7 @@ def _vocab(tok_dir: Path, vocab_size: int):
     merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])]
     ids = {s: i for i, (s, _) in by_id.items()}
     families.special_token_ids(ids)  # refuses a tokenizer without GLM-4's special tokens
-    return tokens, types, merges, ids
+    return tokens, types, merges, ids, bool(data["model"].get("ignore_merges"))
 
 
 def _chat_template(tok_dir: Path, config: dict, spec: str) -> str:
@@ -118,7 +123,7 @@ def _chat_template(tok_dir: Path, config: dict, spec: str) -> str:
 def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
     import gguf
 
-    arch_key, pre = ARCHS[ckpt.family.name]
+    arch_key = ARCHS[ckpt.family.name]
     arch = gguf.MODEL_ARCH[arch_key]
     n_layers = config["num_hidden_layers"]
     name_map = gguf.get_tensor_name_map(arch, n_layers)
@@ -145,9 +150,9 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if how == "llama" else gguf.LlamaFileType[
         {"F32": "ALL_F32"}.get(t, f"MOSTLY_{t}")])
 
-    tokens, types, merges, ids = _vocab(tok_dir, config["vocab_size"])
+    tokens, types, merges, ids, ignore_merges = _vocab(tok_dir, config["vocab_size"])
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
+    w.add_tokenizer_pre(PRE_TYPES[ignore_merges])
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
@@ -181,7 +186,9 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
     w.write_ti_data_to_file()
     with progress.task(f"{ckpt.family.name} → gguf {outtype}", total=sum(p[2] for p in plan), quiet=quiet) as adv:
         for (hf_name, tensor), (want, qtype, nbytes) in zip(_tensor_stream(ckpt, config, meta=False), plan):
-            assert hf_name == want, (hf_name, want)
+            if hf_name != want:  # the header was planned in this order: another order would put bytes astray
+                raise GlmkitError(f"{hf_name}: tensors came in another order than planned ({want}); the "
+                                  "checkpoint changed while converting — convert it again")
             data = _encode(tensor, qtype)
             w.write_tensor_data(data)
             adv(nbytes)
@@ -198,20 +205,11 @@ def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = gguf.LlamaFileType[OUTTYPES[outtype][1]].value
     params.nthread = os.cpu_count() or 1
-    with tempfile.TemporaryFile() as log:
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            for fd in (1, 2):
-                os.dup2(log.fileno(), fd)
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-        finally:
-            for fd, old in zip((1, 2), saved):
-                os.dup2(old, fd)
-                os.close(old)
-        if rc != 0:
-            log.seek(0)
-            tail = log.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc}): {tail[0]}")
+    with captured_c_output() as log:
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        tail = log().strip().splitlines()[-1:] or ["no output"]
+        raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc}): {tail[0]}")
 
 
 def sidecar(path: Path) -> Path:
@@ -232,10 +230,15 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
     t0 = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
     parameters = ckpt.num_parameters()
+    source_bytes = sum(f.stat().st_size for f in ckpt.weight_files)
+    preflight.check_disk({out: preflight.output_bytes(parameters, outtype)
+                          + (2 * parameters if OUTTYPES.get(outtype, ("",))[0] == "llama" else 0)  # f16 stage
+                          + (source_bytes if ckpt.family.name == "chatglm" and verify else 0)},  # remapped reference
+                         f"converting to GGUF {outtype}")
     if ckpt.pickled:
         raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf --allow-pickle")
     config = chatglm_to_glm_config(ckpt.config) if ckpt.family.name == "chatglm" else dict(ckpt.config)
-    with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=f".{out.name}.stage.") as stage:
+    with stage_dir(out) as stage:
         tok_dir = ckpt.path
         if ckpt.family.name == "chatglm":  # tokenizer.json from the tiktoken file, no remote code
             tok_dir = Path(stage) / "tok"
@@ -261,15 +264,24 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
                 result, record = verify_mod.check(ref_dir, tmp, outtype,
                                                   parameters=parameters, candidate_bytes=tmp.stat().st_size,
                                                   gated=source.kind != "synthetic", quiet=quiet)
+                record["tokenizer"] = verify_mod.tokenization(ckpt.path, tmp)
+                progress.say(verify_mod.tokenization_summary(record["tokenizer"], "llama.cpp tokenizer"), quiet)
             data = {"kind": "gguf", "file": out.name,
                     "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
-                    "family": ckpt.family.name, "architecture": ARCHS[ckpt.family.name][0].lower(),
+                    "family": ckpt.family.name, "architecture": ARCHS[ckpt.family.name].lower(),
                     "settings": {"outtype": outtype}, "size_bytes": tmp.stat().st_size,
+                    "file_identity": manifest.file_identity(tmp),
                     "source_parameters": parameters,
                     "seconds": {"write": round(t_write, 2), "total": round(time.perf_counter() - t0, 2)},
                     "verification": record}
+            failed = None
             if result and not result.passed:
-                rejected, error = verify_mod.reject(tmp, out, result, "try a higher-precision --outtype")
+                failed = (f"{result.summary()} for {result.precision}", "try a higher-precision --outtype")
+            elif verify and not record["tokenizer"]["passed"]:
+                failed = (verify_mod.tokenization_summary(record["tokenizer"]),
+                          "llama.cpp does not encode like the source's tokenizer")
+            if failed:
+                rejected, error = verify_mod.reject(tmp, out, *failed)
                 manifest.write_file(sidecar(rejected), data)
                 raise error
             manifest.write_file(sidecar(out), data)

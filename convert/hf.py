@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import manifest, progress
+from . import manifest, preflight, progress, verify
 from .atomic import atomic_output, check_output
 from .paths import default_output
 from .remap import write_checkpoint
@@ -22,10 +22,18 @@ def to_hf(src: str, output: str | Path | None = None, *, force: bool = False, al
     out = check_output(output or default_output(src, "hf"), force)
     t0 = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
+    preflight.check_disk({out: sum(f.stat().st_size for f in ckpt.weight_files)}, "writing the checkpoint")
     with atomic_output(out, force=force) as tmp:
         config = write_checkpoint(ckpt, tmp, quiet=quiet, max_shard_bytes=max_shard_bytes)
+        tokens = verify.tokenization(ckpt.path, tmp)  # chatglm: against tiktoken itself on tokenizer.model
+        progress.say(verify.tokenization_summary(tokens), quiet)
         manifest.write(tmp, {"kind": "hf", "source": source.describe(), "family": ckpt.family.name,
                              "output_family": "glm" if ckpt.family.name == "chatglm" else ckpt.family.name,
-                             "parameters": ckpt.num_parameters(), "seconds": round(time.perf_counter() - t0, 2)})
+                             "parameters": ckpt.num_parameters(), "seconds": round(time.perf_counter() - t0, 2),
+                             "verification": {"tokenizer": tokens}})
+        if not tokens["passed"]:
+            _, error = verify.reject(tmp, out, verify.tokenization_summary(tokens),
+                                     "the converted tokenizer.json does not encode like the source's")
+            raise error
     progress.say(f"wrote {out} ({ckpt.family.name} → transformers {config['architectures'][0]})", quiet)
     return out

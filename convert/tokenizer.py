@@ -8,6 +8,8 @@ is derived from that file; glmkit does the same for its own tokenizers, so every
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -44,15 +46,32 @@ def write_tiktoken(ranks: dict[bytes, int], path: str | Path) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+@contextlib.contextmanager
+def _uncached_tiktoken():
+    """tiktoken caches every file it loads, local ones too, under a key made from the path alone: a tokenizer.model
+    replaced at the same path (a re-download, another revision) would be read stale. Empty TIKTOKEN_CACHE_DIR is
+    tiktoken's own switch to read the file itself."""
+    before = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = before
+
+
 def tiktoken_to_fast(model_file: str | Path):
     """Convert a GLM-4 tiktoken `tokenizer.model` into a `tokenizers.Tokenizer` (transformers' TikTokenConverter),
     with GLM-4's special tokens numbered after the ranks, as the original tokenization_chatglm.py numbers them."""
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     try:
-        conv = TikTokenConverter(vocab_file=str(model_file), pattern=families.PRETOKENIZER_REGEX,
-                                 additional_special_tokens=[])
-        tok = conv.converted()
+        with _uncached_tiktoken():
+            conv = TikTokenConverter(vocab_file=str(model_file), pattern=families.PRETOKENIZER_REGEX,
+                                     additional_special_tokens=[])
+            tok = conv.converted()
     except (ValueError, KeyError, UnicodeDecodeError) as e:
         raise GlmkitError(f"{model_file}: not a tiktoken BPE file ({e}); copy tokenizer.model from the original "
                           "checkpoint") from None
@@ -79,12 +98,28 @@ def _add_specials(tok, first_id: int) -> None:
         raise AssertionError(f"special token ids {got} != {want}")
 
 
+def with_prompt_prefix(fast):
+    """A copy of `fast` whose add_special_tokens=True puts `[gMASK]<sop>` in front, as GLM-4's own tokenizer does
+    for every text (`tokenizer("hello")` → [gMASK] <sop> hello). Chat templates already write the prefix and are
+    encoded with add_special_tokens=False, so it is never doubled."""
+    from tokenizers import Tokenizer, processors
+
+    out = Tokenizer.from_str(fast.to_str())
+    ids = [(t, out.token_to_id(t)) for t in ("[gMASK]", "<sop>")]
+    out.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="[gMASK] <sop> $A", pair="[gMASK] <sop> $A $B:1", special_tokens=ids),
+    ])
+    return out
+
+
 def hf_tokenizer(fast, fmt: families.ChatFormat):
-    """Wrap a `tokenizers.Tokenizer` as transformers' PreTrainedTokenizerFast with GLM-4's tokens and template."""
+    """Wrap a `tokenizers.Tokenizer` as transformers' PreTrainedTokenizerFast with GLM-4's tokens, template and the
+    `[gMASK]<sop>` prefix for plain text."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=fast, eos_token=families.EOS_TOKEN, pad_token=families.PAD_TOKEN,
+        tokenizer_object=with_prompt_prefix(fast), eos_token=families.EOS_TOKEN, pad_token=families.PAD_TOKEN,
         additional_special_tokens=[t for t in families.SPECIAL_TOKENS if t != families.EOS_TOKEN],
         chat_template=fmt.template, clean_up_tokenization_spaces=False, padding_side="left",
         model_input_names=["input_ids", "attention_mask"],
@@ -138,3 +173,26 @@ def pad_ranks(ranks: dict[bytes, int], n: int) -> dict[bytes, int]:
         out[b"\xff\xff" + r.to_bytes(3, "big")] = r
         r += 1
     return out
+
+
+def source_token_ids(checkpoint_dir: str | Path, texts: list[str]) -> list[list[int]]:
+    """Token ids by the source's own tokenizer, independent of glmkit's conversions: tiktoken itself on the
+    original format's tokenizer.model (GLM-4's regex, its ranks), else tokenizers on the source's tokenizer.json."""
+    path = Path(checkpoint_dir)
+    if (path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    return [tiktoken_encoding(path / "tokenizer.model").encode_ordinary(t) for t in texts]
+
+
+def tiktoken_encoding(model_file: str | Path):
+    """tiktoken's Encoding for a GLM-4 tokenizer.model: the reference every converted tokenizer must match."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    with _uncached_tiktoken():
+        ranks = load_tiktoken_bpe(str(model_file))
+    return tiktoken.Encoding(Path(model_file).name, pat_str=families.PRETOKENIZER_REGEX, mergeable_ranks=ranks,
+                             special_tokens={})

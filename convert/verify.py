@@ -96,7 +96,7 @@ def check(reference_dir, candidate: Path, precision: str, *, parameters: int, ca
     return result, result.to_dict()
 
 
-def reject(tmp: Path, out: Path, result: Verification, hint: str):
+def reject(tmp: Path, out: Path, summary: str, hint: str):
     """Move a failed output aside to OUT.rejected and return the error to raise."""
     import os
     import shutil
@@ -107,8 +107,7 @@ def reject(tmp: Path, out: Path, result: Verification, hint: str):
     if rejected.is_dir():
         shutil.rmtree(rejected)
     os.replace(tmp, rejected)
-    return rejected, VerificationError(f"{result.summary()} for {result.precision}; the output was kept at {rejected} "
-                                       f"for inspection — {hint}")
+    return rejected, VerificationError(f"{summary}; the output was kept at {rejected} for inspection — {hint}")
 
 
 def verification_text() -> str:
@@ -125,3 +124,30 @@ def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list
 
     tok = load_hf_tokenizer(tokenizer_dir)
     return tok(verification_text(), add_special_tokens=False)["input_ids"][:n]
+
+
+def tokenization(source_dir: str | Path, candidate: Path, gate: bool = True, ir: bool = True) -> dict:
+    """Encode the tokenizer probes (many scripts, emoji, CRLF, digit runs) with the source's tokenizer and the
+    artifact's; the manifest entry says how many texts came out identical and where the first one differs."""
+    from glmkit.runtimes.encode import artifact_token_ids
+
+    from .corpus import TOKENIZER_PROBES
+    from .tokenizer import source_token_ids
+
+    texts = list(TOKENIZER_PROBES)
+    ref, got = source_token_ids(source_dir, texts), artifact_token_ids(candidate, texts, ir=ir)
+    diffs = [i for i, (a, b) in enumerate(zip(ref, got)) if a != b]
+    record = {"texts": len(texts), "identical": len(texts) - len(diffs), "gated": gate,
+              "passed": not diffs or not gate}
+    if diffs:
+        a, b = ref[diffs[0]], got[diffs[0]]
+        at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        record["first_difference"] = {"text": texts[diffs[0]][:60], "token": at, "source": a[at:at + 4],
+                                      "artifact": b[at:at + 4]}
+    return record
+
+
+def tokenization_summary(record: dict, what: str = "tokenizer") -> str:
+    verdict = "identical" if record["identical"] == record["texts"] else (
+        "FAILED" if record["gated"] else "differs (recorded)")
+    return f"{what}: {record['identical']}/{record['texts']} probe texts encode as the source's — {verdict}"

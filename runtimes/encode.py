@@ -1,0 +1,69 @@
+"""How an artifact's own tokenizer encodes text: llama.cpp's for a GGUF, openvino-tokenizers' IR for an OpenVINO
+directory, tokenizers' tokenizer.json for a transformers checkpoint. Plain text, no special tokens added."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def artifact_token_ids(model: str | Path, texts: list[str], ir: bool = True) -> list[list[int]]:
+    """Token ids of each text by the artifact's tokenizer. For an OpenVINO directory, ir=True reads the IR
+    tokenizer (what openvino-genai and OVMS use); ir=False the tokenizer.json beside it (what glmkit's runtime
+    uses)."""
+    from .load import detect_backend
+
+    kind = detect_backend(str(model))
+    if kind == "llamacpp":
+        return _llamacpp(Path(model), texts)
+    if kind == "openvino" and ir:
+        return _openvino(Path(model), texts)
+    return _tokenizer_json(Path(model), texts)
+
+
+def _llamacpp(path: Path, texts: list[str]) -> list[list[int]]:
+    """llama.cpp's tokenizer through its C API on a vocabulary-only load (no context: nothing to warn about)."""
+    import ctypes
+
+    import llama_cpp as lc
+
+    from .cstdio import captured_c_output
+
+    params = lc.llama_model_default_params()
+    params.vocab_only = True
+    with captured_c_output():  # the loader's notes on the vocabulary, not for the user
+        model = lc.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        from glmkit.convert.errors import GlmkitError
+
+        raise GlmkitError(f"{path}: llama.cpp cannot read this GGUF's vocabulary; re-create it with glm-convert")
+    try:
+        vocab = lc.llama_model_get_vocab(model)
+        out = []
+        for t in texts:
+            data = t.encode("utf-8")
+            buf = (lc.llama_token * (len(data) + 8))()
+            n = lc.llama_tokenize(vocab, data, len(data), buf, len(buf), False, False)
+            out.append(list(buf[:n]))
+        return out
+    finally:
+        lc.llama_model_free(model)
+
+
+def _openvino(path: Path, texts: list[str]) -> list[list[int]]:
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+
+    compiled = ov.Core().compile_model(str(path / "openvino_tokenizer.xml"), "CPU")
+    out = []
+    for t in texts:
+        res = compiled([t])
+        ids, mask = res["input_ids"][0], res["attention_mask"][0]
+        out.append([int(i) for i, m in zip(ids, mask) if m])
+    return out
+
+
+def _tokenizer_json(path: Path, texts: list[str]) -> list[list[int]]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
