@@ -76,13 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scope(absolute: bool, base: dict, cur: dict) -> str:
-    from .compare import same_machine
+    from .compare import same_machine, speedup_refusal
 
+    refusal = speedup_refusal(base, cur)
     if not absolute:
-        return "judging in-run ratios and quality (add --absolute for tokens/s and TTFT on a dedicated machine)"
-    if not same_machine(base, cur):
-        return "different CPU or thread count: absolute figures shown, not judged"
-    return "judging absolute figures, in-run ratios and quality"
+        scope = "judging in-run ratios and quality (add --absolute for tokens/s and TTFT on a dedicated machine)"
+    elif not same_machine(base, cur):
+        scope = "different CPU or thread count: absolute figures shown, not judged"
+    else:
+        scope = "judging absolute figures, in-run ratios and quality"
+    return scope + (f"\n{refusal}" if refusal else "")
 
 
 def _print_findings(findings, max_regression: float, note: str = "") -> int:

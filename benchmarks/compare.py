@@ -13,6 +13,10 @@ What is judged:
   Off by default: on this project's shared 2-core VM two runs of the same commit minutes apart moved OpenVINO's
   prefill by 15 % and llama.cpp's by 34 %, with tight quartiles inside each run — a dedicated benchmark machine
   can afford absolute gating, a shared CI runner cannot.
+The speed-up is judged only between runs whose reference ran the same way — the same precision (fp16 where the CPU
+computes it natively, else bf16) on the same ISA class: an fp16 reference on one CPU and bf16 on another moved the
+gated speed-ups by +29 % to +62 % with glmkit unchanged. Otherwise it is shown, not judged, with one line saying to
+refresh the baseline on that runner.
 The reference rows themselves are a control, not a gate: their speed is torch's, and a drop there means the machine
 got slower, which is what the in-run ratios correct for. Rows marked `"gate": "quality"` (glm4-tiny in the CI suite,
 whose sub-millisecond tokens are scheduling noise) have their speed shown but not judged.
@@ -27,6 +31,9 @@ METRICS = {"decode_tps": True, "prefill_tps": True, "ttft_ms": False}
 RATIOS = {"speedup": "speedup_vs_reference", "vs_raw": "glmkit_vs_raw"}
 QUALITY = {"perplexity": False, "top1_agreement": True, "mean_kl": False}
 KL_FLOOR = 1e-4  # KL below this is rounding (fp16 and f32 artifacts score ~1e-7): its relative change means nothing
+# ISA features that change which kernels the reference (and the engines) run.
+ISA_CLASS_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+                   "amx_fp16")
 
 
 @dataclass
@@ -62,6 +69,33 @@ def _point(value: float) -> dict:
     return {"median": value, "p25": value, "p75": value}
 
 
+def reference_precision(data: dict) -> str | None:
+    """fp16 / bf16: recorded in the settings, or read off the reference row's label in older files."""
+    found = (data.get("settings") or {}).get("reference_dtype")
+    if found:
+        return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(found, found)
+    ref = next((r for r in data["results"] if r.get("role") == "reference"), None)
+    return ref["label"].rsplit("-", 1)[-1] if ref else None
+
+
+def isa_class(data: dict) -> str | None:
+    flags = (data.get("environment") or {}).get("isa")
+    return None if flags is None else "+".join(f for f in ISA_CLASS_FLAGS if f in flags) or "baseline x86-64"
+
+
+def speedup_refusal(baseline: dict, current: dict) -> str | None:
+    """Why the two runs' speed-ups over the reference cannot be compared, in one line (None: they can)."""
+    b, c = reference_precision(baseline), reference_precision(current)
+    if b and c and b != c:
+        why = f"the reference ran in {c} here and in {b} for the baseline"
+    elif isa_class(baseline) != isa_class(current):
+        why = f"this CPU's ISA class ({isa_class(current)}) is not the baseline's ({isa_class(baseline)})"
+    else:
+        return None
+    return (f"speed-ups over the reference not judged: {why}; refresh the baseline on this runner "
+            "(glm-bench ci --update-baseline) to gate them")
+
+
 def same_machine(baseline: dict, current: dict) -> bool:
     e, f = baseline["environment"], current["environment"]
     return (e.get("cpu"), e.get("threads")) == (f.get("cpu"), f.get("threads"))
@@ -72,6 +106,7 @@ def compare(baseline: dict, current: dict, max_regression: float = 0.10, absolut
     judged only with `absolute` on the same machine."""
     base = {_key(r): r for r in baseline["results"]}
     absolute = absolute and same_machine(baseline, current)
+    speedups = speedup_refusal(baseline, current) is None
     findings = []
     for r in current["results"]:
         b = base.get(_key(r))
@@ -84,7 +119,8 @@ def compare(baseline: dict, current: dict, max_regression: float = 0.10, absolut
                                        max_regression, speed and absolute))
         for metric, field in RATIOS.items():
             if r.get(field) and b.get(field):
-                findings.append(_judge(_key(r), metric, b[field], r[field], True, max_regression, speed))
+                judged = speed and (speedups or metric != "speedup")
+                findings.append(_judge(_key(r), metric, b[field], r[field], True, max_regression, judged))
         for metric, higher in QUALITY.items():
             bq, cq = (b.get("quality") or {}).get(metric), (r.get("quality") or {}).get(metric)
             if bq is not None and cq is not None:

@@ -258,5 +258,6 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     env["bandwidth_gbs"] = bandwidth
     return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "environment": env, "settings": {"prompt_lengths": list(lengths), "gen": gen, "reps": reps,
-                                             "warmup": warmup, "reference": reference, "interleave": interleave},
+                                             "warmup": warmup, "reference": reference, "interleave": interleave,
+                                             "reference_dtype": reference_dtype() if reference else None},
             "results": results}

@@ -87,6 +87,9 @@ def ci(out_dir: str | Path = "bench-ci", baseline: str | Path | None = BASELINE,
         return data, None
     if baseline is None:
         return data, None
-    findings = compare.compare(report.load_results(baseline), data, max_regression, absolute)
-    report.write_text(out_dir / "compare.txt", "\n".join(f.line() for f in findings) + "\n")
+    base = report.load_results(baseline)
+    findings = compare.compare(base, data, max_regression, absolute)
+    refusal = compare.speedup_refusal(base, data)
+    report.write_text(out_dir / "compare.txt",
+                      "\n".join(([refusal] if refusal else []) + [f.line() for f in findings]) + "\n")
     return data, findings

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import families, manifest, progress
-from .atomic import atomic_output, check_output
+from . import families, manifest, preflight, progress
+from .atomic import atomic_output, check_output, stage_dir
 from .errors import GlmkitError
 from .paths import default_output
 
@@ -260,8 +259,13 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
     t = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
     parameters = ckpt.num_parameters()
+    source_bytes = sum(f.stat().st_size for f in ckpt.weight_files)
+    preflight.check_disk({out: preflight.output_bytes(parameters, weight_format) + 2 * parameters  # exported IR
+                          + (source_bytes if ckpt.family.name == "chatglm" else 0)},  # remapped source
+                         f"exporting to OpenVINO {weight_format}")
+    preflight.check_export_memory(parameters, quiet)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.absolute().parent, prefix=f".{out.name}.stage.") as stage:
+    with stage_dir(out) as stage:
         source_dir = _stage_source(ckpt, ckpt.path, Path(stage), rope_scaling, quiet)
         config = json.loads((Path(source_dir) / "config.json").read_text())
         timings["load"] = time.perf_counter() - t
@@ -280,6 +284,12 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                                                   parameters=parameters, candidate_bytes=size,
                                                   gated=source.kind != "synthetic", quiet=quiet)
                 timings["verify"] = time.perf_counter() - t
+                # glmkit's runtime tokenizes with tokenizer.json (gated); openvino-genai and OVMS use the IR
+                # tokenizer, whose BPE ignores tokenizer.json's ignore_merges (measured and recorded)
+                record["tokenizer"] = verify_mod.tokenization(ckpt.path, tmp, ir=False)
+                record["ir_tokenizer"] = verify_mod.tokenization(ckpt.path, tmp, gate=False)
+                progress.say(verify_mod.tokenization_summary(record["tokenizer"], "runtime tokenizer"), quiet)
+                progress.say(verify_mod.tokenization_summary(record["ir_tokenizer"], "IR tokenizer"), quiet)
             manifest.write(tmp, {
                 "kind": "openvino", "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
                 "family": ckpt.family.name, "chat_format": fmt.name, "settings": settings,
@@ -288,7 +298,12 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                 "verification": record,
             })
             if result and not result.passed:
-                _, error = verify_mod.reject(tmp, out, result, "try a higher precision, a lower --ratio or --awq")
+                _, error = verify_mod.reject(tmp, out, f"{result.summary()} for {result.precision}",
+                                             "try a higher precision, a lower --ratio or --awq")
+                raise error
+            if verify and not record["tokenizer"]["passed"]:
+                _, error = verify_mod.reject(tmp, out, verify_mod.tokenization_summary(record["tokenizer"]),
+                                             "the converted tokenizer.json does not encode like the source's")
                 raise error
     progress.say(f"wrote {out}", quiet)
     return out

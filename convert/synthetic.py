@@ -206,6 +206,11 @@ def path(spec: str, seed: int = 0, quiet: bool = False) -> Path:
     found = manifest.read(out) if out.is_dir() else None
     if found and found.get("synthetic_format_version") == FORMAT_VERSION:
         return out
+    from . import preflight
+
+    vocab = SHAPES[shape]["vocab_size"] or embedded.GLM4_TINY_VOCAB
+    preflight.check_disk({out: num_parameters(shape, vocab, family) * (4 if DTYPES[shape] == "float32" else 2)},
+                         f"writing {spec} into glmkit's cache")
     with atomic.atomic_output(out, force=True) as tmp:
         write(family, shape, tmp, seed=seed, quiet=quiet)
     return out

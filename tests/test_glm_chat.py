@@ -1,6 +1,7 @@
 """glm-chat driven through a pseudo-terminal, as a person would use it."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -8,6 +9,13 @@ import pytest
 from pexpect import fdpexpect
 
 CMD = [sys.executable, "-m", "glmkit.runtimes", "synthetic:glm4:tiny", "--backend", "transformers"]
+
+
+def default_signals():
+    """Ctrl-C must reach glm-chat as a real SIGINT even when the test runner was started with SIGINT ignored (a
+    background job of a non-interactive shell), which children would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture
@@ -21,7 +29,8 @@ def chat(synthetic):
 
     def spawn(*args):
         master, slave = os.openpty()
-        proc = subprocess.Popen(["setsid", "-c", *CMD, *args], stdin=slave, stdout=slave, stderr=slave)
+        proc = subprocess.Popen(["setsid", "-c", *CMD, *args], stdin=slave, stdout=slave, stderr=slave,
+                                preexec_fn=default_signals)
         os.close(slave)
         child = fdpexpect.fdspawn(master, encoding="utf-8", timeout=180)
         child.proc = proc
