@@ -52,7 +52,7 @@ def test_glm_family_metadata_comes_from_the_right_config_fields(converted):
         assert float(md["chatglm.rope.freq_base"]) == 5_000_000.0
         assert float(md["chatglm.attention.layer_norm_rms_epsilon"]) == pytest.approx(1.5625e-07)
         assert int(md["chatglm.rope.dimension_count"]) == 16  # half of head_dim 32
-        assert md["tokenizer.ggml.pre"] == "chatglm-bpe"
+        assert md["tokenizer.ggml.pre"] == "glm4"  # tiktoken's whole-token rule (tests/test_tokenisation.py)
     md = _metadata(converted("glm4"))
     assert (md["general.architecture"], int(md["glm4.context_length"]), md["tokenizer.ggml.pre"]) == \
         ("glm4", 32768, "glm4")

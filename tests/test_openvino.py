@@ -201,6 +201,7 @@ def test_verification_that_cannot_fit_is_skipped_and_recorded(tmp_path, monkeypa
 
     class Tight:
         available = 64 << 20
+        total = 24 << 30
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
     out = to_openvino("synthetic:glm4:tiny", tmp_path / "o", weight_format="int8", quiet=True)
