@@ -49,17 +49,21 @@ def stamps_llamacpp(runtime, ids: list[int], gen: int) -> list[float]:
     runtime.reset_cache()  # a cold start, as glmkit's side of the pair has (every prompt differs)
     sampler = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     lc.llama_sampler_chain_add(sampler, lc.llama_sampler_init_greedy())
+    def decode(tokens: list[int]) -> None:
+        arr = (lc.llama_token * len(tokens))(*tokens)  # held in a name: the batch only points at it
+        if lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(tokens))) != 0:
+            raise RuntimeError(f"llama_decode failed on {len(tokens)} tokens")
+
     start = time.perf_counter()
     n_batch = runtime.llm.n_batch
     for i in range(0, len(ids), n_batch):
-        chunk = ids[i:i + n_batch]
-        lc.llama_decode(ctx, lc.llama_batch_get_one((lc.llama_token * len(chunk))(*chunk), len(chunk)))
+        decode(ids[i:i + n_batch])
     stamps: list[float] = []
     for n in range(gen):
         tok = lc.llama_sampler_sample(sampler, ctx, -1)
         stamps.append(time.perf_counter())
         if n + 1 < gen:
-            lc.llama_decode(ctx, lc.llama_batch_get_one((lc.llama_token * 1)(tok), 1))
+            decode([tok])
     lc.llama_sampler_free(sampler)
     runtime.reset_cache()
     return [start] + stamps
