@@ -50,16 +50,11 @@ def _llamacpp(path: Path, texts: list[str]) -> list[list[int]]:
 
 
 def _openvino(path: Path, texts: list[str]) -> list[list[int]]:
-    import openvino as ov
-    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+    """The IR tokenizer as openvino-genai runs it (plain text: no [gMASK]<sop> added)."""
+    import openvino_genai as ov_genai
 
-    compiled = ov.Core().compile_model(str(path / "openvino_tokenizer.xml"), "CPU")
-    out = []
-    for t in texts:
-        res = compiled([t])
-        ids, mask = res["input_ids"][0], res["attention_mask"][0]
-        out.append([int(i) for i, m in zip(ids, mask) if m])
-    return out
+    tok = ov_genai.Tokenizer(str(path))
+    return [[int(i) for i in tok.encode(t, add_special_tokens=False).input_ids.data[0]] for t in texts]
 
 
 def _tokenizer_json(path: Path, texts: list[str]) -> list[list[int]]:
