@@ -1,8 +1,11 @@
 """glm-bench compare: is CURRENT slower than BASELINE beyond noise?
 
 A figure regresses when its median is worse by more than `max_regression` AND the two runs' interquartile ranges
-do not overlap (the current p75 is worse than the baseline p25). The first rule ignores small drifts, the second
-a noisy machine; quartiles rather than min/max, so one outlier repetition decides nothing.
+do not overlap (the current p75 is worse than the baseline p25) AND, where repetitions are stored, a one-sided
+Mann–Whitney rank test says the current repetitions are worse than the baseline's with p < 0.05. The first rule
+ignores small drifts, the other two a noisy machine: with another process keeping one of two cores busy, paired
+glmkit/raw ratios of five repetitions scattered 0.68–1.32, and their quartiles alone once called a 12 % drop
+(p = 0.075 by the rank test); a real 20 % slowdown separates every repetition (p = 0.004 with five).
 
 What is judged:
 - ratios measured inside one run — speed-up over the transformers reference, glmkit over the raw engine — taken
@@ -56,11 +59,35 @@ def _key(r: dict) -> str:
     return f"{r['label']}@{r['prompt_tokens']}"
 
 
+ALPHA = 0.05
+
+
+def worse_p(base: list[float], cur: list[float], higher: bool) -> float:
+    """One-sided exact Mann–Whitney p-value that `cur` is worse than `base` (smaller when higher is better)."""
+    if not higher:
+        base, cur = [-x for x in base], [-x for x in cur]
+    n, m = len(cur), len(base)
+    u = sum(1.0 if c < b else 0.5 if c == b else 0.0 for c in cur for b in base)  # pairs where cur is worse
+    # counts[k] = arrangements of n + m ranks whose statistic is k (no ties), by the standard recursion
+    counts = {(0, j): [1] for j in range(m + 1)}
+    for i in range(1, n + 1):
+        counts[(i, 0)] = [1]
+        for j in range(1, m + 1):
+            a, b = counts[(i - 1, j)], counts[(i, j - 1)]
+            size = i * j + 1
+            counts[(i, j)] = [(a[k - j] if 0 <= k - j < len(a) else 0) + (b[k] if k < len(b) else 0)
+                              for k in range(size)]
+    dist = counts[(n, m)]
+    return sum(dist[k] for k in range(len(dist)) if k >= u - 1e-9) / sum(dist)
+
+
 def _judge(key: str, metric: str, base: dict, cur: dict, higher: bool, max_regression: float,
            judged: bool = True) -> Finding:
     b, c = base["median"], cur["median"]
     change = (c - b) / b if higher else (b - c) / b
     apart = cur["p75"] < base["p25"] if higher else cur["p25"] > base["p75"]
+    if apart and len(base.get("values", ())) >= 3 and len(cur.get("values", ())) >= 3:
+        apart = worse_p(base["values"], cur["values"], higher) < ALPHA
     return Finding(key, metric, b, c, change, judged and change < -max_regression and apart, judged)
 
 
