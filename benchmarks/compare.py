@@ -16,6 +16,11 @@ What is judged:
   Off by default: on this project's shared 2-core VM two runs of the same commit minutes apart moved OpenVINO's
   prefill by 15 % and llama.cpp's by 34 %, with tight quartiles inside each run — a dedicated benchmark machine
   can afford absolute gating, a shared CI runner cannot.
+The speed-up divides an engine's speed by torch's, two programs a machine's load moves differently, so between runs
+it must fall by more than SPEEDUP_DRIFT as well: two runs of one commit minutes apart on the shared 2-core CI runner
+moved bench int8's speed-up 4.30 → 3.58 (−16.7 %) with every repetition apart, while glmkit over its raw engine,
+measured in the same rounds on the same model, moved 3 %. A lost optimisation (KV reuse, a kernel, a precision)
+costs far more than that; a finer gate belongs on a dedicated machine (`--absolute`).
 The speed-up is judged only between runs whose reference ran the same way — the same precision (fp16 where the CPU
 computes it natively, else bf16) on the same ISA class: an fp16 reference on one CPU and bf16 on another moved the
 gated speed-ups by +29 % to +62 % with glmkit unchanged. Otherwise it is shown, not judged, with one line saying to
@@ -60,6 +65,7 @@ def _key(r: dict) -> str:
 
 
 ALPHA = 0.05
+SPEEDUP_DRIFT = 0.25
 
 
 def worse_p(base: list[float], cur: list[float], higher: bool) -> float:
@@ -147,7 +153,8 @@ def compare(baseline: dict, current: dict, max_regression: float = 0.10, absolut
         for metric, field in RATIOS.items():
             if r.get(field) and b.get(field):
                 judged = speed and (speedups or metric != "speedup")
-                findings.append(_judge(_key(r), metric, b[field], r[field], True, max_regression, judged))
+                limit = max(max_regression, SPEEDUP_DRIFT) if metric == "speedup" else max_regression
+                findings.append(_judge(_key(r), metric, b[field], r[field], True, limit, judged))
         for metric, higher in QUALITY.items():
             bq, cq = (b.get("quality") or {}).get(metric), (r.get("quality") or {}).get(metric)
             if bq is not None and cq is not None:
