@@ -168,9 +168,9 @@ def to_markdown(data: dict) -> str:
 
 def plot(data: dict, path) -> object:
     """TTFT per turn, glmkit (solid) against the engine's own path (dashed), one colour per model."""
-    from .plots import _pyplot, _save
+    from .plots import _pyplot, _save, available
 
-    if not data["chats"]:
+    if not data["chats"] or not available():
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from glmkit.convert import GlmkitError
+from glmkit.convert.errors import require
 
 
 def _percent(text: str) -> float:
@@ -136,6 +137,7 @@ def run(argv: list[str] | None = None) -> int:
             data = report.load_results(args.results)
             print(report.to_csv(data) if args.csv else report.to_markdown(data), end="")
             if args.plots:
+                require(("matplotlib",), "glm-bench report --plots", "plots")
                 for path in plots.plots(data, args.plots, Path(args.results).stem):
                     print(f"wrote {path}", file=sys.stderr)
             return 0

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
+
+
+def available() -> bool:
+    """matplotlib is in `glmkit[plots]` (and `[convert]`), not in the lean runtime install."""
+    return find_spec("matplotlib") is not None
 
 
 def _pyplot():
@@ -77,6 +83,8 @@ def _save(fig, path) -> Path:
 
 
 def plots(data: dict, out_dir: str | Path, stem: str = "results") -> list[Path]:
+    if not available():
+        return []
     out_dir = Path(out_dir)
     made = [decode_plot(data, out_dir / f"{stem}-decode.png"), quality_plot(data, out_dir / f"{stem}-quality.png")]
     return [p for p in made if p]

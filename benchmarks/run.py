@@ -11,11 +11,13 @@ import math
 import statistics
 import time
 from datetime import datetime, timezone
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
 from glmkit.convert import GlmkitError, manifest
+from glmkit.convert.errors import REFERENCE_STACK, require
 from glmkit.runtimes import GenerationConfig, load
 
 from .environment import environment, reference_dtype
@@ -213,8 +215,12 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
         raise GlmkitError("--reps must be ≥ 1 and --gen ≥ 2 (decode speed needs two tokens)")
     for model in models:
         detect_backend(model)  # a missing or broken artifact fails here, before minutes of measuring
+    if reference:
+        require(REFERENCE_STACK, "--reference (the transformers reference)")
     bandwidth = None
-    if roofline:
+    if roofline and find_spec("torch") is None:
+        progress.say("roofline skipped: its bandwidth probe uses torch (pip install \"glmkit[convert]\")", quiet)
+    elif roofline:
         progress.say(f"measuring memory bandwidth at {threads or 'all'} threads", quiet)
         bandwidth = bandwidth_gbs(threads)
     plan = [dict(model=m, backend=b) for m in models for b in backends]

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import families
-from .errors import GlmkitError
+from .errors import CONVERT_STACK, GlmkitError, require
 
 TARGETS = ("hf", "openvino", "gguf")
 
@@ -90,11 +90,12 @@ def _flatten(data: dict, prefix: str = ""):
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from . import gguf, hf, openvino
-
     try:
         if args.info:
             return _info(args.info)
+        require(CONVERT_STACK, "glm-convert")
+        from . import gguf, hf, openvino
+
         if not args.src:
             parser.error("SRC is required (or --info OUT)")
         common = dict(force=args.force, allow_pickle=args.allow_pickle, revision=args.revision, quiet=args.quiet)

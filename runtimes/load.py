@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.convert.errors import REFERENCE_STACK, GlmkitError, require
 
 BACKENDS = ("auto", "openvino", "llamacpp", "transformers")
 # Engine options and the backends that honour them; anything else goes to OpenVINO as a property.
@@ -62,6 +62,7 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
         if not Path(model).is_file():
             raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
         return LlamaCppRuntime(model, model_name=name, **options)
+    require(REFERENCE_STACK, f"{model}: running a checkpoint (not an OpenVINO IR or a GGUF)")
     from glmkit.convert.source import transformers_dir
 
     from .reference import TransformersRuntime

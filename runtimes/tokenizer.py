@@ -1,35 +1,40 @@
 """One tokenizer face for every backend: encode, incremental decode, the GLM-4 chat template and the stop ids.
 
-Prompts are rendered by transformers' own Jinja renderer for every backend, so the same messages give the same
-text — and so the same token ids — on transformers, OpenVINO and llama.cpp. Streaming decodes with the
+Prompts are rendered by template.py (jinja2 set up as transformers sets it up) for every backend, so the same
+messages give the same text — and so the same token ids — on transformers, OpenVINO and llama.cpp. A checkpoint's
+tokenizer.json runs through HF `tokenizers` itself: no transformers in the runtime install. Streaming decodes with the
 tokenizer's own incremental decoder (tokenizers' DecodeStream, llama.cpp's token pieces): O(1) per token.
 """
 
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 from typing import Callable
 
 from glmkit.convert import families
+from glmkit.convert.errors import GlmkitError
+
+from . import template as templates
 
 
 class Tokenizer:
     def __init__(self, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], template: str,
-                 token_id: Callable[[str], int | None], decoder: Callable[[], object]):
+                 token_id: Callable[[str], int | None], decoder: Callable[[], object],
+                 template_context: dict | None = None):
         self.encode = encode
         self.decode = decode
         self.decoder = decoder  # () -> an object with step(id) -> str and flush() -> str
         self.chat_template = template
+        self.template_context = template_context or {}  # special tokens, as apply_chat_template passes them
         ids = {t: token_id(t) for t in families.SPECIAL_TOKENS}
         self.special_ids = {t: i for t, i in ids.items() if i is not None}
         self.stop_ids = families.stop_token_ids(self.special_ids)
 
-    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
-        from transformers.utils.chat_template_utils import render_jinja_template
-
-        rendered, _ = render_jinja_template([messages], chat_template=self.chat_template,
-                                            add_generation_prompt=add_generation_prompt, **kwargs)
-        return rendered[0]
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, tools: list[dict] | None = None,
+                    **kwargs) -> str:
+        return templates.render(self.chat_template, messages, tools, add_generation_prompt,
+                                **{**self.template_context, **kwargs})
 
 
 class _DecodeStream:
@@ -62,19 +67,42 @@ class _PieceStream:
         return self.utf8.decode(b"", final=True)
 
 
+def _token_text(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string, or an AddedToken dict."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _hf_template(path: Path, config: dict) -> str:
+    """The checkpoint's chat template: chat_template.jinja (transformers ≥ 4.48 saves it there), else the config's
+    `chat_template` (a string, or named templates of which "default" is used), else GLM-4's from the registry."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    found = config.get("chat_template")
+    if isinstance(found, list):
+        found = {t.get("name"): t.get("template") for t in found}.get("default")
+    return found or families.chat_format(name_or_path=str(path)).template
+
+
 def from_hf(path) -> Tokenizer:
-    from glmkit.convert.tokenizer import load_hf_tokenizer
+    """A checkpoint's (or an IR's) tokenizer.json through HF tokenizers, as transformers' fast tokenizer runs it."""
+    import json
 
-    tok = load_hf_tokenizer(path)
-    template = tok.chat_template or families.chat_format(name_or_path=str(path)).template
+    from tokenizers import Tokenizer as HFTokenizer
 
-    def token_id(t: str):
-        i = tok.convert_tokens_to_ids(t)
-        return None if i is None or i == tok.unk_token_id else i
-
-    return Tokenizer(lambda s: tok(s, add_special_tokens=False)["input_ids"],
-                     lambda ids: tok.decode(ids, skip_special_tokens=False), template, token_id,
-                     lambda: _DecodeStream(tok.backend_tokenizer))
+    path = Path(path)
+    try:
+        tok = HFTokenizer.from_file(str(path / "tokenizer.json"))
+        config_file = path / "tokenizer_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    except Exception as e:  # tokenizers raises its own Exception type for a corrupt file
+        raise GlmkitError(f"{path}: cannot read the tokenizer ({str(e).splitlines()[0] if str(e) else e}); "
+                          "re-convert the model with glm-convert") from None
+    context = {k: _token_text(v) for k, v in config.items() if k.endswith("_token") and _token_text(v)}
+    context["additional_special_tokens"] = [_token_text(t) for t in config.get("additional_special_tokens", [])]
+    return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
+                     lambda ids: tok.decode(ids, skip_special_tokens=False), _hf_template(path, config),
+                     tok.token_to_id, lambda: _DecodeStream(tok), context)
 
 
 def from_llama(llm) -> Tokenizer:
