@@ -69,8 +69,10 @@ class Runtime(ABC):
         pass
 
     # -- shared -------------------------------------------------------------------------------------------------
-    def prompt_ids(self, prompt, raw: bool = False) -> list[int]:
-        """Token ids of a prompt: ids as given; chat messages through the model's GLM-4 chat template; a plain
+    def prompt_ids(self, prompt, raw: bool = False, tools: list[dict] | None = None,
+                   assistant_prefix: str = "") -> list[int]:
+        """Token ids of a prompt: ids as given; chat messages through the model's GLM-4 chat template (with OpenAI
+        `tools`, and `assistant_prefix` written after the generation prompt, e.g. a forced tool name); a plain
         string with `[gMASK]<sop>` in front, as GLM-4's own tokenizer encodes every text (raw=True: as it is)."""
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
             return list(prompt)
@@ -78,7 +80,10 @@ class Runtime(ABC):
             if raw or prompt.startswith(families.PROMPT_PREFIX):
                 return self.tokenizer.encode(prompt)
             return self.tokenizer.encode(families.PROMPT_PREFIX + prompt)
-        return self.tokenizer.encode(self.tokenizer.render_chat(list(prompt)))
+        from .tools import attach_tools
+
+        messages, tools = attach_tools(list(prompt), tools, self.tokenizer.chat_template)
+        return self.tokenizer.encode(self.tokenizer.render_chat(messages, tools=tools) + assistant_prefix)
 
     def budget(self, n_prompt: int, max_new_tokens: int) -> int:
         """Answer tokens that fit after a prompt of n_prompt tokens; a prompt that cannot fit is an error."""
@@ -89,13 +94,14 @@ class Runtime(ABC):
                               "model with a larger n_ctx")
         return min(max_new_tokens, room)
 
-    def stream(self, prompt, config: GenerationConfig | None = None, raw: bool = False) -> Iterator:
+    def stream(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
+               tools: list[dict] | None = None, assistant_prefix: str = "") -> Iterator:
         """Yield TextDelta pieces as they are decoded, then the GenerationResult last."""
         config = config or GenerationConfig()
-        ids = self.prompt_ids(prompt, raw=raw)
+        ids = self.prompt_ids(prompt, raw=raw, tools=tools, assistant_prefix=assistant_prefix)
         budget = self.budget(len(ids), config.max_new_tokens)
         is_chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
-        text = TextAssembler(config.stop, thinks=self.chat_format.thinks and is_chat)
+        text = TextAssembler(config.stop, thinks=self.chat_format.thinks and is_chat and not assistant_prefix)
         decoder = self.tokenizer.decoder()
         out: list[int] = []
         finish = "length"
@@ -140,9 +146,10 @@ class Runtime(ABC):
             cached_tokens=self._reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
             engine=self._engine_figures(), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
 
-    def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False) -> GenerationResult:
+    def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
+                 tools: list[dict] | None = None, assistant_prefix: str = "") -> GenerationResult:
         result = None
-        for event in self.stream(prompt, config, raw=raw):
+        for event in self.stream(prompt, config, raw=raw, tools=tools, assistant_prefix=assistant_prefix):
             result = event
         return result
 

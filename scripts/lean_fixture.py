@@ -54,8 +54,10 @@ def main(out: Path) -> None:
         with load(str(path)) as rt:
             for prompt in PROMPTS + CONVERSATIONS:
                 r = rt.generate(prompt, greedy)
+                answer = rt.generate(prompt, GenerationConfig(max_new_tokens=NEW_TOKENS))  # stops as a server does
                 runs.append({"backend": backend, "artifact": Path(path).name, "prompt": prompt,
-                             "prompt_ids": rt.prompt_ids(prompt), "token_ids": r.token_ids, "text": r.text})
+                             "prompt_ids": rt.prompt_ids(prompt), "token_ids": r.token_ids, "text": r.text,
+                             "answer": answer.text, "answer_tokens": len(answer.token_ids)})
     (out / "expected.json").write_text(json.dumps({"templates": templates, "runs": runs}, ensure_ascii=False,
                                                   indent=1), encoding="utf-8")
     print(out / "expected.json")

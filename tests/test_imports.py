@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"convert": "glmkit.convert", "runtimes": "glmkit.runtimes", "benchmarks": "glmkit.benchmarks"}
+PACKAGES = {"convert": "glmkit.convert", "runtimes": "glmkit.runtimes", "benchmarks": "glmkit.benchmarks",
+            "serve": "glmkit.serve"}
 # The converters and what only conversion needs: runtimes/ must import none of them.
 CONVERTERS = {"glmkit.convert.hf", "glmkit.convert.openvino", "glmkit.convert.gguf", "glmkit.convert.verify",
               "glmkit.convert.cli", "glmkit.convert.remap"}
@@ -80,7 +81,7 @@ def test_no_import_cycles():
 def test_runtimes_import_no_converter():
     g = graph()
     for name, deps in g.items():
-        if name.startswith("glmkit.runtimes"):
+        if name.startswith(("glmkit.runtimes", "glmkit.serve")):  # both run in the lean install
             bad = deps & CONVERTERS
             assert not bad, f"{name} imports converter module(s) {sorted(bad)}"
             heavy = {m for m in imports(name, modules()[name]) if m.split(".")[0] in HEAVY}
@@ -88,9 +89,10 @@ def test_runtimes_import_no_converter():
 
 
 def test_benchmarks_use_no_private_names():
-    """benchmarks/ goes through the public API: no `_name` imported or reached as an attribute of another package."""
+    """benchmarks/ and serve/ go through the public API: no `_name` imported or reached as an attribute of another
+    package."""
     for name, path in modules().items():
-        if not name.startswith("glmkit.benchmarks"):
+        if not name.startswith(("glmkit.benchmarks", "glmkit.serve")):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("glmkit."):

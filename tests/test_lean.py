@@ -35,7 +35,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_lean_install_has_none_of_the_conversion_stack():
     assert [m for m in HEAVY if find_spec(m) is not None] == []
-    probe = ("import sys, glmkit.runtimes, glmkit.runtimes.chat, glmkit.benchmarks.cli, glmkit.benchmarks.run;"
+    probe = ("import sys, glmkit.runtimes, glmkit.runtimes.chat, glmkit.serve.app, glmkit.serve.cli, "
+             "glmkit.benchmarks.cli, glmkit.benchmarks.run;"
              f"print([m for m in {HEAVY!r} if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
 
@@ -86,3 +87,17 @@ def test_glm_bench_runs_on_an_artifact_and_writes_its_reports(tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["results"][0]["backend"] == "llamacpp" and data["results"][0]["speed"]["decode_tps"]["median"] > 0
     assert (tmp_path / "r.md").is_file() and not list(tmp_path.glob("*.png"))  # plots need glmkit[plots]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "llamacpp"])
+def test_glm_serve_answers_as_the_full_install(expected, backend):
+    from openai import OpenAI
+    from servers import serving
+
+    run = next(r for r in expected["runs"] if r["backend"] == backend and isinstance(r["prompt"], list))
+    with serving(str(Path(FIXTURE) / run["artifact"])) as base:
+        client = OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        r = client.chat.completions.create(model="tiny", messages=run["prompt"], temperature=0,
+                                           max_tokens=len(run["token_ids"]))
+    assert r.choices[0].message.content == run["answer"] and r.usage.completion_tokens == run["answer_tokens"]
+    assert r.usage.prompt_tokens == len(run["prompt_ids"])

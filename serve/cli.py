@@ -1,0 +1,59 @@
+"""glm-serve MODEL: load a model once and serve the OpenAI API on 127.0.0.1 (by default) with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from glmkit.convert.errors import GlmkitError
+from glmkit.runtimes.flags import add_engine_flags, engine_options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="glm-serve", description="Serve a GLM-4 model over the OpenAI API.")
+    p.add_argument("model", help="OpenVINO IR dir, .gguf file, or any glm-convert SRC")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                       "only; 0.0.0.0 exposes the model to the network)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", help="the model id clients send (default: MODEL as given)")
+    p.add_argument("--api-key", default=os.environ.get("GLMKIT_API_KEY"),
+                   help="require Authorization: Bearer KEY on /v1 (default: $GLMKIT_API_KEY)")
+    p.add_argument("--max-concurrency", type=int, default=4,
+                   help="requests admitted at once, the rest answered 429 with Retry-After (default 4)")
+    p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow browser calls from ORIGIN (repeatable)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_engine_flags(p)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not 0 < args.port < 65536:
+            raise GlmkitError(f"--port {args.port}: give a port between 1 and 65535")
+        if args.max_concurrency < 1:
+            raise GlmkitError("--max-concurrency must be at least 1")
+        import uvicorn
+
+        from glmkit.runtimes import load
+
+        from .app import create_app
+
+        runtime = load(args.model, backend=args.backend, device=args.device, **engine_options(args))
+        app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_concurrency, args.cors)
+        print(f"glm-serve · {args.model_name or args.model} on {runtime.backend} · "
+              f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 2
+    except GlmkitError as e:
+        print(f"glm-serve: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 0
+
+
+def main() -> None:
+    sys.exit(run())

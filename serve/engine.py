@@ -1,0 +1,84 @@
+"""One loaded model shared by every request: admission, a bounded queue, and cancellation.
+
+A runtime holds one KV cache, so its generations run one at a time on a single worker thread, in arrival order;
+a request's events reach its handler through an asyncio queue as the engine makes them. Up to `max_concurrency`
+requests are admitted at once (one generating, the rest waiting in order); beyond that a request is refused at
+once with HTTP 429 and Retry-After — memory never grows with the load. A request whose client went away is
+cancelled: dropped before it starts, or its generator closed, which stops the engine (see Runtime.stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Callable, Iterator
+
+from .protocol import APIError
+
+_DONE = object()
+
+
+class Engine:
+    def __init__(self, runtime, max_concurrency: int = 4):
+        self.runtime = runtime
+        self.max_concurrency = max_concurrency
+        self.admitted = 0
+        self.generating = False  # the worker is inside a generation now
+        self.finished = 0        # generations that ran to their end
+        self.cancelled = 0       # generations stopped because their client went away
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glm-serve-engine")
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=True, cancel_futures=True)
+        self.runtime.close()
+
+    async def events(self, start: Callable[[], Iterator], cancel: threading.Event) -> AsyncIterator:
+        """The events of `start()` (a Runtime.stream), produced on the engine's worker thread."""
+        if self.admitted >= self.max_concurrency:
+            raise APIError(429, f"the server is busy: {self.admitted} requests in progress (--max-concurrency "
+                                f"{self.max_concurrency}); retry shortly", code="rate_limit_exceeded",
+                           kind="rate_limit_error", headers={"Retry-After": "1"})
+        self.admitted += 1
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def put(item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            if cancel.is_set():
+                put(_DONE)
+                return
+            stream, ended = None, False
+            self.generating = True
+            try:
+                stream = start()
+                for event in stream:
+                    put(event)
+                    if cancel.is_set():
+                        break
+                else:
+                    ended = True
+            except BaseException as e:  # re-raised in the handler, which turns it into an HTTP answer
+                put(e)
+                ended = True
+            finally:
+                if stream is not None:
+                    stream.close()
+                self.finished += ended
+                self.cancelled += not ended
+                self.generating = False
+                put(_DONE)
+
+        future = loop.run_in_executor(self.worker, work)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            self.admitted -= 1
+            if not future.done():
+                future.add_done_callback(lambda f: f.exception())  # finishes on its own once cancelled

@@ -1,0 +1,173 @@
+"""glm-serve as clients use it: a real server on 127.0.0.1 and a free port, driven by the official `openai` client
+(and by raw HTTP for what a client library would refuse to send). Answers are checked against the same runtime
+run in-process: greedy text and token counts must be identical."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+from servers import serving
+
+from glmkit.runtimes import GenerationConfig, load
+
+USER = [{"role": "user", "content": "def read_config(path):"}]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, glmkit_cache):
+    from glmkit.convert.gguf import to_gguf
+    from glmkit.convert.openvino import to_openvino
+
+    root = tmp_path_factory.mktemp("serve")
+    return {"llamacpp": str(to_gguf("glm4-tiny", root / "tiny.gguf", outtype="f32", verify=False, quiet=True)),
+            "openvino": str(to_openvino("glm4-tiny", root / "tiny-ov", weight_format="fp16", verify=False,
+                                        quiet=True)),
+            "transformers": "glm4-tiny"}
+
+
+@pytest.fixture(scope="module")
+def gguf_server(artifacts):
+    with serving(artifacts["llamacpp"], "--n-ctx", "512") as base:
+        yield base
+
+
+def _client(base: str, key: str = "none") -> OpenAI:
+    return OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def _alone(model: str, prompt, max_tokens: int, **options):
+    with load(model, **options) as rt:
+        return rt.generate(prompt, GenerationConfig(max_new_tokens=max_tokens))
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "openvino", "transformers"])
+def test_chat_stream_and_not_equal_the_runtime_alone(artifacts, backend):
+    want = _alone(artifacts[backend], USER, 24)
+    with serving(artifacts[backend]) as base:
+        c = _client(base)
+        r = c.chat.completions.create(model="tiny", messages=USER, max_tokens=24, temperature=0)
+        assert r.choices[0].message.content == want.text
+        assert r.usage.completion_tokens == len(want.token_ids) and r.usage.prompt_tokens == want.prompt_tokens
+        assert r.choices[0].finish_reason == ("length" if want.finish_reason == "length" else "stop")
+        chunks = list(c.chat.completions.create(model="tiny", messages=USER, max_tokens=24, temperature=0,
+                                                stream=True, stream_options={"include_usage": True}))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == want.text
+        assert chunks[-1].usage.completion_tokens == len(want.token_ids) and not chunks[-1].choices
+        assert r.usage.prompt_tokens_details.cached_tokens == 0
+        assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0  # the same prompt again: KV reused
+
+
+def test_completions_add_the_glm_prefix_and_equal_the_runtime(artifacts, gguf_server):
+    want = _alone(artifacts["llamacpp"], "import os\n", 12, n_ctx=512)
+    r = _client(gguf_server).completions.create(model="tiny", prompt="import os\n", max_tokens=12, temperature=0)
+    assert r.choices[0].text == want.text and r.usage.prompt_tokens == want.prompt_tokens
+    with load(artifacts["llamacpp"], n_ctx=512) as rt:
+        assert rt.prompt_ids("import os\n")[:2] == [rt.tokenizer.special_ids["[gMASK]"],
+                                                    rt.tokenizer.special_ids["<sop>"]]
+
+
+def test_models_and_health(gguf_server):
+    models = _client(gguf_server).models.list().data
+    assert [m.id for m in models] == ["tiny"]
+    assert httpx.get(f"{gguf_server}/health").json()["backend"] == "llamacpp"
+
+
+BAD = [
+    (b"{not json", 400, "not valid JSON"),
+    (json.dumps({"model": "tiny", "messages": "hello"}), 400, "messages"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}), 400, "n: only 1"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}), 400,
+     "does not fit"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x " * 2000}]}), 400, "shorten"),
+    (json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}), 404, "not served here"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "presence_penalty": 1}), 400,
+     "presence_penalty"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                 "response_format": {"type": "json_object"}}), 400, "response_format"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}), 400,
+     "temperature"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}), 400, "role"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [
+        {"type": "function", "function": {"name": "f"}}]}), 400, "no tools block"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}), 400,
+     "tool_choice needs tools"),
+]
+
+
+@pytest.mark.parametrize("body,status,words", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_requests_get_a_4xx_that_names_the_problem(gguf_server, body, status, words):
+    r = httpx.post(f"{gguf_server}/v1/chat/completions", content=body, headers={"content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert words in error["message"] and error["type"] and "Traceback" not in r.text
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(gguf_server):
+    r = httpx.post(f"{gguf_server}/v1/chat/completions", content=b"x" * (5 * 2**20),
+                   headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "bytes" in r.json()["error"]["message"]
+
+
+def test_the_api_key_is_enforced(artifacts):
+    with serving(artifacts["llamacpp"], "--n-ctx", "512", env={"GLMKIT_API_KEY": "s3cret"}) as base:
+        for key in ("none", "s3cret-but-longer", "s3cre"):
+            with pytest.raises(Exception) as e:
+                _client(base, key).models.list()
+            assert getattr(e.value, "status_code", None) == 401
+        assert httpx.get(f"{base}/v1/models").status_code == 401
+        assert [m.id for m in _client(base, "s3cret").models.list().data] == ["tiny"]
+        assert httpx.get(f"{base}/health").status_code == 200  # a liveness probe needs no key
+
+
+def test_concurrent_streams_each_equal_the_request_alone(artifacts, gguf_server):
+    prompts = [[{"role": "user", "content": p}] for p in ("def read_config(path):", "class Stack:")]
+    with load(artifacts["llamacpp"], n_ctx=512) as rt:
+        want = [rt.generate(p, GenerationConfig(max_new_tokens=32)).text for p in prompts]
+    got = [None, None]
+
+    def ask(i):
+        s = _client(gguf_server).chat.completions.create(model="tiny", messages=prompts[i], max_tokens=32,
+                                                         temperature=0, stream=True)
+        got[i] = "".join(ch.choices[0].delta.content or "" for ch in s if ch.choices)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+
+
+def _wait_idle(base: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{base}/health").json()
+        if health["requests_in_progress"] == 0 and not health["generating"]:
+            return health
+        time.sleep(0.05)
+    raise AssertionError("glm-serve still busy after the client left")
+
+
+def test_beyond_max_concurrency_is_429_with_retry_after_and_a_disconnect_cancels(artifacts):
+    """One request admitted; a second while it streams is refused at once; the first client hangs up after one
+    event and the server stops its generation (glm4-tiny's greedy answer to this prompt runs on for its whole
+    2,000-token budget, seconds, where the hang-up comes milliseconds in)."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "import sys\nimport sys"}], "temperature": 0,
+            "stream": True}
+    with serving(artifacts["llamacpp"], "--n-ctx", "2048", "--max-concurrency", "1") as base:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            busy = httpx.post(f"{base}/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+            assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["type"] == "rate_limit_error"
+        health = _wait_idle(base)
+        assert (health["generations_cancelled"], health["generations_finished"]) == (1, 0)
+        after = httpx.post(f"{base}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 8}, timeout=60)
+        assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 8
