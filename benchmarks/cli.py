@@ -64,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--long-model", action="append", help="model for the long answer (default: the chat models)")
     ch.add_argument("--threads", type=int)
     ch.add_argument("-o", "--output", default="chat.json", help="result JSON; .md and .png are written beside it")
+    sv = sub.add_parser("serve", help="N concurrent clients over HTTP against glm-serve (and llama_cpp.server)")
+    sv.add_argument("model", help="an OpenVINO IR dir or a .gguf file")
+    sv.add_argument("--clients", type=_lengths, default=(1, 2, 4, 8), help="comma list, e.g. 1,2,4,8")
+    sv.add_argument("--turns", type=int, default=3, help="streamed chat turns per client")
+    sv.add_argument("--user-chars", type=int, default=300, help="characters per user message")
+    sv.add_argument("--answer-tokens", type=int, default=32)
+    sv.add_argument("--n-ctx", type=int, default=4096)
+    sv.add_argument("--threads", type=int)
+    sv.add_argument("--no-peers", dest="peers", action="store_false", help="skip llama_cpp.server")
+    sv.add_argument("-o", "--output", default="serve.json", help="result JSON; .md and .png are written beside it")
+    sv.add_argument("-q", "--quiet", action="store_true")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -101,6 +112,20 @@ def _print_findings(findings, max_regression: float, note: str = "") -> int:
     return 1 if bad else 0
 
 
+def _write(data: dict, out: Path, kind) -> int:
+    """OUT.json, OUT.md and OUT.png of a scenario module (chat, serve) with to_markdown and plot."""
+    import json
+
+    from glmkit.convert.atomic import write_text
+
+    md = kind.to_markdown(data)
+    written = [write_text(out, json.dumps(data, indent=2) + "\n"), write_text(out.with_suffix(".md"), md)]
+    written += [p for p in [kind.plot(data, out.with_suffix(".png"))] if p]
+    print(md)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import compare, plots, report
@@ -118,21 +143,17 @@ def run(argv: list[str] | None = None) -> int:
             print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
             return 0
         if args.cmd == "chat":
-            import json
-
-            from glmkit.convert.atomic import write_text
-
             from . import chat
 
             data = chat.run(args.models, args.turns, args.user_chars, args.answer_tokens, args.long_tokens,
                             args.long_model, threads=args.threads)
-            out = Path(args.output)
-            md = chat.to_markdown(data)
-            written = [write_text(out, json.dumps(data, indent=2) + "\n"), write_text(out.with_suffix(".md"), md)]
-            written += [p for p in [chat.plot(data, out.with_suffix(".png"))] if p]
-            print(md)
-            print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
-            return 0
+            return _write(data, Path(args.output), chat)
+        if args.cmd == "serve":
+            from . import serve
+
+            data = serve.run(args.model, args.clients, args.turns, args.user_chars, args.answer_tokens, args.n_ctx,
+                             args.threads, args.peers, args.quiet)
+            return _write(data, Path(args.output), serve)
         if args.cmd == "report":
             data = report.load_results(args.results)
             print(report.to_csv(data) if args.csv else report.to_markdown(data), end="")

@@ -35,22 +35,35 @@ PRETOKENIZER_REGEX = (
     r"|\s+(?!\S)|\s+"
 )
 
-# Chat formats. `[gMASK]<sop>` opens every prompt: a converter that drops it yields a model that talks garbage.
+# Chat formats, laid out as GLM-4-0414's own template lays them out (DESIGN.md, "Tool calling"):
+# `[gMASK]<sop>` opens every prompt — a converter that drops it yields a model that talks garbage; OpenAI-style
+# tools become a system block (`# 可用工具`, each function as indented JSON); a tool call in history is an assistant
+# turn whose `metadata` is the function name; results are observations. The generation prompt is `<|assistant|>`
+# with no newline: the model writes "\n" before an answer, or `name\n{json}` to call a tool.
+# No whitespace control (`{%-`) anywhere: it would eat the "\n" after each role token.
+TOOLS_HEADER = "# 可用工具"
+TOOL_FOOTER = "在调用上述函数时，请使用 Json 格式表示调用的参数。"
+_TOOLS_BLOCK = (
+    "{% if tools %}<|system|>\n" + TOOLS_HEADER + "{% for tool in tools %}"
+    "{{ '\\n\\n' if loop.first else '\\n' }}## {{ (tool['function'] if tool['function'] is defined else tool)['name'] }}"
+    "{{ '\\n\\n' }}{{ (tool['function'] if tool['function'] is defined else tool) | tojson(indent=4, ensure_ascii=False) }}"
+    "{{ '\\n' }}" + TOOL_FOOTER + "{% endfor %}{% endif %}"
+)
 _ROLE_TURNS = (
     "{% if m['role'] == 'system' %}<|system|>\n{{ m['content'] }}"
     "{% elif m['role'] == 'user' %}<|user|>\n{{ m['content'] }}"
     "{% elif m['role'] == 'observation' or m['role'] == 'tool' %}<|observation|>\n{{ m['content'] }}"
+    "{% elif m['role'] == 'assistant' and m['metadata'] %}<|assistant|>{{ m['metadata'] }}\n{{ m['content'] }}"
 )
-# No whitespace control (`{%-`) anywhere: it would eat the "\n" after each role token.
 GLM4_CHAT_TEMPLATE = (
-    "[gMASK]<sop>{% for m in messages %}" + _ROLE_TURNS
+    "[gMASK]<sop>" + _TOOLS_BLOCK + "{% for m in messages %}" + _ROLE_TURNS
     + "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'] }}"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 # Z1 (reasoning) models: past answers lose their <think>…</think> part, and the new answer is forced to start
 # with "<think>\n", as the model card's template does.
 Z1_CHAT_TEMPLATE = (
-    "[gMASK]<sop>{% for m in messages %}" + _ROLE_TURNS
+    "[gMASK]<sop>" + _TOOLS_BLOCK + "{% for m in messages %}" + _ROLE_TURNS
     + "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'].split('</think>')[-1].strip() }}"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n<think>\n{% endif %}"
 )

@@ -101,7 +101,11 @@ class Runtime(ABC):
         ids = self.prompt_ids(prompt, raw=raw, tools=tools, assistant_prefix=assistant_prefix)
         budget = self.budget(len(ids), config.max_new_tokens)
         is_chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
-        text = TextAssembler(config.stop, thinks=self.chat_format.thinks and is_chat and not assistant_prefix)
+        # GLM-4 answers "<|assistant|>\n…" and calls tools with "<|assistant|>name\n{…}": after a prompt ending
+        # in <|assistant|>, a first "\n" says "an answer follows" and is not part of it.
+        marker = "\n" if is_chat and ids and ids[-1] == self.tokenizer.special_ids.get("<|assistant|>") else ""
+        text = TextAssembler(config.stop, thinks=self.chat_format.thinks and is_chat and not assistant_prefix,
+                             marker=marker)
         decoder = self.tokenizer.decoder()
         out: list[int] = []
         finish = "length"

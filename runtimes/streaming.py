@@ -16,8 +16,9 @@ THINK_END = "</think>"
 class TextAssembler:
     """Feed decoded text with push(); finish() flushes. `content` and `reasoning` are the joined deltas."""
 
-    def __init__(self, stop: tuple[str, ...] = (), thinks: bool = False):
+    def __init__(self, stop: tuple[str, ...] = (), thinks: bool = False, marker: str = ""):
         self.stop = tuple(s for s in stop if s)
+        self.marker = marker        # format, not content, if the answer starts with it (GLM-4's "\n")
         self.thinks = thinks
         self.in_reasoning = thinks  # the Z1 template opened <think>: the answer starts inside the thought
         self.buf = ""               # decoded, not yet emitted
@@ -31,6 +32,8 @@ class TextAssembler:
     def _emit(self, text: str, out: list[TextDelta]) -> None:
         if self.thinks and not (self.reasoning if self.in_reasoning else self.content):
             text = text.lstrip()  # the template's "<think>\n" and the "\n" after </think> are not content
+        if self.marker and not self.in_reasoning and text:
+            text, self.marker = (text[len(self.marker):] if text.startswith(self.marker) else text), ""
         if not text:
             return
         if self.in_reasoning:

@@ -88,6 +88,17 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
         return _error(APIError(500, f"internal error ({type(e).__name__}); see the server log",
                                kind="server_error"))
 
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        """The schema names the one model served, so clients (and schema-driven testers) can know it."""
+        schema = default_openapi()
+        for body in ("ChatRequest", "CompletionRequest"):
+            schema["components"]["schemas"][body]["properties"]["model"]["enum"] = [name]
+        return schema
+
+    app.openapi = openapi
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "backend": runtime.backend,
@@ -173,7 +184,8 @@ def _config(body, runtime, max_tokens: int | None, prompt_ids: list[int]) -> Gen
         max_new_tokens=max_tokens or room, temperature=temperature,
         top_p=body.top_p if body.top_p is not None else card.get("top_p", 1.0),
         top_k=body.top_k if body.top_k is not None else card.get("top_k", 0),
-        repetition_penalty=body.repetition_penalty or 1.0, seed=body.seed, stop=tuple(stop))
+        repetition_penalty=body.repetition_penalty or 1.0, stop=tuple(stop),
+        seed=None if body.seed is None else body.seed % 2**32)  # OpenAI takes any integer; the engines 32 bits
 
 
 def _chat_plan(body: ChatRequest, runtime) -> dict:
@@ -248,8 +260,9 @@ async def _respond(request: Request, engine: Engine, body, plan: dict, name: str
         return {"id": rid, "object": "text_completion", "created": created, "model": name,
                 "choices": [{"index": 0, "text": "".join(text), "logprobs": None,
                              "finish_reason": FINISH[result.finish_reason]}], "usage": _usage(result)}
-    content, calls = glm_tools.parse(plan["prefix"] + "".join(text), plan["names"]) if plan["names"] else (
-        glm_tools.strip_answer(plan["prefix"] + "".join(text)), [])
+    answer = plan["prefix"] + "".join(text)  # the runtime already dropped the "\n" of a plain answer
+    content, calls = glm_tools.parse(answer, plan["names"]) if plan["names"] else (
+        glm_tools.strip_answer(answer) if plan["prefix"] else answer, [])
     message = {"role": "assistant", "content": content if not calls else None}
     if calls:
         message["tool_calls"] = _tool_calls(calls)
@@ -284,7 +297,8 @@ async def _sse(request, events, first, plan, rid, created, name, chat, include_u
             data["usage"] = usage
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    router = glm_tools.StreamRouter(plan["names"])
+    # tools or a forced prefix: the first line decides answer or call; otherwise text streams as the runtime gives it
+    router = glm_tools.StreamRouter(plan["names"]) if plan["names"] or plan["prefix"] else None
     result = None
     try:
         if chat:
@@ -309,6 +323,8 @@ async def _sse(request, events, first, plan, rid, created, name, chat, include_u
                 yield chunk(text=event.text)
             elif event.reasoning:
                 yield chunk({"reasoning_content": event.text})
+            elif router is None:
+                yield chunk({"content": event.text})
             else:
                 piece = event.text
                 if not router_fed_prefix:
@@ -320,9 +336,12 @@ async def _sse(request, events, first, plan, rid, created, name, chat, include_u
             return
         finish = FINISH[result.finish_reason]
         if chat:
-            if not router_fed_prefix and plan["prefix"]:
-                router.feed(plan["prefix"])
-            rest, calls = router.finish()
+            rest, calls = "", []
+            if router is not None:
+                if not router_fed_prefix and plan["prefix"]:
+                    rest = router.feed(plan["prefix"])
+                more, calls = router.finish()
+                rest += more
             if rest:
                 yield chunk({"content": rest})
             for i, call in enumerate(calls):

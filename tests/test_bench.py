@@ -45,8 +45,8 @@ def test_result_file_has_the_schema(tiny_run):
         assert s["n"] == 5 and s["min"] <= s["p25"] <= s["median"] <= s["p75"] <= s["max"]
     sp = ov["speedup_vs_reference"]
     assert sp["p25"] <= sp["median"] <= sp["p75"]
-    q = ov["quality"]  # fp16 IR of fp16 weights: the reference's own predictions
-    assert q["top1_agreement"] == 1.0 and abs(q["perplexity"] - q["reference_perplexity"]) < 0.01
+    q = ov["quality"]  # fp16 IR of fp16 weights: the reference's predictions, up to near-ties in OpenVINO's kernels
+    assert q["top1_agreement"] >= 0.99 and abs(q["perplexity"] / q["reference_perplexity"] - 1) < 0.01
 
 
 def test_raw_engine_is_measured_beside_glmkit(tiny_run):
@@ -284,3 +284,21 @@ def test_ci_suite_writes_reports_and_gates_on_its_baseline(tmp_path, monkeypatch
     report.save_results(better, base)
     _, findings = suite.ci(tmp_path / "c", base, work=tmp_path / "art", quiet=True)
     assert {f.metric for f in findings if f.regressed} == {"mean_kl", "perplexity"}
+
+
+def test_glm_bench_serve_loads_glm_serve_and_llama_cpp_server_alike(tmp_path, glmkit_cache):
+    """Every client's every turn answered by both servers (no 429, no cut-off answers), tokens counted from the
+    servers' own usage, and the scaling column relative to one client."""
+    from glmkit.convert.gguf import to_gguf
+
+    gguf = to_gguf("glm4-tiny", tmp_path / "tiny.gguf", outtype="q8_0", verify=False, quiet=True)
+    r = glm_bench("serve", gguf, "--clients", "1,2", "--turns", "2", "--answer-tokens", "8", "--n-ctx", "1024",
+                  "-q", "-o", tmp_path / "serve.json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "serve.json").read_text())
+    assert [s["server"] for s in data["servers"]] == ["glm-serve", "llama_cpp.server"]
+    for s in data["servers"]:
+        assert [(lv["clients"], lv["turns"], lv["errors"]) for lv in s["levels"]] == [(1, 2, 0), (2, 4, 0)]
+        assert all(0 < lv["output_tokens"] <= lv["turns"] * 8 for lv in s["levels"])
+        assert s["levels"][0]["scaling"] == 1.0
+    assert "| glm-serve | 2 |" in (tmp_path / "serve.md").read_text()

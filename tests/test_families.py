@@ -49,7 +49,27 @@ def test_glm4_chat_format():
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}]
     assert _render(families.GLM4_CHAT_TEMPLATE, msgs) == (
-        "[gMASK]<sop><|system|>\nBe brief.<|user|>\nHi<|assistant|>\nHello!<|user|>\n2+2?<|assistant|>\n")
+        "[gMASK]<sop><|system|>\nBe brief.<|user|>\nHi<|assistant|>\nHello!<|user|>\n2+2?<|assistant|>")
+
+
+def test_glm4_template_lays_out_tools_as_glm_4_0414_does():
+    """Same text as the GLM-4-9B-0414 template real checkpoints ship, for tools and plain turns (that template writes
+    a space after a history call's name, where glmkit's matches what the model generates: `name\\n{json}`)."""
+    from pathlib import Path
+
+    real = (Path(__file__).parent / "data" / "templates" / "GLM-4-9B-0414.chat_template.jinja").read_text("utf-8")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+             {"type": "function", "function": {"name": "add", "description": "a + b"}}]
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Weather?"}]
+    from glmkit.runtimes import template
+
+    for t in (tools, None):
+        assert template.render(families.GLM4_CHAT_TEMPLATE, msgs, t) == template.render(real, msgs, t)
+    call = [{"role": "user", "content": "x"}, {"role": "assistant", "metadata": "add", "content": "{}"},
+            {"role": "observation", "content": "3"}]
+    assert template.render(families.GLM4_CHAT_TEMPLATE, call, tools).endswith(
+        "<|user|>\nx<|assistant|>add\n{}<|observation|>\n3<|assistant|>")
 
 
 def test_z1_forces_think_and_strips_it_from_history():

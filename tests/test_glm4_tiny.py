@@ -58,7 +58,7 @@ def test_answers_in_the_chat_format_and_stops(model, tok):
         out = model.generate(ids, max_new_tokens=300, do_sample=False, eos_token_id=stops, pad_token_id=stops[0])
     answer = out[0, ids.shape[1]:].tolist()
     assert answer[-1] in stops
-    assert tok.decode(answer).startswith("def ")
+    assert tok.decode(answer).startswith("\ndef ")  # GLM-4-0414's layout: "\n" after <|assistant|> marks an answer
 
 
 def test_verification_gate_catches_a_silently_broken_conversion(model, tok):
@@ -105,7 +105,7 @@ def test_openvino_fp16_greedy_equals_transformers_for_48_tokens(ov, model, tok):
 def test_openvino_int8_agrees_with_the_source(ov):
     v = _verification(ov["int8"])
     print(f"glm4-tiny OpenVINO int8: top-1 {v['top1_agreement']:.2%}, mean KL {v['mean_kl']:.5f}")
-    assert v["gated"] and v["top1_agreement"] >= 0.99
+    assert v["gated"] and v["top1_agreement"] >= 0.98 and v["mean_kl"] < 1e-3
 
 
 def test_openvino_int4_agreement_and_kl_reported(ov):
@@ -130,7 +130,7 @@ def _gguf_verification(path):
 def test_gguf_q8_0_agrees_with_the_source(gguf):
     v = _gguf_verification(gguf["q8_0"])
     print(f"glm4-tiny GGUF q8_0: top-1 {v['top1_agreement']:.2%}, mean KL {v['mean_kl']:.5f}")
-    assert v["gated"] and v["top1_agreement"] >= 0.99
+    assert v["gated"] and v["top1_agreement"] >= 0.98 and v["mean_kl"] < 1e-3
 
 
 def test_gguf_q4_k_m_agreement_and_kl_reported(gguf):

@@ -16,6 +16,12 @@ from servers import serving
 from glmkit.runtimes import GenerationConfig, load
 
 USER = [{"role": "user", "content": "def read_config(path):"}]
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+ADD = {"type": "function", "function": {"name": "add", "description": "Add two numbers",
+                                        "parameters": {"type": "object", "properties": {
+                                            "a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,7 @@ def artifacts(tmp_path_factory, glmkit_cache):
 
 @pytest.fixture(scope="module")
 def gguf_server(artifacts):
-    with serving(artifacts["llamacpp"], "--n-ctx", "512") as base:
+    with serving(artifacts["llamacpp"], "--n-ctx", "1024") as base:
         yield base
 
 
@@ -63,10 +69,10 @@ def test_chat_stream_and_not_equal_the_runtime_alone(artifacts, backend):
 
 
 def test_completions_add_the_glm_prefix_and_equal_the_runtime(artifacts, gguf_server):
-    want = _alone(artifacts["llamacpp"], "import os\n", 12, n_ctx=512)
+    want = _alone(artifacts["llamacpp"], "import os\n", 12, n_ctx=1024)
     r = _client(gguf_server).completions.create(model="tiny", prompt="import os\n", max_tokens=12, temperature=0)
     assert r.choices[0].text == want.text and r.usage.prompt_tokens == want.prompt_tokens
-    with load(artifacts["llamacpp"], n_ctx=512) as rt:
+    with load(artifacts["llamacpp"], n_ctx=1024) as rt:
         assert rt.prompt_ids("import os\n")[:2] == [rt.tokenizer.special_ids["[gMASK]"],
                                                     rt.tokenizer.special_ids["<sop>"]]
 
@@ -93,7 +99,9 @@ BAD = [
      "temperature"),
     (json.dumps({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}), 400, "role"),
     (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [
-        {"type": "function", "function": {"name": "f"}}]}), 400, "no tools block"),
+        {"type": "function", "function": {"name": ""}}]}), 400, "tools.0.function.name"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [WEATHER],
+                 "tool_choice": {"type": "function", "function": {"name": "add"}}}), 400, "not among the tools"),
     (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}), 400,
      "tool_choice needs tools"),
 ]
@@ -106,6 +114,20 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(gguf_server, body, status
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert words in error["message"] and error["type"] and "Traceback" not in r.text
+
+
+def test_tools_for_a_template_without_a_tools_block_are_refused():
+    """Rather than silently dropping them: such a model would answer as if it had no tools."""
+    from types import SimpleNamespace
+
+    from glmkit.serve import app as serve_app
+    from glmkit.serve.protocol import APIError, ChatRequest
+
+    plain = SimpleNamespace(tokenizer=SimpleNamespace(chat_template="{% for m in messages %}{{ m.content }}"
+                                                                    "{% endfor %}"))
+    body = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER])
+    with pytest.raises(APIError, match="no tools block"):
+        serve_app._chat_plan(body, plain)
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(gguf_server):
@@ -127,7 +149,7 @@ def test_the_api_key_is_enforced(artifacts):
 
 def test_concurrent_streams_each_equal_the_request_alone(artifacts, gguf_server):
     prompts = [[{"role": "user", "content": p}] for p in ("def read_config(path):", "class Stack:")]
-    with load(artifacts["llamacpp"], n_ctx=512) as rt:
+    with load(artifacts["llamacpp"], n_ctx=1024) as rt:
         want = [rt.generate(p, GenerationConfig(max_new_tokens=32)).text for p in prompts]
     got = [None, None]
 
@@ -171,3 +193,127 @@ def test_beyond_max_concurrency_is_429_with_retry_after_and_a_disconnect_cancels
         assert (health["generations_cancelled"], health["generations_finished"]) == (1, 0)
         after = httpx.post(f"{base}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 8}, timeout=60)
         assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 8
+
+
+# -- GLM-4 tool calls and Z1 reasoning on the embedded models (trained on both: scripts/train_glm4_tiny.py) -------
+
+def _ask(client, messages, stream: bool, **kw) -> dict:
+    """One assistant turn as {content, reasoning, calls: [(id, name, args)], finish}, streamed or not."""
+    kw.setdefault("max_tokens", 96)
+    if not stream:
+        r = client.chat.completions.create(model="tiny", messages=messages, temperature=0, **kw)
+        m = r.choices[0].message
+        return {"content": m.content, "reasoning": getattr(m, "reasoning_content", None),
+                "calls": [(c.id, c.function.name, json.loads(c.function.arguments)) for c in m.tool_calls or []],
+                "finish": r.choices[0].finish_reason}
+    content, reasoning, calls, finish = "", "", {}, None
+    for ch in client.chat.completions.create(model="tiny", messages=messages, temperature=0, stream=True, **kw):
+        if not ch.choices:
+            continue
+        d = ch.choices[0].delta
+        content += d.content or ""
+        reasoning += getattr(d, "reasoning_content", None) or ""
+        for t in d.tool_calls or []:
+            slot = calls.setdefault(t.index, {"id": None, "name": "", "args": ""})
+            slot["id"] = t.id or slot["id"]
+            slot["name"] += (t.function.name or "") if t.function else ""
+            slot["args"] += (t.function.arguments or "") if t.function else ""
+        finish = ch.choices[0].finish_reason or finish
+    return {"content": content or None, "reasoning": reasoning or None, "finish": finish,
+            "calls": [(c["id"], c["name"], json.loads(c["args"])) for _, c in sorted(calls.items())]}
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "openvino", "transformers"])
+def test_a_full_tool_loop(artifacts, backend):
+    """tools → a parsed call with the request's argument → the tool's result → an answer that reads it."""
+    with serving(artifacts[backend]) as base:
+        client = _client(base)
+        for stream in (False, True):
+            messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+            turn = _ask(client, messages, stream, tools=[WEATHER, ADD])
+            assert turn["finish"] == "tool_calls" and turn["content"] is None
+            [(call_id, name, args)] = turn["calls"]
+            assert (name, args) == ("get_weather", {"city": "Paris"}) and call_id.startswith("call_")
+            messages += [{"role": "assistant", "content": None, "tool_calls": [
+                             {"id": call_id, "type": "function",
+                              "function": {"name": name, "arguments": json.dumps(args)}}]},
+                         {"role": "tool", "tool_call_id": call_id,
+                          "content": json.dumps({"city": "Paris", "temperature": 21, "sky": "clear"})}]
+            answer = _ask(client, messages, stream, tools=[WEATHER, ADD])
+            assert answer["calls"] == [] and answer["finish"] == "stop"
+            assert answer["content"] == "It is 21 °C and clear in Paris."
+
+
+def test_tool_choice_required_named_and_none(gguf_server):
+    client = _client(gguf_server)
+    sum_request = [{"role": "user", "content": "What is 12 + 30?"}]
+    for stream in (False, True):
+        named = _ask(client, sum_request, stream, tools=[WEATHER, ADD],
+                     tool_choice={"type": "function", "function": {"name": "add"}})
+        assert [(n, a) for _, n, a in named["calls"]] == [("add", {"a": 12, "b": 30})]
+        required = _ask(client, [{"role": "user", "content": "Tell me the weather for Oslo."}], stream,
+                        tools=[WEATHER], tool_choice="required")
+        assert [(n, a) for _, n, a in required["calls"]] == [("get_weather", {"city": "Oslo"})]
+        none = _ask(client, sum_request, stream, tools=[WEATHER, ADD], tool_choice="none")
+        assert none["calls"] == [] and none["content"] and none["finish"] in ("stop", "length")
+
+
+def test_a_code_request_with_tools_present_is_a_plain_answer(gguf_server):
+    turn = _ask(_client(gguf_server), USER, False, tools=[WEATHER, ADD], max_tokens=300)
+    assert turn["calls"] == [] and turn["content"].startswith("def ") and turn["finish"] == "stop"
+
+
+@pytest.fixture(scope="module")
+def z1_gguf(tmp_path_factory, glmkit_cache):
+    from glmkit.convert.gguf import to_gguf
+
+    return str(to_gguf("glm4-tiny-z1", tmp_path_factory.mktemp("z1") / "glm4-tiny-z1.gguf", outtype="f32",
+                       verify=False, quiet=True))
+
+
+def test_z1_reasoning_comes_apart_from_the_answer_and_stays_out_of_history(z1_gguf):
+    question = [{"role": "user", "content": "def read_config(path):"}]
+    with serving(z1_gguf) as base:
+        client = _client(base)
+        whole = _ask(client, question, False, seed=0)
+        streamed = _ask(client, question, True, seed=0)
+        assert whole["reasoning"] and whole["content"] and "<think>" not in whole["content"] + whole["reasoning"]
+        assert "</think>" not in whole["content"] and (streamed["reasoning"], streamed["content"]) == (
+            whole["reasoning"], whole["content"])
+        follow = {"role": "user", "content": "class Config:"}
+        usage = [client.chat.completions.create(model="tiny", max_tokens=1, messages=question + [
+            {"role": "assistant", "content": whole["content"], **extra}, follow]).usage.prompt_tokens
+                 for extra in ({}, {"reasoning_content": whole["reasoning"]})]
+        assert usage[0] == usage[1]
+
+
+def test_the_model_cards_sampling_applies_where_the_request_is_silent():
+    from types import SimpleNamespace
+
+    from glmkit.convert import families
+    from glmkit.serve import app as serve_app
+    from glmkit.serve.protocol import ChatRequest
+
+    z1 = SimpleNamespace(chat_format=families.CHAT_FORMATS["z1"], context_length=100)
+    body = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}])
+    cfg = serve_app._config(body, z1, None, [1, 2, 3])
+    assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens) == (0.6, 0.95, 40, 97)
+    cfg = serve_app._config(body.model_copy(update={"temperature": 0.0, "top_k": 5}), z1, None, [1, 2, 3])
+    assert (cfg.temperature, cfg.top_p, cfg.top_k) == (0.0, 0.95, 5)
+    glm4 = SimpleNamespace(chat_format=families.CHAT_FORMATS["glm4"], context_length=100)
+    assert serve_app._config(body, glm4, None, [1]).temperature == 1.0  # OpenAI's default
+
+
+def test_schemathesis_finds_no_server_error(artifacts):
+    """Property-based requests generated from glm-serve's own OpenAPI schema (valid and invalid bodies, fixed
+    seed): none gets a 5xx."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with serving(artifacts["llamacpp"], "--n-ctx", "512") as base:
+        r = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
+                            "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "7",
+                            "--generation-deterministic", "--request-timeout", "120", "--workers", "1"],
+                           capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:]
