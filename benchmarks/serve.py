@@ -14,6 +14,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -33,13 +34,16 @@ def _free_port() -> int:
 
 @contextmanager
 def _server(cmd: list[str], port: int, name: str, timeout: float = 180):
-    """A server subprocess, ready once GET /v1/models answers; stopped at the end."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """A server subprocess, ready once GET /v1/models answers; stopped at the end. Its log goes to a file: a
+    pipe nobody reads fills up (llama.cpp logs the whole model load) and blocks the server."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise GlmkitError(f"{name} exited with {proc.returncode}: {proc.stderr.read().strip()[-300:]}")
+                log.seek(0)
+                raise GlmkitError(f"{name} exited with {proc.returncode}: {log.read().strip()[-300:]}")
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 c.request("GET", "/v1/models")
@@ -57,6 +61,7 @@ def _server(cmd: list[str], port: int, name: str, timeout: float = 180):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers: bool):
