@@ -274,15 +274,11 @@ async def _respond(request: Request, engine: Engine, body, plan: dict, name: str
             "usage": _usage(result)}
 
 
-class _Empty:
-    pass
-
-
 async def _first(events):
     try:
         return await events.__anext__()
     except StopAsyncIteration:
-        return _Empty()
+        return None
 
 
 async def _sse(request, events, first, plan, rid, created, name, chat, include_usage, cancel):
@@ -297,14 +293,17 @@ async def _sse(request, events, first, plan, rid, created, name, chat, include_u
             data["usage"] = usage
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    # tools or a forced prefix: the first line decides answer or call; otherwise text streams as the runtime gives it
-    router = glm_tools.StreamRouter(plan["names"]) if plan["names"] or plan["prefix"] else None
+    # tools or a forced prefix: the first line decides answer or call; otherwise text streams as the runtime gives it.
+    # The prefix (a forced name, or the "\n" of a forced answer) opens the turn, so the router reads it first.
+    router = None
+    if plan["names"] or plan["prefix"]:
+        router = glm_tools.StreamRouter(plan["names"])
+        router.feed(plan["prefix"])  # decides nothing visible: a name is held, an answer's "\n" is dropped
     result = None
     try:
         if chat:
             yield chunk({"role": "assistant", "content": ""})
-        pending = [] if isinstance(first, _Empty) else [first]
-        router_fed_prefix = False
+        pending = [] if first is None else [first]
         while True:
             if pending:
                 event = pending.pop()
@@ -325,23 +324,13 @@ async def _sse(request, events, first, plan, rid, created, name, chat, include_u
                 yield chunk({"reasoning_content": event.text})
             elif router is None:
                 yield chunk({"content": event.text})
-            else:
-                piece = event.text
-                if not router_fed_prefix:
-                    piece, router_fed_prefix = plan["prefix"] + piece, True
-                out = router.feed(piece)
-                if out:
-                    yield chunk({"content": out})
+            elif out := router.feed(event.text):
+                yield chunk({"content": out})
         if result is None:
             return
         finish = FINISH[result.finish_reason]
         if chat:
-            rest, calls = "", []
-            if router is not None:
-                if not router_fed_prefix and plan["prefix"]:
-                    rest = router.feed(plan["prefix"])
-                more, calls = router.finish()
-                rest += more
+            rest, calls = router.finish() if router is not None else ("", [])
             if rest:
                 yield chunk({"content": rest})
             for i, call in enumerate(calls):
