@@ -1,7 +1,7 @@
 """The one runtime interface: every backend yields token ids; glmkit does the rest the same way for all.
 
-Backends implement `_token_stream(prompt_ids, config)` (and may reuse the KV of a shared prefix, reporting it in
-`self._reused`). Prompt building (GLM-4 chat template, `[gMASK]<sop>`), context limits, stop tokens, stop strings,
+Backends implement `_token_stream(prompt_ids, config, stats)` (and may reuse the KV of a shared prefix, reporting
+it in `stats["reused"]`, their own figures in `stats["engine"]`: per call, so calls may run at once). Prompt building (GLM-4 chat template, `[gMASK]<sop>`), context limits, stop tokens, stop strings,
 incremental detokenisation, the Z1 reasoning split and wall-clock timing live here, once.
 """
 
@@ -52,15 +52,14 @@ class Runtime(ABC):
         self.context_length = context_length
         self.name = name
         self.stop_ids = set(tokenizer.stop_ids)
-        self._reused = 0  # prompt tokens whose KV the engine kept from the previous call
+        #: generations that may run at once (load(parallel=N)); stream() is thread-safe when it is above 1
+        self.parallel = 1
 
     # -- what a backend provides -------------------------------------------------------------------------------
     @abstractmethod
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
-        """Yield generated token ids one by one until the caller stops iterating (or max_new_tokens)."""
-
-    def _engine_figures(self) -> dict:
-        return {}
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
+        """Yield generated token ids one by one until the caller stops iterating (or max_new_tokens); put the
+        prompt tokens whose KV was reused in stats["reused"] and the engine's own figures in stats["engine"]."""
 
     def reset_cache(self) -> None:
         """Forget the KV the engine holds, so the next call prefills its whole prompt (a cold start)."""
@@ -109,10 +108,10 @@ class Runtime(ABC):
         decoder = self.tokenizer.decoder()
         out: list[int] = []
         finish = "length"
-        self._reused = 0
+        stats: dict = {}
         t0 = time.perf_counter()
         stamps: list[float] = []
-        tokens = self._token_stream(ids, dataclasses.replace(config, max_new_tokens=budget))
+        tokens = self._token_stream(ids, dataclasses.replace(config, max_new_tokens=budget), stats)
         try:
             for tok in tokens:
                 stamps.append(time.perf_counter())
@@ -141,14 +140,15 @@ class Runtime(ABC):
             yield from text.finish()
         ttft = (stamps[0] if stamps else t_end) - t0
         decode_time = t_end - (stamps[0] if stamps else t_end)
-        evaluated = len(ids) - self._reused
+        reused = stats.get("reused", 0)
+        evaluated = len(ids) - reused
         yield GenerationResult(
             text=text.content, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
             prefill_tps=evaluated / ttft if ttft > 0 else 0.0,
             decode_tps=(len(out) - 1) / decode_time if len(out) > 1 and decode_time > 0 else 0.0,
             peak_rss_mb=peak_rss_mb(), reasoning=text.reasoning if text.thinks else None,
-            cached_tokens=self._reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
-            engine=self._engine_figures(), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
+            cached_tokens=reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
+            engine=stats.get("engine", {}), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
 
     def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
                  tools: list[dict] | None = None, assistant_prefix: str = "") -> GenerationResult:

@@ -15,14 +15,14 @@ def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, kv_type: str =
 
 
 def default_context(native: int, requested: int | None, kv_type: str, layers: int, kv_heads: int,
-                    head_dim: int) -> int:
-    """`requested` when given (never beyond `native`); else `native`, capped so the KV cache fits in half of the
-    available memory, saying so on stderr when it caps."""
+                    head_dim: int, sequences: int = 1) -> int:
+    """`requested` when given (never beyond `native`); else `native`, capped so the KV cache (of `sequences`
+    generations at once) fits in half of the available memory, saying so on stderr when it caps."""
     if requested:
         return min(int(requested), int(native))
     from .memory import available_mb
 
-    per_token = kv_bytes_per_token(layers, kv_heads, head_dim, kv_type)
+    per_token = kv_bytes_per_token(layers, kv_heads, head_dim, kv_type) * sequences
     fits = int(available_mb() * 2**20 * KV_SHARE / per_token) if per_token else native
     if fits >= native:
         return int(native)

@@ -1,7 +1,9 @@
 """llama.cpp through llama-cpp-python: a GGUF file, decoded with llama.cpp's C API (llama_decode, its sampler chain).
 
 The KV cache is kept between calls: a prompt that shares a prefix with what the context holds (the next turn of
-a chat) prefills only the rest, as llama-server's slots do.
+a chat) prefills only the rest, as llama-server's slots do. With parallel=N the context holds N sequences, each
+with its own KV and the runtime's whole context length, and every active generation advances in one llama_decode
+per step (llama-server's slots: one sampler per sequence, the free slot whose KV shares most of the prompt).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Iterator
 from glmkit.convert.errors import GlmkitError
 
 from .base import Runtime, shared_prefix
+from .batching import Scheduler
 from .context import default_context
 from .types import GenerationConfig
 
@@ -44,7 +47,7 @@ class LlamaCppRuntime(Runtime):
 
     def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, n_batch: int = 512,
                  kv_cache: str = "f16", flash_attn: bool = True, prefix_cache: bool = True,
-                 model_name: str | None = None):
+                 model_name: str | None = None, parallel: int = 1):
         import llama_cpp
 
         from glmkit.convert import families
@@ -55,25 +58,41 @@ class LlamaCppRuntime(Runtime):
             raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
         if kv_cache == "q8_0" and not flash_attn:
             raise GlmkitError("kv_cache q8_0 needs flash attention in llama.cpp; drop --no-flash-attn")
+        if not 1 <= parallel <= llama_cpp.llama_max_parallel_sequences():
+            raise GlmkitError(f"parallel {parallel}: llama.cpp runs 1 to "
+                              f"{llama_cpp.llama_max_parallel_sequences()} sequences at once")
         self.llama_cpp = llama_cpp
         self.n_batch = n_batch
         self.flash_attn = flash_attn
         self.prefix_cache = prefix_cache
         hp = gguf_hparams(path)
         n_ctx = default_context(hp["context_length"] or 4096, n_ctx, kv_cache, hp["layers"], hp["kv_heads"],
-                                hp["head_dim"])
+                                hp["head_dim"], parallel)
         kv = getattr(llama_cpp, f"GGML_TYPE_{kv_cache.upper()}")
         #: llama-cpp-python's Llama object and its llama_context pointer, for callers that drive the C API
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_batch,
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx if parallel == 1 else 256, n_batch=n_batch,
                                    n_threads=threads or os.cpu_count(), type_k=kv, type_v=kv,
                                    flash_attn=flash_attn, verbose=False)
         self.ctx = self.llm._ctx.ctx
         self._held: list[int] = []  # token ids whose KV sequence 0 holds, in order
+        self._scheduler = None
+        if parallel > 1:  # a context of its own: llama-cpp-python's Llama takes no sequence count
+            params = self.llm.context_params
+            params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx * parallel, parallel, False
+            params.n_batch = params.n_ubatch = max(n_batch, parallel)
+            self.ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+            if not self.ctx:
+                raise GlmkitError(f"llama.cpp could not make a context of {parallel} x {n_ctx} tokens; "
+                                  "lower --max-concurrency or --n-ctx")
+            n_ctx = llama_cpp.llama_n_ctx_seq(self.ctx)
         tok = from_llama(self.llm)
         fmt = families.chat_format(name_or_path=model_name or str(path), template=tok.chat_template)
         # llama.cpp rounds its context up (to 256); glmkit holds to the length asked for
-        super().__init__(tok, fmt, min(n_ctx, self.llm.n_ctx()), model_name or str(path))
-        self._engine: dict = {}
+        super().__init__(tok, fmt, min(n_ctx, self.llm.n_ctx() if parallel == 1 else n_ctx),
+                         model_name or str(path))
+        if parallel > 1:
+            self.parallel = parallel
+            self._scheduler = Scheduler(_Sequences(self, parallel), "glmkit-llamacpp")
 
     def _sampler(self, config: GenerationConfig, prompt_ids: list[int]):
         """llama.cpp's own sampler chain, in C: llama-cpp-python's Llama.generate samples in Python over the whole
@@ -133,13 +152,16 @@ class LlamaCppRuntime(Runtime):
             self._held = self._held[:n]
         return n
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
+        if self._scheduler is not None:
+            yield from self._scheduler.submit(prompt_ids, config, stats)
+            return
         lc = self.llama_cpp
         lc.llama_perf_context_reset(self.ctx)
-        self._reused = self._reuse(prompt_ids)
+        reused = stats["reused"] = self._reuse(prompt_ids)
         sampler = self._sampler(config, prompt_ids)
         try:
-            self._decode(prompt_ids[self._reused:])
+            self._decode(prompt_ids[reused:])
             for n in range(config.max_new_tokens):
                 tok = lc.llama_sampler_sample(sampler, self.ctx, -1)
                 yield tok
@@ -148,11 +170,94 @@ class LlamaCppRuntime(Runtime):
         finally:
             lc.llama_sampler_free(sampler)
             p = lc.llama_perf_context(self.ctx)
-            self._engine = {"prefill_ms": p.t_p_eval_ms, "prompt_tokens_evaluated": p.n_p_eval,
-                            "decode_tps": p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0}
-
-    def _engine_figures(self) -> dict:
-        return dict(self._engine)
+            stats["engine"] = {"prefill_ms": p.t_p_eval_ms, "prompt_tokens_evaluated": p.n_p_eval,
+                               "decode_tps": p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0}
 
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler.engine.close()
+            self.llama_cpp.llama_free(self.ctx)
+            self._scheduler = None
         self.llm.close()
+
+
+class _Seq:
+    """One generation in a shared context: its sequence id, the tokens it still has to feed, its sampler."""
+
+    def __init__(self, seq: int, feed: list[int], pos: int, sampler):
+        self.seq, self.feed, self.pos, self.sampler = seq, feed, pos, sampler
+        self.made = 0
+
+
+class _Sequences:
+    """The batch engine behind parallel=N (see runtimes/batching.py): N KV sequences in one llama_context.
+
+    Each step puts one token of every decoding sequence into the batch, then fills the rest of n_batch with
+    prompt chunks, so a long prompt arriving never stalls the others for more than a step."""
+
+    def __init__(self, rt: LlamaCppRuntime, n: int):
+        lc = rt.llama_cpp
+        self.rt, self.lc = rt, lc
+        self.n_batch = max(rt.n_batch, n)
+        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self.mem = lc.llama_get_memory(rt.ctx)
+        self.free = list(range(n))
+        self.held: dict[int, list[int]] = {s: [] for s in range(n)}  # what each sequence's KV holds
+
+    def start(self, req) -> bool:
+        if not self.free:
+            return False
+        ids = req.prompt_ids
+        # the free sequence whose KV shares the longest prefix with the prompt (the same chat's earlier turn)
+        seq = max(self.free, key=lambda s: shared_prefix(self.held[s], ids))
+        n = shared_prefix(self.held[seq], ids) if self.rt.prefix_cache else 0
+        if not self.lc.llama_memory_seq_rm(self.mem, seq, n, -1):
+            self.lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            n = 0
+        self.free.remove(seq)
+        self.held[seq] = list(ids[:n])
+        req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids))
+        req.stats["reused"] = n
+        return True
+
+    def step(self, active) -> list:
+        lc, b = self.lc, self.batch
+        order = sorted(active, key=lambda r: len(r.state.feed) > 1)  # decoding sequences first
+        room, k, outputs = self.n_batch, 0, []
+        for req in order:
+            s = req.state
+            take = s.feed[:room]
+            if not take:
+                continue
+            for j, t in enumerate(take):
+                b.token[k], b.pos[k], b.n_seq_id[k] = t, s.pos + j, 1
+                b.seq_id[k][0] = s.seq
+                b.logits[k] = j == len(s.feed) - 1  # logits only where the next token is chosen
+                if b.logits[k]:
+                    outputs.append((req, k))
+                k += 1
+            s.feed, s.pos, room = s.feed[len(take):], s.pos + len(take), room - len(take)
+            self.held[s.seq] += take
+            if room == 0:
+                break
+        b.n_tokens = k
+        if lc.llama_decode(self.rt.ctx, b) != 0:
+            raise GlmkitError(f"llama.cpp could not decode a batch of {k} tokens for {len(active)} sequences")
+        results = []
+        for req, i in outputs:
+            s = req.state
+            tok = lc.llama_sampler_sample(s.sampler, self.rt.ctx, i)
+            s.made += 1
+            done = s.made >= req.config.max_new_tokens or (tok in self.rt.stop_ids and not req.config.ignore_eos)
+            if not done:
+                s.feed = [tok]
+            results.append((req, [tok], done))
+        return results
+
+    def release(self, req) -> None:
+        self.lc.llama_sampler_free(req.state.sampler)
+        self.free.append(req.state.seq)
+
+    def close(self) -> None:
+        self.lc.llama_batch_free(self.batch)

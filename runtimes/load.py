@@ -11,7 +11,7 @@ BACKENDS = ("auto", "openvino", "llamacpp", "transformers")
 OPTIONS = {"n_ctx": ("openvino", "llamacpp", "transformers"), "threads": ("openvino", "llamacpp", "transformers"),
            "prefix_cache": ("openvino", "llamacpp", "transformers"), "dtype": ("openvino", "transformers"),
            "kv_cache": ("openvino", "llamacpp"), "cache_dir": ("openvino",), "flash_attn": ("llamacpp",),
-           "n_batch": ("llamacpp",)}
+           "n_batch": ("llamacpp",), "parallel": ("openvino", "llamacpp")}
 
 
 def detect_backend(model: str) -> str:
@@ -35,7 +35,8 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
     Options (None = the engine's default): n_ctx (default: the artifact's context, capped by the memory its KV
     cache would need), threads, prefix_cache (False: every call prefills its whole prompt), dtype (transformers
     weights; OpenVINO inference precision), kv_cache (llama.cpp f16/f32/q8_0; OpenVINO f16/f32/u8), cache_dir
-    (OpenVINO compiled-model cache), flash_attn and n_batch (llama.cpp); other keys are OpenVINO properties such as
+    (OpenVINO compiled-model cache), flash_attn and n_batch (llama.cpp), parallel (N generations at once, batched
+    in the engine; stream() may then be called from N threads); other keys are OpenVINO properties such as
     MAX_PROMPT_LEN (NPU)."""
     if backend not in BACKENDS:
         raise GlmkitError(f"backend {backend}: choose one of {', '.join(BACKENDS)}")

@@ -1,12 +1,14 @@
 """OpenVINO GenAI: openvino_genai.LLMPipeline on CPU, GPU, NPU or AUTO, streaming token ids.
 
 LLMPipeline keeps the KV cache of the previous call and prefills only what a new prompt adds to it (its own
-prefix reuse), so a chat's next turn costs only its new tokens.
+prefix reuse), so a chat's next turn costs only its new tokens. With parallel=N the model runs in openvino-genai's
+ContinuousBatchingPipeline instead: paged KV with prefix caching, every active generation in each step.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 from pathlib import Path
@@ -15,7 +17,8 @@ from typing import Iterator
 from glmkit.convert.errors import GlmkitError
 
 from .base import Runtime, shared_prefix
-from .context import default_context
+from .batching import Scheduler
+from .context import default_context, kv_bytes_per_token
 from .types import GenerationConfig
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
@@ -36,7 +39,7 @@ class OpenVINORuntime(Runtime):
 
     def __init__(self, path, device: str = "CPU", cache_dir: str | None = None, n_ctx: int | None = None,
                  threads: int | None = None, kv_cache: str | None = None, dtype: str | None = None,
-                 prefix_cache: bool = True, model_name: str | None = None, **properties):
+                 prefix_cache: bool = True, model_name: str | None = None, parallel: int = 1, **properties):
         import openvino_genai as ov_genai
 
         from glmkit.convert import families
@@ -52,6 +55,8 @@ class OpenVINORuntime(Runtime):
             raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
         if dtype and dtype not in DTYPES:
             raise GlmkitError(f"dtype {dtype}: choose one of {', '.join(DTYPES)}")
+        if parallel < 1 or (parallel > 1 and base == "NPU"):
+            raise GlmkitError(f"parallel {parallel}: give 1 or more (the NPU runs one generation at a time)")
         props = dict(properties)
         if base == "NPU":
             props = {**NPU_DEFAULTS, **props}
@@ -64,23 +69,35 @@ class OpenVINORuntime(Runtime):
         if dtype:
             props["INFERENCE_PRECISION_HINT"] = DTYPES[dtype]
         self.prefix_cache = prefix_cache
-        #: the openvino_genai.LLMPipeline, for callers that use its API directly
-        self.pipe = ov_genai.LLMPipeline(str(path), device, **props)
         self.device = device
         cfg = json.loads((Path(path) / "config.json").read_text())
+        heads = cfg.get("num_attention_heads", 1)
+        shape = (cfg.get("num_hidden_layers", 0), cfg.get("num_key_value_heads", heads),
+                 cfg.get("head_dim") or cfg.get("hidden_size", 0) // heads)
+        kv_type = KV_TYPES.get(kv_cache or "u8", "u8")
+        context = default_context(int(cfg.get("max_position_embeddings", 4096)), n_ctx, kv_type, *shape, parallel)
+        if parallel == 1:
+            #: the openvino_genai.LLMPipeline (parallel=N: ContinuousBatchingPipeline), for direct use of its API
+            self.pipe = ov_genai.LLMPipeline(str(path), device, **props)
+        else:
+            sc = ov_genai.SchedulerConfig()
+            sc.max_num_seqs = parallel
+            sc.enable_prefix_caching = prefix_cache
+            sc.dynamic_split_fuse = True  # a long prompt is prefilled in chunks between the others' decode steps
+            sc.max_num_batched_tokens = 256
+            # the paged KV: every sequence's whole context, in whole GB (openvino-genai's unit)
+            sc.cache_size = max(1, math.ceil(kv_bytes_per_token(*shape, kv_type) * context * parallel / 2**30))
+            self.pipe = ov_genai.ContinuousBatchingPipeline(str(path), sc, device, props)
         tok = from_hf(path)
         fmt = families.chat_format(cfg, model_name or str(path), tok.chat_template)
         if base == "NPU":
             context = int(props["MAX_PROMPT_LEN"] + props["MIN_RESPONSE_LEN"])
-        else:
-            heads = cfg.get("num_attention_heads", 1)
-            context = default_context(int(cfg.get("max_position_embeddings", 4096)), n_ctx,
-                                      KV_TYPES.get(kv_cache or "u8", "u8"), cfg.get("num_hidden_layers", 0),
-                                      cfg.get("num_key_value_heads", heads),
-                                      cfg.get("head_dim") or cfg.get("hidden_size", 0) // heads)
         super().__init__(tok, fmt, context, model_name or str(path))
         self._held: list[int] = []  # what LLMPipeline's KV holds after the last call (its prompt + answer)
-        self._engine: dict = {}
+        self._scheduler = None
+        if parallel > 1:
+            self.parallel = parallel
+            self._scheduler = Scheduler(_Batch(self, parallel), "glmkit-openvino")
 
     def generation_config(self, config: GenerationConfig):
         """The openvino_genai.GenerationConfig for a glmkit GenerationConfig (GLM-4's stop tokens included)."""
@@ -103,6 +120,8 @@ class OpenVINORuntime(Runtime):
 
     def reset_cache(self) -> None:
         """openvino-genai has no public reset of LLMPipeline's KV; a one-token generation replaces what it holds."""
+        if self._scheduler is not None:  # the batching pipeline frees a request's blocks when it ends
+            return
         import numpy as np
         import openvino as ov
 
@@ -118,7 +137,10 @@ class OpenVINORuntime(Runtime):
             return 0
         return shared_prefix(self._held, prompt_ids)
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
+        if self._scheduler is not None:
+            yield from self._scheduler.submit(prompt_ids, config, stats)
+            return
         import numpy as np
         import openvino as ov
         import openvino_genai as ov_genai
@@ -138,7 +160,7 @@ class OpenVINORuntime(Runtime):
 
         streamer = Streamer()
         box: dict = {}
-        self._reused = self._reuse(prompt_ids)
+        stats["reused"] = self._reuse(prompt_ids)
         answer: list[int] = []
 
         def run():
@@ -165,8 +187,52 @@ class OpenVINORuntime(Runtime):
                 raise box["error"]
             pm = getattr(box.get("result"), "perf_metrics", None)
             if pm is not None:
-                self._engine = {"ttft_ms": pm.get_ttft().mean, "decode_tps": pm.get_throughput().mean,
-                                "prompt_tokens": pm.get_num_input_tokens()}
+                stats["engine"] = {"ttft_ms": pm.get_ttft().mean, "decode_tps": pm.get_throughput().mean,
+                                   "prompt_tokens": pm.get_num_input_tokens()}
 
-    def _engine_figures(self) -> dict:
-        return dict(self._engine)
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
+
+
+class _Batch:
+    """The batch engine behind parallel=N (see runtimes/batching.py): ContinuousBatchingPipeline's own requests,
+    stepped together; its scheduler admits up to N sequences and prefills long prompts in chunks."""
+
+    def __init__(self, rt: OpenVINORuntime, n: int):
+        self.rt, self.n, self.running, self.next_id = rt, n, 0, 0
+
+    def start(self, req) -> bool:
+        import numpy as np
+        import openvino as ov
+
+        if self.running >= self.n:
+            return False
+        req.state = self.rt.pipe.add_request(self.next_id, ov.Tensor(np.array([req.prompt_ids], dtype=np.int64)),
+                                             self.rt.generation_config(req.config))
+        self.next_id += 1
+        self.running += 1
+        return True
+
+    def step(self, active) -> list:
+        import openvino_genai as ov_genai
+
+        self.rt.pipe.step()
+        results = []
+        for req in active:
+            handle, tokens = req.state, []
+            if handle.can_read():
+                for output in handle.read().values():
+                    tokens += [int(t) for t in output.generated_ids]
+            done = handle.get_status() != ov_genai.GenerationStatus.RUNNING and not handle.can_read()
+            if tokens or done:
+                results.append((req, tokens, done))
+        return results
+
+    def release(self, req) -> None:
+        import openvino_genai as ov_genai
+
+        if req.state.get_status() == ov_genai.GenerationStatus.RUNNING:
+            req.state.cancel()  # freed at the pipeline's next step
+        self.running -= 1

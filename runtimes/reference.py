@@ -44,10 +44,6 @@ class TransformersRuntime(Runtime):
         super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
         self._cache = None
         self._held: list[int] = []  # token ids whose keys and values the cache holds
-        self._engine: dict = {}
-
-    def _engine_figures(self) -> dict:
-        return dict(self._engine)
 
     def reset_cache(self) -> None:
         self._cache, self._held = None, []
@@ -79,18 +75,18 @@ class TransformersRuntime(Runtime):
             self._held = self._held[:n]
         return n
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
         from transformers import DynamicCache
 
         torch = self.torch
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         procs = self._processors(config)
-        self._reused = self._reuse(prompt_ids)
+        reused = stats["reused"] = self._reuse(prompt_ids)
         if self._cache is None:
             self._cache = DynamicCache()
-        self._engine = {"cache_tokens_before": self._cache.get_seq_length()}  # transformers' own count
+        stats["engine"] = {"cache_tokens_before": self._cache.get_seq_length()}  # transformers' own count
         seen = torch.tensor([prompt_ids])
-        step = torch.tensor([prompt_ids[self._reused:]])
+        step = torch.tensor([prompt_ids[reused:]])
         with torch.no_grad():
             for n in range(config.max_new_tokens):
                 out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True)

@@ -33,11 +33,12 @@ MAX_BODY_BYTES = 4 * 2**20  # a long chat with tools is kilobytes; anything near
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "interrupted": "stop"}
 
 
-def create_app(runtime, model_name: str | None = None, api_key: str | None = None, max_concurrency: int = 4,
+def create_app(runtime, model_name: str | None = None, api_key: str | None = None, max_queue: int = 8,
                cors: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The app serving `runtime` (from glmkit.runtimes.load) as model `model_name`."""
+    """The app serving `runtime` (from glmkit.runtimes.load; load(parallel=N) to batch N requests at once) as
+    model `model_name`; up to `max_queue` more requests wait, the rest get 429."""
     name = model_name or runtime.name
-    engine = Engine(runtime, max_concurrency)
+    engine = Engine(runtime, max_queue)
     @asynccontextmanager
     async def lifespan(app):
         yield
@@ -103,6 +104,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     async def health():
         return {"status": "ok", "model": name, "backend": runtime.backend,
                 "requests_in_progress": engine.admitted, "generating": engine.generating,
+                "max_concurrency": engine.workers, "peak_generating": engine.peak,
                 "generations_finished": engine.finished, "generations_cancelled": engine.cancelled}
 
     @app.get("/v1/models")

@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=os.environ.get("GLMKIT_API_KEY"),
                    help="require Authorization: Bearer KEY on /v1 (default: $GLMKIT_API_KEY)")
     p.add_argument("--max-concurrency", type=int, default=4,
-                   help="requests admitted at once, the rest answered 429 with Retry-After (default 4)")
+                   help="generations batched together in the engine (OpenVINO, llama.cpp; default 4)")
+    p.add_argument("--max-queue", type=int, default=8,
+                   help="requests that wait beyond those; more are answered 429 with Retry-After (default 8)")
     p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow browser calls from ORIGIN (repeatable)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     add_engine_flags(p)
@@ -32,16 +34,21 @@ def run(argv: list[str] | None = None) -> int:
     try:
         if not 0 < args.port < 65536:
             raise GlmkitError(f"--port {args.port}: give a port between 1 and 65535")
-        if args.max_concurrency < 1:
-            raise GlmkitError("--max-concurrency must be at least 1")
+        if args.max_concurrency < 1 or args.max_queue < 0:
+            raise GlmkitError("--max-concurrency must be at least 1 and --max-queue at least 0")
         import uvicorn
 
         from glmkit.runtimes import load
+        from glmkit.runtimes.load import detect_backend
 
         from .app import create_app
 
-        runtime = load(args.model, backend=args.backend, device=args.device, **engine_options(args))
-        app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_concurrency, args.cors)
+        options = engine_options(args)
+        kind = detect_backend(args.model) if args.backend == "auto" else args.backend
+        if kind in ("openvino", "llamacpp") and not args.device.upper().startswith("NPU"):
+            options["parallel"] = args.max_concurrency  # the others run one generation at a time
+        runtime = load(args.model, backend=args.backend, device=args.device, **options)
+        app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_queue, args.cors)
         print(f"glm-serve · {args.model_name or args.model} on {runtime.backend} · "
               f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)

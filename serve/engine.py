@@ -1,10 +1,11 @@
 """One loaded model shared by every request: admission, a bounded queue, and cancellation.
 
-A runtime holds one KV cache, so its generations run one at a time on a single worker thread, in arrival order;
-a request's events reach its handler through an asyncio queue as the engine makes them. Up to `max_concurrency`
-requests are admitted at once (one generating, the rest waiting in order); beyond that a request is refused at
-once with HTTP 429 and Retry-After — memory never grows with the load. A request whose client went away is
-cancelled: dropped before it starts, or its generator closed, which stops the engine (see Runtime.stream).
+Each generation runs Runtime.stream on a worker thread; a runtime loaded with parallel=N (glm-serve loads it
+with N = --max-concurrency) batches N of them in its engine, so N workers run at once; a runtime without
+batching gets one worker. A request's events reach its handler through an asyncio queue as the engine makes them.
+Beyond the workers, up to `max_queue` requests wait in arrival order; beyond that a request is refused at once
+with HTTP 429 and Retry-After — memory never grows with the load. A request whose client went away is cancelled:
+dropped before it starts, or its generator closed, which stops its generation (see Runtime.stream).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ _DONE = object()
 
 
 class Engine:
-    def __init__(self, runtime, max_concurrency: int = 4):
+    def __init__(self, runtime, max_queue: int = 8):
         self.runtime = runtime
-        self.max_concurrency = max_concurrency
+        self.workers = runtime.parallel
+        self.limit = self.workers + max_queue
         self.admitted = 0
-        self.generating = False  # the worker is inside a generation now
+        self.generating = 0      # generations running now
+        self.peak = 0            # the most that ever ran at once
+        self.lock = threading.Lock()  # the counters are updated from the worker threads
         self.finished = 0        # generations that ran to their end
         self.cancelled = 0       # generations stopped because their client went away
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glm-serve-engine")
+        self.worker = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="glm-serve-engine")
 
     def close(self) -> None:
         self.worker.shutdown(wait=True, cancel_futures=True)
@@ -35,9 +39,10 @@ class Engine:
 
     async def events(self, start: Callable[[], Iterator], cancel: threading.Event) -> AsyncIterator:
         """The events of `start()` (a Runtime.stream), produced on the engine's worker thread."""
-        if self.admitted >= self.max_concurrency:
-            raise APIError(429, f"the server is busy: {self.admitted} requests in progress (--max-concurrency "
-                                f"{self.max_concurrency}); retry shortly", code="rate_limit_exceeded",
+        if self.admitted >= self.limit:
+            raise APIError(429, f"the server is busy: {self.admitted} requests in progress or queued "
+                                f"({self.workers} at once, {self.limit - self.workers} queued: --max-concurrency, "
+                                "--max-queue); retry shortly", code="rate_limit_exceeded",
                            kind="rate_limit_error", headers={"Retry-After": "1"})
         self.admitted += 1
         loop = asyncio.get_running_loop()
@@ -51,7 +56,9 @@ class Engine:
                 put(_DONE)
                 return
             stream, ended = None, False
-            self.generating = True
+            with self.lock:
+                self.generating += 1
+                self.peak = max(self.peak, self.generating)
             try:
                 stream = start()
                 for event in stream:
@@ -66,9 +73,10 @@ class Engine:
             finally:
                 if stream is not None:
                     stream.close()
-                self.finished += ended
-                self.cancelled += not ended
-                self.generating = False
+                with self.lock:
+                    self.finished += ended
+                    self.cancelled += not ended
+                    self.generating -= 1
                 put(_DONE)
 
         future = loop.run_in_executor(self.worker, work)

@@ -106,7 +106,7 @@ class Scripted(Runtime):
         super().__init__(tok, families.CHAT_FORMATS["z1"], 2048, "scripted")
         self.ids = tok.encode(text) + [tok.special_ids["<|user|>"]]
 
-    def _token_stream(self, prompt_ids, config):
+    def _token_stream(self, prompt_ids, config, stats):
         yield from self.ids
 
 
@@ -141,3 +141,31 @@ def test_repetition_penalty_changes_greedy_output(runtimes):
         plain = rt.generate(MESSAGES, GenerationConfig(max_new_tokens=32, ignore_eos=True)).token_ids
         pen = rt.generate(MESSAGES, GenerationConfig(max_new_tokens=32, repetition_penalty=1.8, ignore_eos=True))
         assert pen.token_ids != plain and len(pen.token_ids) == 32, rt.backend
+
+
+@pytest.mark.parametrize("kind", ["gguf", "ov"])
+def test_parallel_generations_are_batched_and_equal_each_alone(artifacts, kind):
+    """load(parallel=2): two streams consumed in turn from one thread — which a runtime with one KV cache cannot
+    do — share the engine's steps, and each is token for token the answer it gets alone."""
+    prompts = [MESSAGES, [{"role": "user", "content": "import os"}]]
+    config = GenerationConfig(max_new_tokens=24)
+    with load(str(artifacts[kind]), n_ctx=1024) as rt:
+        alone = [rt.generate(p, config).token_ids for p in prompts]
+    with load(str(artifacts[kind]), n_ctx=1024, parallel=2) as rt:
+        streams = [rt.stream(p, config) for p in prompts]
+        results = [None, None]
+        while any(r is None for r in results):
+            for i, s in enumerate(streams):
+                if results[i] is None:
+                    event = next(s)
+                    if hasattr(event, "token_ids"):
+                        results[i] = event
+        assert [r.token_ids for r in results] == alone
+        assert [r.engine["batched_max"] for r in results] == [2, 2]
+        # a stream closed half-way frees its slot: the next two still run side by side
+        early = rt.stream(prompts[0], config)
+        next(early)
+        early.close()
+        again = rt.generate(prompts[1], config)
+        assert again.token_ids == alone[1] and again.cached_tokens == (len(rt.prompt_ids(prompts[1])) - 1
+                                                                      if kind == "gguf" else 0)
