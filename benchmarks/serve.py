@@ -109,8 +109,10 @@ def _stream_turn(port: int, messages: list[dict], answer_tokens: int) -> dict:
                 stamps.append(time.perf_counter())
                 parts.append(text)
     c.close()
-    if not stamps:
+    if not stamps and tokens is None:  # no text, and no usage to say it was a real (empty) answer
         return {"error": "empty answer"}
+    if not stamps:  # the model ended its answer at once (a stop token first): a turn, with no text
+        return {"ttft_ms": (time.perf_counter() - t0) * 1000, "gaps_ms": [], "tokens": tokens, "text": ""}
     return {"ttft_ms": (stamps[0] - t0) * 1000, "gaps_ms": [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])],
             "tokens": tokens if tokens is not None else len(parts), "text": "".join(parts)}
 
@@ -155,7 +157,8 @@ def load_level(port: int, n: int, turns: int, user_chars: int, answer_tokens: in
             "output_tps": round(tokens / wall, 2) if wall > 0 else 0.0,
             "ttft_ms_p50": round(_pct(ttft, 0.5), 1), "ttft_ms_p99": round(_pct(ttft, 0.99), 1),
             "itl_ms_p50": round(_pct(gaps, 0.5), 2), "itl_ms_p99": round(_pct(gaps, 0.99), 2),
-            "errors": sum(1 for r in results for t in r if "error" in t)}
+            "errors": sum(1 for r in results for t in r if "error" in t),
+            "error_kinds": sorted({str(t["error"]) for r in results for t in r if "error" in t})}
 
 
 def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300, answer_tokens: int = 32,

@@ -97,16 +97,28 @@ class LlamaCppRuntime(Runtime):
     def _sampler(self, config: GenerationConfig, prompt_ids: list[int]):
         """llama.cpp's own sampler chain, in C: llama-cpp-python's Llama.generate samples in Python over the whole
         151,552-token vocabulary every step, which costs more than the forward pass of a small model. Order:
-        penalties → top-k → temperature → top-p → draw, the distribution GenerationConfig documents."""
+        grammar → penalties → top-k → temperature → top-p → draw, the distribution GenerationConfig documents."""
         lc = self.llama_cpp
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        vocab = lc.llama_model_get_vocab(self.llm._model.model)
+        n_vocab = lc.llama_vocab_n_tokens(vocab)
+        if config.structure is not None:
+            from .structure import gbnf
+
+            grammar = lc.llama_sampler_init_grammar(vocab, gbnf(config.structure).encode(), b"root")
+            if not grammar:
+                lc.llama_sampler_free(chain)
+                raise GlmkitError("llama.cpp could not compile the grammar for this response format")
+            lc.llama_sampler_chain_add(chain, grammar)
         if config.repetition_penalty != 1.0:  # over the prompt and the answer, as transformers penalises
-            n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.llm._model.model))
             penalties = lc.llama_sampler_init_penalties(n_vocab, self.context_length, config.repetition_penalty,
                                                         0.0, 0.0)
             for t in prompt_ids:
                 lc.llama_sampler_accept(penalties, t)
             lc.llama_sampler_chain_add(chain, penalties)
+        if config.frequency_penalty or config.presence_penalty:  # OpenAI's: over the answer only
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(
+                n_vocab, self.context_length, 1.0, config.frequency_penalty, config.presence_penalty))
         if config.greedy:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
             return chain

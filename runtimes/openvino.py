@@ -111,6 +111,12 @@ class OpenVINORuntime(Runtime):
             g.top_p = config.top_p
             g.top_k = config.top_k or 0
         g.repetition_penalty = config.repetition_penalty
+        g.frequency_penalty = config.frequency_penalty
+        g.presence_penalty = config.presence_penalty
+        if config.structure is not None:
+            from .structure import openvino_config
+
+            g.structured_output_config = openvino_config(config.structure)
         if config.seed is not None:
             g.rng_seed = config.seed
         g.ignore_eos = config.ignore_eos
@@ -209,8 +215,12 @@ class _Batch:
 
         if self.running >= self.n:
             return False
-        req.state = self.rt.pipe.add_request(self.next_id, ov.Tensor(np.array([req.prompt_ids], dtype=np.int64)),
-                                             self.rt.generation_config(req.config))
+        try:
+            req.state = self.rt.pipe.add_request(self.next_id,
+                                                 ov.Tensor(np.array([req.prompt_ids], dtype=np.int64)),
+                                                 self.rt.generation_config(req.config))
+        except RuntimeError as e:  # e.g. a schema its structured output cannot compile
+            raise GlmkitError(f"openvino-genai refused the request: {str(e).strip().splitlines()[0][:300]}") from None
         self.next_id += 1
         self.running += 1
         return True

@@ -15,6 +15,15 @@ from .types import GenerationConfig
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def _openai_penalties(answer, scores, config: GenerationConfig):
+    """OpenAI's frequency and presence penalties (transformers has none): per occurrence in the answer so far,
+    and once for occurring at all."""
+    if answer.numel():
+        ids, counts = answer.unique(return_counts=True)
+        scores[0, ids] -= config.frequency_penalty * counts + config.presence_penalty
+    return scores
+
+
 class TransformersRuntime(Runtime):
     backend = "transformers"
 
@@ -48,13 +57,18 @@ class TransformersRuntime(Runtime):
     def reset_cache(self) -> None:
         self._cache, self._held = None, []
 
-    def _processors(self, config: GenerationConfig):
+    def _processors(self, config: GenerationConfig, n_prompt: int):
         from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                   TopKLogitsWarper, TopPLogitsWarper)
 
+        if config.structure is not None:
+            raise GlmkitError("constrained answers (response_format, tool_choice 'required') need the openvino or "
+                              "llamacpp backend; transformers has no constrained decoding")
         procs = LogitsProcessorList()
         if config.repetition_penalty != 1.0:
             procs.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
+        if config.frequency_penalty or config.presence_penalty:
+            procs.append(lambda ids, scores: _openai_penalties(ids[0, n_prompt:], scores, config))
         if not config.greedy:
             procs.append(TemperatureLogitsWarper(config.temperature))
             if config.top_k:
@@ -80,7 +94,7 @@ class TransformersRuntime(Runtime):
 
         torch = self.torch
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-        procs = self._processors(config)
+        procs = self._processors(config, len(prompt_ids))
         reused = stats["reused"] = self._reuse(prompt_ids)
         if self._cache is None:
             self._cache = DynamicCache()

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .structure import Structure
+
 
 @dataclass
 class GenerationConfig:
     """Sampling, identical on every backend: repetition penalty, then temperature, then top-k, then top-p, then a
     draw from what is left (transformers' order; top-k commutes with temperature, so llama.cpp's chain and
-    openvino-genai's sampler compute the same distribution). temperature 0 is greedy."""
+    openvino-genai's sampler compute the same distribution). temperature 0 is greedy. frequency_penalty and
+    presence_penalty are OpenAI's: subtracted from a token's logit per occurrence in the answer so far, and once if
+    it occurs at all (the prompt does not count). `structure` constrains the answer (runtimes/structure.py)."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    structure: Structure | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False

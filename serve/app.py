@@ -9,6 +9,7 @@ this module maps the OpenAI protocol onto them and answers every bad request wit
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from glmkit.convert.errors import GlmkitError
 from glmkit.runtimes import GenerationConfig, GenerationResult, TextDelta
 from glmkit.runtimes import tools as glm_tools
+from glmkit.runtimes.structure import Structure
 
 from .engine import Engine
 from .protocol import APIError, ChatRequest, CompletionRequest
@@ -162,13 +164,7 @@ def _config(body, runtime, max_tokens: int | None, prompt_ids: list[int]) -> Gen
         raise APIError(400, "n: only 1 is supported", param="n")
     if body.logprobs:
         raise APIError(400, "logprobs are not supported", param="logprobs")
-    for field in ("frequency_penalty", "presence_penalty"):
-        if getattr(body, field):
-            raise APIError(400, f"{field} is not supported; use repetition_penalty (1.0 = off)", param=field)
-    fmt = body.response_format or {}
-    if fmt.get("type", "text") != "text":
-        raise APIError(400, f"response_format {fmt.get('type')!r} is not supported yet; only 'text'",
-                       param="response_format")
+    structure = _response_format(body.response_format, runtime)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
         raise APIError(400, "stop: at most 4 sequences", param="stop")
@@ -186,8 +182,52 @@ def _config(body, runtime, max_tokens: int | None, prompt_ids: list[int]) -> Gen
         max_new_tokens=max_tokens or room, temperature=temperature,
         top_p=body.top_p if body.top_p is not None else card.get("top_p", 1.0),
         top_k=body.top_k if body.top_k is not None else card.get("top_k", 0),
-        repetition_penalty=body.repetition_penalty or 1.0, stop=tuple(stop),
+        repetition_penalty=body.repetition_penalty or 1.0, stop=tuple(stop), structure=structure,
+        frequency_penalty=body.frequency_penalty or 0.0, presence_penalty=body.presence_penalty or 0.0,
         seed=None if body.seed is None else body.seed % 2**32)  # OpenAI takes any integer; the engines 32 bits
+
+
+def _response_format(fmt: dict | None, runtime) -> Structure | None:
+    """OpenAI's response_format as a Structure the engine enforces while decoding; None for plain text."""
+    kind = (fmt or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        structure = Structure.json()
+    elif kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise APIError(400, "response_format.json_schema: give {'name': ..., 'schema': {JSON schema}}",
+                           param="response_format")
+        structure = Structure.json(schema)
+    else:
+        raise APIError(400, f"response_format type {kind!r}: use 'text', 'json_object' or 'json_schema'",
+                       param="response_format")
+    return _check_structure(structure, runtime, "response_format")
+
+
+def _check_structure(structure: Structure, runtime, param: str) -> Structure:
+    """Refused up front, by name, where the engine cannot enforce it."""
+    if runtime.backend not in ("openvino", "llamacpp"):
+        raise APIError(400, f"{param}: constrained answers need the openvino or llamacpp backend; "
+                            f"{runtime.backend} has no constrained decoding", param=param)
+    if runtime.chat_format.thinks:
+        raise APIError(400, f"{param}: a Z1 model's answer opens with a thought, which a constraint would cut "
+                            "out; ask for JSON in the prompt instead", param=param)
+    try:
+        if runtime.backend == "llamacpp":
+            from glmkit.runtimes.structure import gbnf
+
+            gbnf(structure)
+        else:
+            from glmkit.runtimes.structure import openvino_config
+
+            openvino_config(structure)
+    except Exception as e:  # the converters raise assorted errors on schemas they cannot express
+        raise APIError(400, f"{param}: the engine cannot enforce this schema ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else 'unsupported'})", param=param)
+    return structure
 
 
 def _chat_plan(body: ChatRequest, runtime) -> dict:
@@ -196,7 +236,7 @@ def _chat_plan(body: ChatRequest, runtime) -> dict:
     tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
     names = {t["function"]["name"] for t in tools}
     choice = body.tool_choice
-    prefix = ""
+    prefix, structure = "", None
     if tools and glm_tools.template_reads_tools(runtime.tokenizer.chat_template) is None:
         raise APIError(400, "this model's chat template has no tools block, so it cannot be told about tools; "
                             "serve a checkpoint whose template describes tools (GLM-4-0414, glm-4-9b-chat)",
@@ -207,18 +247,24 @@ def _chat_plan(body: ChatRequest, runtime) -> dict:
         pass
     elif choice == "none":
         names, prefix = set(), "\n"  # GLM-4 marks a plain answer with a newline after <|assistant|>
-    elif choice == "required":
-        if len(names) != 1:
-            raise APIError(400, "tool_choice 'required' with several tools is not supported yet; name the function "
-                                "({'type': 'function', 'function': {'name': ...}}) or use 'auto'", param="tool_choice")
-        prefix = next(iter(names)) + "\n"
+    elif choice == "required" and len(names) == 1:
+        prefix = next(iter(names)) + "\n"  # the template's metadata line, as for a named function
+    elif choice == "required":  # the engine's grammar: one declared name, a newline, arguments of its schema
+        if body.response_format and body.response_format.get("type", "text") != "text":
+            raise APIError(400, "response_format and tool_choice 'required' cannot both constrain the answer",
+                           param="response_format")
+        structure = _check_structure(Structure.tool_call(tools), runtime, "tool_choice")
     elif choice is not None and choice != "auto":
         forced = choice.function.get("name")
         if forced not in names:
             raise APIError(400, f"tool_choice names {forced!r}, which is not among the tools", param="tool_choice")
         prefix = forced + "\n"
+    if not prefix and not structure and body.response_format and body.response_format.get("type", "text") != "text":
+        prefix = "\n"  # GLM-4 opens a plain answer with a newline; the JSON follows it
     ids = runtime.prompt_ids(messages, tools=tools or None, assistant_prefix=prefix)
     config = _config(body, runtime, body.max_completion_tokens or body.max_tokens, ids)
+    if structure is not None:
+        config = dataclasses.replace(config, structure=structure)
     return {"prompt": messages, "tools": tools or None, "prefix": prefix, "names": names, "config": config}
 
 

@@ -135,6 +135,17 @@ def test_truncated_gguf_is_a_clear_error(artifacts, tmp_path):
         load(str(cut))
 
 
+def test_openai_penalties_are_the_same_on_every_backend(runtimes):
+    """frequency/presence penalties count the answer only: llama.cpp's penalties sampler (fed no prompt),
+    openvino-genai's own, and the reference's processor give the same greedy tokens, and not the plain ones."""
+    messages = [{"role": "user", "content": "import sys\nimport sys"}]
+    plain = runtimes["llamacpp"].generate(messages, GenerationConfig(max_new_tokens=32)).token_ids
+    for freq, presence in ((1.0, 0.5), (0.0, 2.0)):
+        config = GenerationConfig(max_new_tokens=32, frequency_penalty=freq, presence_penalty=presence)
+        got = {k: rt.generate(messages, config).token_ids for k, rt in runtimes.items()}
+        assert got["llamacpp"] == got["openvino"] == got["transformers"] != plain
+
+
 def test_repetition_penalty_changes_greedy_output(runtimes):
     """The penalty reaches every engine: a strong one changes what greedy decoding picks."""
     for rt in runtimes.values():

@@ -1,0 +1,62 @@
+"""Constrained answers through each engine's own constrained decoding: JSON that matches a schema, or one GLM-4
+tool call (`name\\n{arguments}`) whose name is a declared tool and whose arguments match its parameters.
+
+Both engines get one GBNF grammar, written by llama-cpp-python's JSON-schema converter: llama.cpp's grammar
+sampler and openvino-genai's StructuredOutputConfig (xgrammar underneath) read it, so both allow the same answers.
+The PyTorch reference has no constrained decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+ANY_OBJECT = {"type": "object"}
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a newline in a value), which JSON
+# forbids (RFC 8259) and json.loads refuses; llama.cpp's own converter excludes them, as this rule does.
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What an answer must be. json_schema: JSON text of a schema; tools: ((name, JSON text of its parameters
+    schema), ...) — the answer is one call of one of them, GLM-4's way."""
+
+    json_schema: str | None = None
+    tools: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, schema: dict | None = None) -> Structure:
+        return cls(json_schema=json.dumps(schema or ANY_OBJECT))
+
+    @classmethod
+    def tool_call(cls, tools: list[dict]) -> Structure:
+        """From OpenAI `tools`: a call of one of them."""
+        return cls(tools=tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
+                               for t in tools))
+
+
+def gbnf(structure: Structure) -> str:
+    """The grammar (root rule `root`) for the structure."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    if structure.json_schema is not None:
+        conv.visit(conv.resolve_refs(json.loads(structure.json_schema), "request"), "")
+        return conv.format_grammar().replace(_LOOSE_CHAR, _JSON_CHAR)
+    branches = []
+    for i, (name, params) in enumerate(structure.tools):
+        rule = conv.visit(conv.resolve_refs(json.loads(params), f"tool{i}"), f"tool{i}")
+        branches.append(f"{json.dumps(name + chr(10))} {rule}")
+    return conv.format_grammar().replace(_LOOSE_CHAR, _JSON_CHAR) + f"\nroot ::= {' | '.join(branches)}\n"
+
+
+def openvino_config(structure: Structure):
+    """An openvino_genai.StructuredOutputConfig with the grammar (its own JSON-schema mode would let whitespace
+    run on without end: a small model's greedy answer then never closes)."""
+    import openvino_genai as ov_genai
+
+    config = ov_genai.StructuredOutputConfig()
+    config.grammar = gbnf(structure)
+    return config
