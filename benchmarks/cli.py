@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-peers", dest="peers", action="store_false", help="skip llama_cpp.server")
     sv.add_argument("-o", "--output", default="serve.json", help="result JSON; .md and .png are written beside it")
     sv.add_argument("-q", "--quiet", action="store_true")
+    kv = sub.add_parser("kv", help="KV-cache types at length: bytes per 1K tokens and KL against an f32 cache")
+    kv.add_argument("model", help="an OpenVINO IR dir or a .gguf file")
+    kv.add_argument("--length", type=int, default=2048, help="tokens of held-out text")
+    kv.add_argument("--kv-cache", help="comma list (default: llama.cpp f16,q8_0; OpenVINO f16,u8)")
+    kv.add_argument("-o", "--output", default="kv.json", help="result JSON; .md and .png are written beside it")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -154,6 +159,11 @@ def run(argv: list[str] | None = None) -> int:
             data = serve.run(args.model, args.clients, args.turns, args.user_chars, args.answer_tokens, args.n_ctx,
                              args.threads, args.peers, args.quiet)
             return _write(data, Path(args.output), serve)
+        if args.cmd == "kv":
+            from . import kv
+
+            types = tuple(t for t in (args.kv_cache or "").split(",") if t) or None
+            return _write(kv.run(args.model, args.length, types), Path(args.output), kv)
         if args.cmd == "report":
             data = report.load_results(args.results)
             print(report.to_csv(data) if args.csv else report.to_markdown(data), end="")

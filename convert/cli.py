@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="read pickled *.bin weights (sources you trust)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--rope-scaling", metavar="yarn:FACTOR",
+                   help="YaRN long-context scaling, e.g. yarn:4 (GLM-4-0414: 32K native → 128K), any target")
     ov = p.add_argument_group("openvino")
     ov.add_argument("--weight-format", choices=("fp16", "int8", "int4"), default="int4")
     sym = ov.add_mutually_exclusive_group()
@@ -44,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--dataset", help="calibration text: a UTF-8 file, or 'embedded' (glm4-tiny's text)")
     ov.add_argument("--num-samples", type=int, help="calibration samples (default 64)")
     ov.add_argument("--profile", choices=("cpu", "gpu", "npu"), default="cpu", help="target device defaults")
-    ov.add_argument("--rope-scaling", metavar="yarn:FACTOR", help="bake YaRN long-context scaling, e.g. yarn:4")
     gg = p.add_argument_group("gguf")
     gg.add_argument("--outtype", default="f16",
                     choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"),
@@ -98,7 +99,8 @@ def run(argv: list[str] | None = None) -> int:
 
         if not args.src:
             parser.error("SRC is required (or --info OUT)")
-        common = dict(force=args.force, allow_pickle=args.allow_pickle, revision=args.revision, quiet=args.quiet)
+        common = dict(force=args.force, allow_pickle=args.allow_pickle, revision=args.revision, quiet=args.quiet,
+                      rope_scaling=args.rope_scaling)
         if args.to == "hf":
             out = hf.to_hf(args.src, args.output, **common)
         elif args.to == "gguf":
@@ -108,7 +110,7 @@ def run(argv: list[str] | None = None) -> int:
                 args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,
                 ratio=args.ratio, all_layers=args.all_layers, awq=args.awq, scale_estimation=args.scale_estimation,
                 gptq=args.gptq, dataset=args.dataset, num_samples=args.num_samples, profile=args.profile,
-                rope_scaling=args.rope_scaling, verify=args.verify, **common)
+                verify=args.verify, **common)
     except GlmkitError as e:
         print(f"glm-convert: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -167,6 +167,40 @@ def rope_scaling_yarn(factor: float, original_context: int) -> dict:
     return {"type": "yarn", "factor": float(factor), "original_max_position_embeddings": int(original_context)}
 
 
+def yarn(config: dict) -> dict | None:
+    """The config's YaRN rope_scaling, or None (transformers accepts "rope_type" or the older "type")."""
+    scaling = config.get("rope_scaling") or {}
+    return scaling if (scaling.get("rope_type") or scaling.get("type")) == "yarn" else None
+
+
+def context_length(config: dict) -> int:
+    """The context a config supports: with YaRN, the original context × factor (GLM-4-0414's card adds
+    rope_scaling and leaves max_position_embeddings at the native 32,768), else max_position_embeddings."""
+    native = int(config.get("max_position_embeddings") or config.get("seq_length") or 0)
+    scaling = yarn(config)
+    if scaling:
+        original = int(scaling.get("original_max_position_embeddings") or native)
+        return max(native, int(original * float(scaling["factor"])))
+    return native
+
+
+def with_yarn(config: dict, spec: str) -> dict:
+    """`config` with `--rope-scaling yarn:FACTOR` applied: transformers' YaRN (factor, original context = the
+    config's context) and max_position_embeddings = native × factor, so every reader sees the longer context."""
+    kind, _, factor = spec.partition(":")
+    try:
+        f = float(factor)
+    except ValueError:
+        f = 0.0
+    if kind != "yarn" or not f > 1.0 or f != f or f == float("inf"):
+        raise GlmkitError(f"--rope-scaling {spec}: expected yarn:FACTOR with FACTOR > 1, e.g. yarn:4")
+    if config.get("rope_scaling"):
+        raise GlmkitError(f"--rope-scaling {spec}: the source already has rope_scaling "
+                          f"{json.dumps(config['rope_scaling'])}; convert it without --rope-scaling")
+    native = int(config["max_position_embeddings"])
+    return {**config, "rope_scaling": rope_scaling_yarn(f, native), "max_position_embeddings": int(native * f)}
+
+
 def supported() -> str:
     return ", ".join(f"{a} ({f.name})" for f in FAMILIES.values() for a in f.architectures)
 

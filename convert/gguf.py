@@ -130,7 +130,7 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
     w = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     w.add_name(Path(spec).name if not spec.startswith("synthetic:") else spec)
-    w.add_context_length(int(config["max_position_embeddings"]))
+    w.add_context_length(families.context_length(config))
     w.add_embedding_length(config["hidden_size"])
     w.add_feed_forward_length(config["intermediate_size"])
     w.add_block_count(n_layers)
@@ -217,14 +217,19 @@ def sidecar(path: Path) -> Path:
 
 
 def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16", verify: bool = True,
-            force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False) -> Path:
-    """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json)."""
+            force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False,
+            rope_scaling: str | None = None) -> Path:
+    """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json).
+    rope_scaling "yarn:FACTOR" writes YaRN into the file (llama.cpp reads {arch}.rope.scaling.*) and verifies
+    against the source run with the same YaRN."""
     from . import verify as verify_mod
-    from .remap import chatglm_to_glm_config, write_checkpoint, write_tokenizer
+    from .remap import chatglm_to_glm_config, write_checkpoint, write_tokenizer, yarn_view
     from .source import open_source
 
     if outtype not in OUTTYPES:
         raise GlmkitError(f"--outtype {outtype}: choose one of {', '.join(OUTTYPES)}")
+    if rope_scaling:  # a bad spec fails before any work
+        families.with_yarn({"max_position_embeddings": 1}, rope_scaling)
     out = Path(output or f"{default_output(src, outtype)}.gguf")
     check_output(out, force)
     t0 = time.perf_counter()
@@ -238,6 +243,8 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
     if ckpt.pickled:
         raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf --allow-pickle")
     config = chatglm_to_glm_config(ckpt.config) if ckpt.family.name == "chatglm" else dict(ckpt.config)
+    if rope_scaling:
+        config = families.with_yarn(config, rope_scaling)
     with stage_dir(out) as stage:
         tok_dir = ckpt.path
         if ckpt.family.name == "chatglm":  # tokenizer.json from the tiktoken file, no remote code
@@ -261,6 +268,8 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
                     ref_dir = Path(stage) / "hf"
                     ref_dir.mkdir()
                     write_checkpoint(ckpt, ref_dir, quiet=True)
+                if rope_scaling:  # the source run with the same YaRN
+                    ref_dir = yarn_view(ref_dir, Path(stage) / "yarn", rope_scaling)
                 result, record = verify_mod.check(ref_dir, tmp, outtype,
                                                   parameters=parameters, candidate_bytes=tmp.stat().st_size,
                                                   gated=source.kind != "synthetic", quiet=quiet)
@@ -270,6 +279,7 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
                     "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
                     "family": ckpt.family.name, "architecture": ARCHS[ckpt.family.name].lower(),
                     "settings": {"outtype": outtype}, "size_bytes": tmp.stat().st_size,
+                    "rope_scaling": config.get("rope_scaling"), "context_length": families.context_length(config),
                     "file_identity": manifest.file_identity(tmp),
                     "source_parameters": parameters,
                     "seconds": {"write": round(t_write, 2), "total": round(time.perf_counter() - t0, 2)},

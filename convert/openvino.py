@@ -139,6 +139,8 @@ def _stage_source(ckpt, source_dir: Path, stage: Path, rope_scaling: str | None,
     """A transformers-native directory to export from: chatglm remapped, or config patched for YaRN."""
     from .remap import write_checkpoint
 
+    if rope_scaling:  # a bad spec fails before any work
+        families.with_yarn({"max_position_embeddings": 1}, rope_scaling)
     if ckpt.family.name == "chatglm":
         progress.say("remapping chatglm → glm (no remote code)", quiet)
         source_dir = stage / "hf"
@@ -146,22 +148,9 @@ def _stage_source(ckpt, source_dir: Path, stage: Path, rope_scaling: str | None,
         write_checkpoint(ckpt, source_dir, quiet=True)
     if not rope_scaling:
         return source_dir
-    kind, _, factor = rope_scaling.partition(":")
-    try:
-        factor_f = float(factor)
-    except ValueError:
-        factor_f = 0.0
-    if kind != "yarn" or factor_f <= 1.0:
-        raise GlmkitError(f"--rope-scaling {rope_scaling}: expected yarn:FACTOR with FACTOR > 1, e.g. yarn:4")
-    patched = stage / "yarn"
-    patched.mkdir(parents=True, exist_ok=True)
-    for f in Path(source_dir).iterdir():
-        if f.name != "config.json":
-            os.symlink(f.resolve(), patched / f.name)
-    cfg = json.loads((Path(source_dir) / "config.json").read_text())
-    cfg["rope_scaling"] = families.rope_scaling_yarn(factor_f, cfg["max_position_embeddings"])
-    (patched / "config.json").write_text(json.dumps(cfg, indent=2))
-    return patched
+    from .remap import yarn_view
+
+    return yarn_view(source_dir, stage / "yarn", rope_scaling)
 
 
 def ir_weight_precisions(xml: Path) -> dict[str, int]:
@@ -229,6 +218,45 @@ def _export_and_compress(source_dir: Path, out: Path, settings: dict, config: di
     if missing:
         raise GlmkitError(f"export produced no {', '.join(missing)}; openvino-tokenizers may be missing or "
                           "mismatched — reinstall glmkit's pinned stack")
+    if not q:
+        _rope_frequencies_in_f32(out, source_dir)
+
+
+def _rope_frequencies_in_f32(out: Path, source_dir: Path) -> None:
+    """An fp16 IR stores every float constant in f16, the rotary inverse frequencies too: their rounding error is
+    multiplied by the position, so rope angles drift as the context grows (KL 2e-3 against transformers at
+    positions 1,024–1,800 of glm4-tiny; OpenVINO's own fix, openvinotoolkit/openvino PR 35674, is not released).
+    Put them back in f32, as transformers' own rope initialisation computes them (YaRN included)."""
+    import numpy as np
+    import openvino as ov
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    cfg = AutoConfig.from_pretrained(str(source_dir), trust_remote_code=False)
+    scaling = getattr(cfg, "rope_scaling", None) or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))  # as Glm4RotaryEmbedding reads it
+    inv_freq = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu")[0].numpy().astype(np.float32)
+    xml = out / "openvino_model.xml"
+    model = ov.Core().read_model(xml)
+    found = 0
+    for op in model.get_ops():
+        if op.get_type_name() != "Constant" or "rotary_emb" not in op.get_friendly_name():
+            continue
+        if op.get_element_type() != ov.Type.f16 or list(op.get_output_shape(0))[-2:] != [inv_freq.size, 1]:
+            continue
+        if not np.allclose(op.get_data().astype(np.float32).reshape(-1), inv_freq, rtol=2e-3):
+            continue  # not the frequencies: leave it
+        exact = ov.op.Constant(inv_freq.reshape(list(op.get_output_shape(0))))
+        for target in op.output(0).get_target_inputs():
+            target.replace_source_output(exact.output(0))
+        found += 1
+    if found:
+        staged = out / "rope-f32"
+        ov.save_model(model, staged / "openvino_model.xml", compress_to_fp16=False)
+        del model
+        for f in ("openvino_model.xml", "openvino_model.bin"):
+            (staged / f).replace(out / f)
+        staged.rmdir()
 
 
 def _write_generation_config(out: Path, source_dir: Path, fmt: families.ChatFormat) -> None:
@@ -293,7 +321,8 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
             manifest.write(tmp, {
                 "kind": "openvino", "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
                 "family": ckpt.family.name, "chat_format": fmt.name, "settings": settings,
-                "rope_scaling": config.get("rope_scaling"), "weight_precisions": precisions, "size_bytes": size,
+                "rope_scaling": config.get("rope_scaling"), "context_length": families.context_length(config),
+                "weight_precisions": precisions, "size_bytes": size,
                 "source_parameters": parameters, "seconds": {k: round(v, 2) for k, v in timings.items()},
                 "verification": record,
             })

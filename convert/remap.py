@@ -8,6 +8,7 @@ it as an artifact; source.transformers_dir caches it for everything else that ru
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -144,3 +145,16 @@ def write_checkpoint(ckpt: Checkpoint, out: Path, quiet: bool = False, max_shard
     write_tokenizer(ckpt, out)
     write_generation_config(ckpt, out)
     return config
+
+
+def yarn_view(source_dir: Path, dest: Path, spec: str) -> Path:
+    """`source_dir` with `--rope-scaling` applied to its config (families.with_yarn), at `dest`: the other files
+    are links, so a 9B checkpoint costs nothing to view this way."""
+    cfg = families.with_yarn(json.loads((Path(source_dir) / "config.json").read_text()), spec)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in Path(source_dir).iterdir():
+        if f.name != "config.json":
+            os.symlink(f.resolve(), dest / f.name)
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return dest
+

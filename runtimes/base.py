@@ -54,6 +54,8 @@ class Runtime(ABC):
         self.stop_ids = set(tokenizer.stop_ids)
         #: generations that may run at once (load(parallel=N)); stream() is thread-safe when it is above 1
         self.parallel = 1
+        #: K and V of one token over all layers, in the cache type the engine runs (0 where unknown)
+        self.kv_bytes_per_token = 0.0
 
     # -- what a backend provides -------------------------------------------------------------------------------
     @abstractmethod

@@ -15,7 +15,7 @@ from glmkit.convert.errors import GlmkitError
 
 from .base import Runtime, shared_prefix
 from .batching import Scheduler
-from .context import default_context
+from .context import default_context, kv_bytes_per_token
 from .types import GenerationConfig
 
 KV_TYPES = ("f16", "f32", "q8_0")
@@ -90,6 +90,7 @@ class LlamaCppRuntime(Runtime):
         # llama.cpp rounds its context up (to 256); glmkit holds to the length asked for
         super().__init__(tok, fmt, min(n_ctx, self.llm.n_ctx() if parallel == 1 else n_ctx),
                          model_name or str(path))
+        self.kv_bytes_per_token = kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], kv_cache)
         if parallel > 1:
             self.parallel = parallel
             self._scheduler = Scheduler(_Sequences(self, parallel), "glmkit-llamacpp")

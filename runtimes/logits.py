@@ -13,20 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
+from glmkit.convert.errors import GlmkitError
+
 # f32 compute: what optimum-intel's OVModelForCausalLM was given when verification ran through it, so figures
 # stay comparable with every earlier glmkit.json.
 OPENVINO_EXACT = {"INFERENCE_PRECISION_HINT": "f32"}
+OPENVINO_CHUNK = 128
 
 
-def logits(model: str | Path, ids: list[int], backend: str = "auto") -> np.ndarray:
-    """[len(ids), vocab] float32 logits of `model` (an OpenVINO IR dir, a .gguf, or any glm-convert SRC)."""
+def logits(model: str | Path, ids: list[int], backend: str = "auto", kv_cache: str | None = None) -> np.ndarray:
+    """[len(ids), vocab] float32 logits of `model` (an OpenVINO IR dir, a .gguf, or any glm-convert SRC).
+    kv_cache: the engine's KV-cache type instead of f32 (llama.cpp f16/q8_0, OpenVINO f16/u8), to measure what a
+    smaller cache costs."""
     from .load import detect_backend
 
     kind = detect_backend(str(model)) if backend == "auto" else backend
     if kind == "openvino":
-        return _openvino(Path(model), ids)
+        return _openvino(Path(model), ids, kv_cache)
     if kind == "llamacpp":
-        return _llamacpp(Path(model), ids)
+        return _llamacpp(Path(model), ids, kv_cache)
+    if kv_cache:
+        raise GlmkitError("kv_cache applies to the openvino and llamacpp backends")
     return _transformers(model, ids)
 
 
@@ -37,28 +44,48 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))
 
 
-def _openvino(path: Path, ids: list[int]) -> np.ndarray:
+def _openvino(path: Path, ids: list[int], kv_cache: str | None = None) -> np.ndarray:
     """One forward pass of the stateful IR with OpenVINO's own runtime (what LLMPipeline runs, minus sampling)."""
     import openvino as ov
 
+    from .openvino import KV_TYPES
+
+    props = dict(OPENVINO_EXACT)
+    if kv_cache:
+        if kv_cache not in KV_TYPES:
+            raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
+        props["KV_CACHE_PRECISION"] = KV_TYPES[kv_cache]
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path / "openvino_model.xml")), "CPU", OPENVINO_EXACT)
+    compiled = core.compile_model(core.read_model(str(path / "openvino_model.xml")), "CPU", props)
     request = compiled.create_infer_request()
     request.reset_state()
-    n = len(ids)
-    feed = {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, n), dtype=np.int64),
-            "position_ids": np.arange(n, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)}
     names = {name for port in compiled.inputs for name in port.get_names()}
-    request.infer({k: v for k, v in feed.items() if k in names})
-    return np.array(request.get_tensor("logits").data[0], dtype=np.float32)
+    # One pass attends to the K/V it just computed, never to the cache; with a cache type to measure, the text
+    # goes in chunks, so later chunks read earlier ones from the cache as a chat's next turn does.
+    step = OPENVINO_CHUNK if kv_cache else len(ids)
+    out = []
+    for a in range(0, len(ids), step):
+        chunk = ids[a:a + step]
+        feed = {"input_ids": np.array([chunk], dtype=np.int64),
+                "attention_mask": np.ones((1, a + len(chunk)), dtype=np.int64),
+                "position_ids": np.arange(a, a + len(chunk), dtype=np.int64)[None],
+                "beam_idx": np.zeros(1, dtype=np.int32)}
+        request.infer({k: v for k, v in feed.items() if k in names})
+        out.append(np.array(request.get_tensor("logits").data[0], dtype=np.float32))
+    return np.concatenate(out)
 
 
-def _llamacpp(path: Path, ids: list[int]) -> np.ndarray:
+def _llamacpp(path: Path, ids: list[int], kv_cache: str | None = None) -> np.ndarray:
     import llama_cpp
 
+    from .llamacpp import KV_TYPES
+
+    if kv_cache and kv_cache not in KV_TYPES:
+        raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
+    kv = getattr(llama_cpp, f"GGML_TYPE_{(kv_cache or 'f32').upper()}")
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=len(ids) + 8, logits_all=True,
-                          verbose=False, n_threads=os.cpu_count() or 1, type_k=llama_cpp.GGML_TYPE_F32,
-                          type_v=llama_cpp.GGML_TYPE_F32)
+                          verbose=False, n_threads=os.cpu_count() or 1, type_k=kv, type_v=kv,
+                          flash_attn=kv_cache == "q8_0")  # a quantized V cache needs flash attention
     try:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float32)

@@ -74,8 +74,8 @@ class OpenVINORuntime(Runtime):
         heads = cfg.get("num_attention_heads", 1)
         shape = (cfg.get("num_hidden_layers", 0), cfg.get("num_key_value_heads", heads),
                  cfg.get("head_dim") or cfg.get("hidden_size", 0) // heads)
-        kv_type = KV_TYPES.get(kv_cache or "u8", "u8")
-        context = default_context(int(cfg.get("max_position_embeddings", 4096)), n_ctx, kv_type, *shape, parallel)
+        kv_type = KV_TYPES.get(kv_cache or "f16", "f16")  # the CPU plugin's default cache is f16
+        context = default_context(families.context_length(cfg) or 4096, n_ctx, kv_type, *shape, parallel)
         if parallel == 1:
             #: the openvino_genai.LLMPipeline (parallel=N: ContinuousBatchingPipeline), for direct use of its API
             self.pipe = ov_genai.LLMPipeline(str(path), device, **props)
@@ -93,6 +93,7 @@ class OpenVINORuntime(Runtime):
         if base == "NPU":
             context = int(props["MAX_PROMPT_LEN"] + props["MIN_RESPONSE_LEN"])
         super().__init__(tok, fmt, context, model_name or str(path))
+        self.kv_bytes_per_token = kv_bytes_per_token(*shape, kv_type)
         self._held: list[int] = []  # what LLMPipeline's KV holds after the last call (its prompt + answer)
         self._scheduler = None
         if parallel > 1:

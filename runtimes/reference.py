@@ -49,7 +49,7 @@ class TransformersRuntime(Runtime):
                                                           trust_remote_code=False).eval()
         tok = from_hf(path)
         fmt = families.chat_format(cfg.to_dict(), model_name or str(path), tok.chat_template)
-        native = int(cfg.max_position_embeddings)
+        native = families.context_length(cfg.to_dict())
         super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
         self._cache = None
         self._held: list[int] = []  # token ids whose keys and values the cache holds

@@ -302,3 +302,24 @@ def test_glm_bench_serve_loads_glm_serve_and_llama_cpp_server_alike(tmp_path, gl
         assert all(0 < lv["output_tokens"] <= lv["turns"] * 8 for lv in s["levels"])
         assert s["levels"][0]["scaling"] == 1.0
     assert "| glm-serve | 2 |" in (tmp_path / "serve.md").read_text()
+
+
+def test_glm_bench_kv_measures_the_8bit_caches_at_length(tmp_path, glmkit_cache):
+    """Bytes per 1K tokens from the file's shape, and KL against an f32 cache by position band: an f16 cache all but
+    free, an 8-bit cache (llama.cpp q8_0, OpenVINO u8) measurably not — so the cache type really was applied."""
+    from glmkit.convert.gguf import to_gguf
+    from glmkit.convert.openvino import to_openvino
+
+    models = [to_gguf("glm4-tiny", tmp_path / "t.gguf", outtype="f32", verify=False, quiet=True),
+              to_openvino("glm4-tiny", tmp_path / "ov", weight_format="fp16", verify=False, quiet=True)]
+    for model, eight in zip(models, ("q8_0", "u8")):
+        r = glm_bench("kv", model, "--length", "1024", "-o", tmp_path / f"{eight}.json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads((tmp_path / f"{eight}.json").read_text())
+        caches = {c["kv_cache"]: c for c in data["caches"]}
+        assert set(caches) == {"f16", eight}
+        f16, small = caches["f16"], caches[eight]
+        assert f16["kv_bytes_per_1k_tokens"] == 4 * 2 * 64 * 2 * 2 * 1024  # glm4-tiny: 4 layers, 2 KV heads of 64
+        assert small["kv_bytes_per_1k_tokens"] < 0.55 * f16["kv_bytes_per_1k_tokens"]
+        for a, b in zip(f16["bands"], small["bands"]):
+            assert a["mean_kl"] < 1e-5 < b["mean_kl"] < 1e-2 and b["top1_agreement"] > 0.9
