@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reps", type=int, default=5)
     r.add_argument("--warmup", type=int, default=1)
     r.add_argument("--threads", type=int)
+    r.add_argument("--kv-cache", help="KV-cache type for every model (llama.cpp f16/q8_0, OpenVINO f16/u8)")
     r.add_argument("--reference", help="HF source for the transformers reference (speed-up and quality)")
     r.add_argument("--no-quality", dest="quality", action="store_false")
     r.add_argument("--no-peers", dest="peers", action="store_false", help="skip the raw-engine runs")
@@ -141,7 +142,8 @@ def run(argv: list[str] | None = None) -> int:
             data = run_mod.run(args.models, tuple(args.backends.split(",")),
                                args.prompt_lengths, args.gen, args.reps,
                                args.warmup, args.threads, args.reference, args.quality, peers=args.peers,
-                               roofline=args.roofline, interleave=args.interleave, quiet=args.quiet)
+                               roofline=args.roofline, interleave=args.interleave, quiet=args.quiet,
+                               kv_cache=args.kv_cache)
             out = Path(args.output)
             written = report.write_reports(data, out.parent, out.stem)
             print(report.to_markdown(data))

@@ -70,6 +70,28 @@ def quality_plot(data: dict, path: str | Path) -> Path | None:
     return _save(fig, path)
 
 
+def length_plot(data: dict, path: str | Path) -> Path | None:
+    """Prefill and decode t/s against the prompt length, one line per config (runs with several lengths)."""
+    lengths = sorted({r["prompt_tokens"] for r in data["results"]})
+    if len(lengths) < 2:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label in dict.fromkeys(r["label"] for r in data["results"]):
+        rs = sorted((r for r in data["results"] if r["label"] == label), key=lambda r: r["prompt_tokens"])
+        for ax, key in zip(axes, ("prefill_tps", "decode_tps")):
+            ax.plot([r["prompt_tokens"] for r in rs], [r["speed"][key]["median"] for r in rs], marker="o",
+                    label=label)
+    for ax, title in zip(axes, ("prefill tokens/s", "decode tokens/s")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context (prompt tokens)")
+        ax.set_ylabel(title)
+    axes[1].legend(fontsize=7)
+    env = data["environment"]
+    fig.suptitle(f"speed against context · {env['cpu']} · {env['threads']} threads", fontsize=9)
+    return _save(fig, path)
+
+
 def _save(fig, path) -> Path:
     import io
 
@@ -86,5 +108,6 @@ def plots(data: dict, out_dir: str | Path, stem: str = "results") -> list[Path]:
     if not available():
         return []
     out_dir = Path(out_dir)
-    made = [decode_plot(data, out_dir / f"{stem}-decode.png"), quality_plot(data, out_dir / f"{stem}-quality.png")]
+    made = [decode_plot(data, out_dir / f"{stem}-decode.png"), quality_plot(data, out_dir / f"{stem}-quality.png"),
+            length_plot(data, out_dir / f"{stem}-length.png")]
     return [p for p in made if p]

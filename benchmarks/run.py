@@ -145,7 +145,8 @@ class Subject:
                                  "peak_rss_mb": peak} for r, peak in zip(ours, got["peak_rss_mb"])])
             res = {"label": self.label, "model": str(self.model), "backend": self.rt.backend,
                    "precision": self.precision, "prompt_tokens": length, "gen_tokens": gen, "reps": len(ours),
-                   "load_s": self.load_s, "size_bytes": self.size, "speed": speed, "engine": ours[-1].engine}
+                   "load_s": self.load_s, "size_bytes": self.size, "speed": speed, "engine": ours[-1].engine,
+                   "kv_bytes_per_1k_tokens": int(self.rt.kv_bytes_per_token * 1024)}
             if raw:
                 res["raw"] = _summaries(raw)
                 res["glmkit_vs_raw"] = ratio(speed["decode_tps"], res["raw"]["decode_tps"])  # paired by rep
@@ -199,7 +200,7 @@ def ratio(a: dict, b: dict) -> dict:
 def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths=(128,), gen: int = 64,
         reps: int = 5, warmup: int = 1, threads: int | None = None, reference: str | None = None,
         quality: bool = True, quality_tokens: int = 512, peers: bool = True, roofline: bool = True,
-        interleave: bool = False, quiet: bool = False) -> dict:
+        interleave: bool = False, quiet: bool = False, kv_cache: str | None = None) -> dict:
     """Benchmark each model with each backend, beside the raw engines (peers), against the memory roofline and the
     transformers half-precision reference (bf16, or fp16 where the CPU computes it natively) measured in the same
     run.
@@ -223,7 +224,8 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     elif roofline:
         progress.say(f"measuring memory bandwidth at {threads or 'all'} threads", quiet)
         bandwidth = bandwidth_gbs(threads)
-    plan = [dict(model=m, backend=b) for m in models for b in backends]
+    kv = {"kv_cache": kv_cache} if kv_cache else {}
+    plan = [dict(model=m, backend=b, **kv) for m in models for b in backends]
     if reference:
         dtype = reference_dtype()
         plan.append(dict(model=reference, backend="transformers", dtype=dtype,
@@ -265,5 +267,6 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "environment": env, "settings": {"prompt_lengths": list(lengths), "gen": gen, "reps": reps,
                                              "warmup": warmup, "reference": reference, "interleave": interleave,
+                                             "kv_cache": kv_cache,
                                              "reference_dtype": reference_dtype() if reference else None},
             "results": results}
