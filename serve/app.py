@@ -17,10 +17,12 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from glmkit.convert.errors import GlmkitError
 from glmkit.runtimes import GenerationConfig, GenerationResult, TextDelta
@@ -33,6 +35,11 @@ from .protocol import APIError, ChatRequest, CompletionRequest
 log = logging.getLogger("glmkit.serve")
 MAX_BODY_BYTES = 4 * 2**20  # a long chat with tools is kilobytes; anything near this is a mistake or an attack
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "interrupted": "stop"}
+STATIC = Path(__file__).parent / "static"  # the chat page: plain files, no build step, nothing from a CDN
+# The page runs only its own scripts and talks only to this server; a model answer is never parsed as HTML.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                                           "img-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 def create_app(runtime, model_name: str | None = None, api_key: str | None = None, max_queue: int = 8,
@@ -66,7 +73,10 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
             return _error(APIError(413, f"request body over {max_body_bytes} bytes"))
-        return await call_next(request)
+        response = await call_next(request)
+        if not request.url.path.startswith("/v1/"):
+            response.headers.update(PAGE_HEADERS)
+        return response
 
     @app.exception_handler(APIError)
     async def api_error(request, e: APIError):
@@ -102,9 +112,16 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
 
     app.openapi = openapi
 
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "backend": runtime.backend,
+                "device": getattr(runtime, "device", "CPU"),
                 "requests_in_progress": engine.admitted, "generating": engine.generating,
                 "max_concurrency": engine.workers, "peak_generating": engine.peak,
                 "generations_finished": engine.finished, "generations_cancelled": engine.cancelled}
