@@ -80,7 +80,7 @@ def parse(text: str, names: set[str]) -> tuple[str, list[ToolCall]]:
     """The model's turn as (content, tool calls). Calls are kept only when every piece is a valid call; otherwise
     the whole text is content."""
     pieces = text.split(ASSISTANT)
-    calls = [_call(p, names) for p in pieces]
+    calls = [parse_call(p, names) for p in pieces]
     if pieces and all(calls):
         return "", calls
     return strip_answer(text), []
@@ -91,7 +91,8 @@ def strip_answer(text: str) -> str:
     return text[1:] if text.startswith("\n") else text
 
 
-def _call(piece: str, names: set[str]) -> ToolCall | None:
+def parse_call(piece: str, names: set[str]) -> ToolCall | None:
+    """One `name\\n{arguments}` piece as a call, or None: the name must be declared and the rest a JSON object."""
     name, sep, args = piece.partition("\n")
     if not sep or name.strip() not in names:
         return None

@@ -63,7 +63,7 @@ class GLM4ToolParser(ToolParser):
         if self.router.mode != "call":
             return DeltaMessage(content=text) if text else None
         pieces = self.router.buf.split(glm_tools.ASSISTANT)
-        done = [c for c in (glm_tools._call(p, self.router.names) for p in pieces) if c]
+        done = [c for c in (glm_tools.parse_call(p, self.router.names) for p in pieces) if c]
         if len(done) == len(pieces) and len(done) > self.sent:  # every piece so far is a whole call
             new = done[self.sent:]
             deltas = []
