@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--n-ctx", type=int, default=4096)
     sv.add_argument("--threads", type=int)
     sv.add_argument("--no-peers", dest="peers", action="store_false", help="skip llama_cpp.server")
+    sv.add_argument("--vllm", nargs=2, metavar=("PYTHON", "HF_DIR"),
+                    help="also vLLM (its venv's python) on HF_DIR, the same model as a --to hf output")
     sv.add_argument("-o", "--output", default="serve.json", help="result JSON; .md and .png are written beside it")
     sv.add_argument("-q", "--quiet", action="store_true")
     kv = sub.add_parser("kv", help="KV-cache types at length: bytes per 1K tokens and KL against an f32 cache")
@@ -159,7 +161,7 @@ def run(argv: list[str] | None = None) -> int:
             from . import serve
 
             data = serve.run(args.model, args.clients, args.turns, args.user_chars, args.answer_tokens, args.n_ctx,
-                             args.threads, args.peers, args.quiet)
+                             args.threads, args.peers, args.quiet, tuple(args.vllm) if args.vllm else None)
             return _write(data, Path(args.output), serve)
         if args.cmd == "kv":
             from . import kv

@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(cmd: list[str], port: int, name: str, timeout: float = 180):
+def _server(cmd: list[str], port: int, name: str, timeout: float = 600):
     """A server subprocess, ready once GET /v1/models answers; stopped at the end. Its log goes to a file: a
     pipe nobody reads fills up (llama.cpp logs the whole model load) and blocks the server."""
     log = tempfile.TemporaryFile(mode="w+")
@@ -64,8 +64,10 @@ def _server(cmd: list[str], port: int, name: str, timeout: float = 180):
         log.close()
 
 
-def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers: bool):
-    """(name, command, port) for glm-serve and, for a GGUF, llama_cpp.server."""
+def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers: bool,
+            vllm: tuple[str, str] | None = None):
+    """(name, command, port) for glm-serve, for a GGUF llama_cpp.server, and with `vllm` = (its venv's python,
+    a transformers directory of the same model) vLLM's OpenAI server with glmkit's plugins."""
     bin_dir = Path(sys.executable).parent
     port = _free_port()
     glm = [str(bin_dir / "glm-serve"), model, "--port", str(port), "--model-name", "bench", "--n-ctx", str(n_ctx),
@@ -81,6 +83,15 @@ def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers
         if threads:
             cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
         out.append(("llama_cpp.server", cmd, port))
+    if vllm:
+        from glmkit.serve.vllm import vllm_command
+
+        python, hf_dir = vllm
+        port = _free_port()
+        cmd = vllm_command(hf_dir, port=port, name="bench",
+                           launcher=(python, "-m", "vllm.entrypoints.openai.api_server"))
+        out.append(("vllm", ["env", "VLLM_CPU_KVCACHE_SPACE=2", *cmd, "--max-model-len", str(n_ctx),
+                             "--max-num-seqs", str(max_clients)], port))
     return out
 
 
@@ -162,7 +173,8 @@ def load_level(port: int, n: int, turns: int, user_chars: int, answer_tokens: in
 
 
 def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300, answer_tokens: int = 32,
-        n_ctx: int = 4096, threads: int | None = None, peers: bool = True, quiet: bool = False) -> dict:
+        n_ctx: int = 4096, threads: int | None = None, peers: bool = True, quiet: bool = False,
+        vllm: tuple[str, str] | None = None) -> dict:
     from glmkit.convert import progress
 
     from .environment import environment
@@ -175,7 +187,7 @@ def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300,
             "environment": environment(threads),
             "settings": {"clients": list(clients), "turns": turns, "user_chars": user_chars,
                          "answer_tokens": answer_tokens, "n_ctx": n_ctx}, "servers": []}
-    for name, cmd, port in servers(model, n_ctx, threads, max(clients), peers):
+    for name, cmd, port in servers(model, n_ctx, threads, max(clients), peers, vllm):
         progress.say(f"starting {name}", quiet)
         with _server(cmd, port, name):
             _stream_turn(port, [{"role": "user", "content": "warm up"}], 4)

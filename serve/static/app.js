@@ -110,7 +110,7 @@
             if (d.content) {
               raw += d.content;
               view.body.dataset.raw = raw;
-              view.body.replaceChildren(window.glmMarkdown.render(raw));
+              scheduleRender(view.body);
             }
             if (d.content || d.reasoning_content) { first = first || performance.now(); last = performance.now(); }
             if (choice.finish_reason) finish = choice.finish_reason;
@@ -135,6 +135,16 @@
       view.stats.textContent = parts.join(" · ");
       view.box.dataset.done = stopped ? "stopped" : "finished";
     }
+  }
+
+  // Markdown is rendered at most once a frame: re-rendering on every token would cost O(n²) on long answers.
+  function scheduleRender(body) {
+    if (body.dataset.pending) return;
+    body.dataset.pending = "1";
+    requestAnimationFrame(() => {
+      delete body.dataset.pending;
+      body.replaceChildren(window.glmMarkdown.render(body.dataset.raw));
+    });
   }
 
   function setBusy(busy) {
