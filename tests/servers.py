@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,33 +21,46 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(model: str, *flags: str, env: dict | None = None):
-    """`glm-serve MODEL` in a subprocess until /health answers; stopped (SIGTERM, then SIGKILL) at the end."""
-    port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "glm-serve"), model, "--port", str(port), "--model-name", "tiny",
-           "--log-level", "warning", *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
-    base = f"http://127.0.0.1:{port}"
+def spawned(cmd: list[str], port: int, ready: str = "/health", name: str = "glm-serve", timeout: float = 120,
+            env: dict | None = None):
+    """A server subprocess on 127.0.0.1:`port` until GET `ready` answers 200; stopped (SIGTERM, then SIGKILL) at
+    the end. Yields {"base": URL}; "log" holds its output once it has stopped (a file, not a pipe nobody reads,
+    which would fill and block the server)."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    out = {"base": f"http://127.0.0.1:{port}"}
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"glm-serve exited {proc.returncode}: {proc.stdout.read()}")
+                log.seek(0)
+                raise AssertionError(f"{name} exited {proc.returncode}: {log.read()[-3000:]}")
             try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                if httpx.get(out["base"] + ready, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "glm-serve did not start in 120 s"
+            assert time.monotonic() < deadline, f"{name} did not start in {timeout:.0f} s"
             time.sleep(0.2)
-        yield base
+        yield out
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    out = proc.stdout.read()
-    assert "Traceback" not in out, out
+        log.seek(0)
+        out["log"] = log.read()
+        log.close()
+
+
+@contextmanager
+def serving(model: str, *flags: str, env: dict | None = None):
+    """`glm-serve MODEL` until /health answers; its output must hold no traceback."""
+    port = _free_port()
+    cmd = [str(Path(sys.executable).parent / "glm-serve"), model, "--port", str(port), "--model-name", "tiny",
+           "--log-level", "warning", *flags]
+    with spawned(cmd, port, env=env) as server:
+        yield server["base"]
+    assert "Traceback" not in server["log"], server["log"]

