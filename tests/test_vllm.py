@@ -79,6 +79,21 @@ def test_z1_reasoning_comes_apart_on_vllm(checkpoints):
             assert got == (want.reasoning, want.text)
 
 
+@needs_vllm
+def test_a_chatglm_source_with_yarn_serves_as_converted(tmp_path):
+    """The original chatglm format, remapped by --to hf with no remote code and given YaRN: vLLM runs the directory
+    as it is, greedy token for token what transformers computes on it."""
+    from glmkit.convert.hf import to_hf
+
+    model = to_hf("synthetic:chatglm:tiny", tmp_path / "chatglm-hf", rope_scaling="yarn:2", quiet=True)
+    question = [{"role": "user", "content": "def read_config(path):"}]
+    with load(str(model), n_ctx=4096) as rt:
+        want = rt.generate(question, GenerationConfig(max_new_tokens=16))
+    with vllm_serving(model) as base:
+        r = _client(base).chat.completions.create(model="tiny", messages=question, max_tokens=16, temperature=0)
+    assert (r.choices[0].message.content, r.usage.completion_tokens) == (want.text, len(want.token_ids))
+
+
 def _reasoned(client, messages, stream: bool) -> tuple[str, str]:
     """(reasoning, content) whichever name the server gives the reasoning field (vLLM: reasoning)."""
     kw = dict(model="tiny", messages=messages, max_tokens=96, temperature=0)
