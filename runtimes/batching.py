@@ -70,8 +70,8 @@ class Scheduler:
         active: list[Request] = []
         waiting: collections.deque = collections.deque()
         while not self.closed:
-            try:  # sleep only when there is nothing to step
-                item = self.inbox.get(block=not active)
+            try:  # sleep only when nothing is running or waiting for a slot
+                item = self.inbox.get(block=not active and not waiting)
                 while True:
                     if item is not None:
                         waiting.append(item)

@@ -254,6 +254,7 @@ def _chat_plan(body: ChatRequest, runtime) -> dict:
     names = {t["function"]["name"] for t in tools}
     choice = body.tool_choice
     prefix, structure = "", None
+    formatted = (body.response_format or {}).get("type", "text") != "text"
     if tools and glm_tools.template_reads_tools(runtime.tokenizer.chat_template) is None:
         raise APIError(400, "this model's chat template has no tools block, so it cannot be told about tools; "
                             "serve a checkpoint whose template describes tools (GLM-4-0414, glm-4-9b-chat)",
@@ -267,7 +268,7 @@ def _chat_plan(body: ChatRequest, runtime) -> dict:
     elif choice == "required" and len(names) == 1:
         prefix = next(iter(names)) + "\n"  # the template's metadata line, as for a named function
     elif choice == "required":  # the engine's grammar: one declared name, a newline, arguments of its schema
-        if body.response_format and body.response_format.get("type", "text") != "text":
+        if formatted:
             raise APIError(400, "response_format and tool_choice 'required' cannot both constrain the answer",
                            param="response_format")
         structure = _check_structure(Structure.tool_call(tools), runtime, "tool_choice")
@@ -276,7 +277,7 @@ def _chat_plan(body: ChatRequest, runtime) -> dict:
         if forced not in names:
             raise APIError(400, f"tool_choice names {forced!r}, which is not among the tools", param="tool_choice")
         prefix = forced + "\n"
-    if not prefix and not structure and body.response_format and body.response_format.get("type", "text") != "text":
+    if formatted and not prefix and not structure:
         prefix = "\n"  # GLM-4 opens a plain answer with a newline; the JSON follows it
     ids = runtime.prompt_ids(messages, tools=tools or None, assistant_prefix=prefix)
     config = _config(body, runtime, body.max_completion_tokens or body.max_tokens, ids)

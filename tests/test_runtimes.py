@@ -180,3 +180,22 @@ def test_parallel_generations_are_batched_and_equal_each_alone(artifacts, kind):
         again = rt.generate(prompts[1], config)
         assert again.token_ids == alone[1] and again.cached_tokens == (len(rt.prompt_ids(prompts[1])) - 1
                                                                       if kind == "gguf" else 0)
+
+
+def test_more_callers_than_parallel_slots_all_finish(artifacts):
+    """Three generations on parallel=2: the third waits for a slot and runs when the first two end (in the same
+    step, as equal budgets make them), then equals the answer alone."""
+    import threading
+
+    config = GenerationConfig(max_new_tokens=16, ignore_eos=True)
+    with load(str(artifacts["gguf"]), n_ctx=1024) as rt:
+        alone = rt.generate(MESSAGES, config).token_ids
+    with load(str(artifacts["gguf"]), n_ctx=1024, parallel=2) as rt:
+        got = [None] * 3
+        threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, rt.generate(MESSAGES, config).token_ids),
+                                    daemon=True) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert got == [alone] * 3
