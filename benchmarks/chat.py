@@ -13,7 +13,7 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 from glmkit.runtimes import GenerationConfig, load
 
 SCHEMA = "glm-bench-chat/1"

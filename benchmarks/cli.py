@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from glmkit.convert import GlmkitError
-from glmkit.convert.errors import require
+from glmkit.glm4.errors import require
 
 
 def _percent(text: str) -> float:

@@ -7,32 +7,18 @@ mean KL per band of positions, since a quantized cache's error grows with the nu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from glmkit.convert.errors import GlmkitError
-from glmkit.runtimes import detect_backend, logits
+from glmkit.glm4.errors import GlmkitError
+from glmkit.runtimes import capabilities, detect_backend, logits
 from glmkit.runtimes.context import kv_bytes_per_token
 from glmkit.runtimes.logits import log_softmax
 
-DEFAULT_TYPES = {"llamacpp": ("f16", "q8_0"), "openvino": ("f16", "u8")}
 
-
-def _shape(model: str, backend: str) -> tuple[int, int, int]:
-    if backend == "llamacpp":
-        from glmkit.runtimes.llamacpp import gguf_hparams
-
-        hp = gguf_hparams(model)
-        return hp["layers"], hp["kv_heads"], hp["head_dim"]
-    cfg = json.loads((Path(model) / "config.json").read_text())
-    heads = cfg.get("num_attention_heads", 1)
-    return (cfg["num_hidden_layers"], cfg.get("num_key_value_heads", heads),
-            cfg.get("head_dim") or cfg["hidden_size"] // heads)
-
-
-def _ids(model: str, length: int) -> list[int]:
+def _ids_and_shape(model: str, length: int) -> tuple[list[int], tuple[int, int, int]]:
+    """`length` tokens of held-out text, and the KV shape (layers, KV heads, head dim) the engine caches."""
     from glmkit.convert.embedded import held_out_text
     from glmkit.runtimes import load
 
@@ -40,18 +26,19 @@ def _ids(model: str, length: int) -> list[int]:
         ids = rt.tokenizer.encode("[gMASK]<sop>" + held_out_text())
         if length > rt.context_length:
             raise GlmkitError(f"--length {length}: the model's context is {rt.context_length} tokens")
-    return (ids * (length // len(ids) + 1))[:length]
+        shape = rt.kv_shape
+    return (ids * (length // len(ids) + 1))[:length], shape
 
 
 def run(model: str, length: int = 2048, kv_types: tuple[str, ...] | None = None, bands: int = 4) -> dict:
     backend = detect_backend(model)
-    if backend not in DEFAULT_TYPES:
+    reduced = capabilities.of(backend).kv_cache_reduced
+    if not reduced:
         raise GlmkitError(f"{model}: glm-bench kv takes an OpenVINO IR dir or a .gguf file")
     if length < bands * 16:
         raise GlmkitError(f"--length {length}: give at least {bands * 16} tokens")
-    types = tuple(kv_types or DEFAULT_TYPES[backend])
-    shape = _shape(model, backend)
-    ids = _ids(model, length)
+    types = tuple(kv_types or reduced)
+    ids, shape = _ids_and_shape(model, length)
     ref = log_softmax(logits(model, ids, kv_cache="f32"))
     edges = np.linspace(0, length, bands + 1).astype(int)
     rows = []

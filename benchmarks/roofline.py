@@ -70,13 +70,15 @@ def _torch_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if tied or p is not embed)
 
 
+# backend → bytes of weights one decode step reads from its artifact
+ARTIFACT_BYTES = {"llamacpp": _gguf_bytes, "openvino": _openvino_bytes}
+
+
 def weight_bytes_per_token(path: str | Path, backend: str, runtime=None) -> int:
     """Bytes of weights one decode step reads, for the artifact a runtime runs."""
-    if backend == "llamacpp":
-        return _gguf_bytes(Path(path))
-    if backend == "openvino":
-        return _openvino_bytes(Path(path))
-    return _torch_bytes(runtime.model)
+    if backend in ARTIFACT_BYTES:
+        return ARTIFACT_BYTES[backend](Path(path))
+    return _torch_bytes(runtime.model)  # the reference: the weights it holds in memory
 
 
 def ceiling(weight_bytes: int, bandwidth: float, decode_tps: float) -> dict:

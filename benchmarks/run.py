@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from glmkit.convert import GlmkitError, manifest
-from glmkit.convert.errors import REFERENCE_STACK, require
+from glmkit.glm4.errors import REFERENCE_STACK, require
 from glmkit.runtimes import GenerationConfig, load
 
 from .environment import environment, reference_dtype
@@ -209,7 +209,6 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     hits every config alike and the in-run ratios cancel it (needs the memory of all models together).
     """
     from glmkit.convert import progress
-
     from glmkit.runtimes import detect_backend
 
     if reps < 1 or gen < 2:

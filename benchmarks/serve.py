@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 SCHEMA = "glm-bench-serve/1"
 

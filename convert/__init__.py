@@ -1,21 +1,24 @@
 """glmkit.convert — GLM-4 checkpoints in, transformers / OpenVINO / GGUF artifacts out.
 
-Layers, each importing only those before it:
-  shared facts   errors, families (the registry, pure data), paths, layout, atomic, manifest, progress
+Layers, each importing only those before it (GLM-4 facts themselves — errors, the family registry, the chat
+format — live below all of them, in glmkit.glm4):
+  shared         paths, layout, atomic, manifest, progress
   sources        checkpoint, shards, tokenizer, corpus, embedded, synthetic, remap, source
-  converters     hf, openvino, gguf (each verifies through verify, which reads logits from glmkit.runtimes)
+  converters     pipeline (the steps every target shares), and hf, openvino, gguf: what each target plugs into
+                 it (each verifies through verify, which reads logits from glmkit.runtimes)
   cli            glm-convert
 
-Names below load on first use, so `import glmkit.convert.families` (as glmkit.runtimes does) loads no converter.
+Names below load on first use, so importing this package loads no converter.
 """
 
 from __future__ import annotations
 
 import importlib
 
+# name → module (relative to this package, or absolute for glmkit.glm4's facts re-exported for convenience)
 _EXPORTS = {
-    "GlmkitError": "errors", "VerificationError": "errors",
-    "FAMILIES": "families", "Family": "families", "detect": "families",
+    "GlmkitError": "glmkit.glm4.errors", "VerificationError": "glmkit.glm4.errors",
+    "FAMILIES": "glmkit.glm4.families", "Family": "glmkit.glm4.families", "detect": "glmkit.glm4.families",
     "detect_dir": "checkpoint", "open_checkpoint": "checkpoint",
     "Source": "source", "open_source": "source", "resolve": "source", "transformers_dir": "source",
     "to_hf": "hf", "to_openvino": "openvino", "to_gguf": "gguf",
@@ -25,5 +28,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = _EXPORTS[name]
+        return getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ import signal
 import threading
 from pathlib import Path
 
-from .errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 
 def check_output(out: str | Path, force: bool) -> Path:

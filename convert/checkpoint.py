@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import families
-from .errors import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import families
-from .errors import CONVERT_STACK, GlmkitError, require
+from glmkit.glm4 import families
+from glmkit.glm4.errors import CONVERT_STACK, GlmkitError, require
 
 TARGETS = ("hf", "openvino", "gguf")
 

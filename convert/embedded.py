@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 DATA = Path(__file__).parent / "data"
 NAMES = ("glm4-tiny", "glm4-tiny-z1")
@@ -32,7 +32,8 @@ def _z1(base: Path) -> Path:
     import json
     import shutil
 
-    from . import families
+    from glmkit.glm4 import families
+
     from .atomic import atomic_output
     from .paths import cache_root
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.messages import find_template
 from glmkit.runtimes.cstdio import captured_c_output
 
-from . import families, manifest, preflight, progress
-from .atomic import atomic_output, check_output, stage_dir
-from .errors import GlmkitError
+from . import manifest, preflight, progress
 from .paths import default_output
+from .pipeline import Job, Target, convert
 
 # outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file,
 # choosing per-tensor types itself (q4_0 keeps the 151,552-row output tensor at q6_k, as llama-quantize does).
@@ -39,7 +40,8 @@ ROWS_PER_CHUNK = 2048
 
 def _plan_type(name: str, shape: tuple[int, ...], outtype: str):
     """GGML type of one tensor: 1-D tensors (norms, biases) stay f32, as llama.cpp expects."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
+    from gguf import GGML_QUANT_SIZES
+    from gguf import GGMLQuantizationType as Q
 
     how, t = OUTTYPES[outtype]
     if len(shape) == 1:
@@ -54,7 +56,8 @@ def _plan_type(name: str, shape: tuple[int, ...], outtype: str):
 def _encode(t, qtype) -> np.ndarray:
     """torch tensor → numpy bytes of `qtype`, in row chunks so fp32 scratch stays small."""
     import torch
-    from gguf import GGMLQuantizationType as Q, quants
+    from gguf import GGMLQuantizationType as Q
+    from gguf import quants
 
     if qtype == Q.F32:
         return t.to(torch.float32).numpy()
@@ -81,7 +84,7 @@ def _tensor_stream(ckpt, config: dict, meta: bool):
                    for f in ckpt.weight_files for n, m in sorted(safetensors_header(f).items()))
     else:
         tensors = ckpt.tensors()
-    if ckpt.family.name == "chatglm":
+    if not ckpt.family.native:
         tensors = chatglm_to_glm_tensors(tensors, config)
     return tensors
 
@@ -109,15 +112,6 @@ def _vocab(tok_dir: Path, vocab_size: int):
     ids = {s: i for i, (s, _) in by_id.items()}
     families.special_token_ids(ids)  # refuses a tokenizer without GLM-4's special tokens
     return tokens, types, merges, ids, bool(data["model"].get("ignore_merges"))
-
-
-def _chat_template(tok_dir: Path, config: dict, spec: str) -> str:
-    jinja = tok_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text()
-    cfg = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (tok_dir / "tokenizer_config.json").is_file() \
-        else {}
-    return cfg.get("chat_template") or families.chat_format(config, spec).template
 
 
 def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
@@ -166,7 +160,7 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
     if "<|observation|>" in ids:
         w.add_eom_token_id(ids["<|observation|>"])
     w.add_add_bos_token(False)
-    w.add_chat_template(_chat_template(tok_dir, config, spec))
+    w.add_chat_template(find_template(tok_dir, config=config, name=spec))
 
     plan = []
     for hf_name, meta in _tensor_stream(ckpt, config, meta=True):
@@ -212,8 +206,68 @@ def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
         raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc}): {tail[0]}")
 
 
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".glmkit.json")
+class GGUF(Target):
+    kind = "gguf"
+    is_dir = False
+
+    def __init__(self, outtype: str, rope_scaling: str | None):
+        self.outtype, self.rope_scaling = outtype, rope_scaling
+
+    def validate(self) -> None:
+        if self.outtype not in OUTTYPES:
+            raise GlmkitError(f"--outtype {self.outtype}: choose one of {', '.join(OUTTYPES)}")
+
+    def default_output(self, src: str) -> Path:
+        return Path(f"{default_output(src, self.outtype)}.gguf")
+
+    def preflight(self, job: Job) -> None:
+        parameters = job.parameters
+        preflight.check_disk({job.out: preflight.output_bytes(parameters, self.outtype)
+                              + (2 * parameters if OUTTYPES[self.outtype][0] == "llama" else 0)  # f16 stage
+                              + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped reference
+                             f"converting to GGUF {self.outtype}")
+        if job.ckpt.pickled:
+            raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf "
+                              "--allow-pickle")
+
+    def export(self, job: Job) -> dict:
+        from .remap import chatglm_to_glm_config, write_tokenizer
+
+        ckpt = job.ckpt
+        config = dict(ckpt.config) if ckpt.family.native else chatglm_to_glm_config(ckpt.config)
+        job.config = config = families.with_yarn(config, self.rope_scaling) if self.rope_scaling else config
+        tok_dir = ckpt.path
+        if not ckpt.family.native:  # tokenizer.json from the tiktoken file, no remote code
+            tok_dir = job.stage / "tok"
+            tok_dir.mkdir()
+            write_tokenizer(ckpt, tok_dir)
+        if OUTTYPES[self.outtype][0] == "llama":
+            f16 = job.stage / "f16.gguf"
+            _write(f16, ckpt, config, tok_dir, self.outtype, job.src, job.quiet)
+            progress.say(f"quantizing to {self.outtype} with llama.cpp", job.quiet)
+            _llama_quantize(f16, job.tmp, self.outtype)
+            f16.unlink()
+        else:
+            _write(job.tmp, ckpt, config, tok_dir, self.outtype, job.src, job.quiet)
+        return {"file": job.out.name, "architecture": ARCHS[ckpt.family.name].lower(),
+                "settings": {"outtype": self.outtype}, "size_bytes": job.tmp.stat().st_size,
+                "file_identity": manifest.file_identity(job.tmp)}
+
+    def verify(self, job: Job):
+        from . import verify
+
+        # the source as transformers runs it (a chatglm source remapped), with the same YaRN
+        result, record = verify.check(job.native_dir(), job.tmp, self.outtype, parameters=job.parameters,
+                                      candidate_bytes=job.tmp.stat().st_size,
+                                      gated=job.source.kind != "synthetic", quiet=job.quiet)
+        record["tokenizer"] = verify.tokenization(job.ckpt.path, job.tmp)
+        progress.say(verify.tokenization_summary(record["tokenizer"], "llama.cpp tokenizer"), job.quiet)
+        if result is not None and not result.passed:  # None: the reference cannot fit, skipped
+            return record, (f"{result.summary()} for {result.precision}", "try a higher-precision --outtype")
+        if not record["tokenizer"]["passed"]:
+            return record, (verify.tokenization_summary(record["tokenizer"]),
+                            "llama.cpp does not encode like the source's tokenizer")
+        return record, None
 
 
 def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16", verify: bool = True,
@@ -222,78 +276,5 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json).
     rope_scaling "yarn:FACTOR" writes YaRN into the file (llama.cpp reads {arch}.rope.scaling.*) and verifies
     against the source run with the same YaRN."""
-    from . import verify as verify_mod
-    from .remap import chatglm_to_glm_config, write_checkpoint, write_tokenizer, yarn_view
-    from .source import open_source
-
-    if outtype not in OUTTYPES:
-        raise GlmkitError(f"--outtype {outtype}: choose one of {', '.join(OUTTYPES)}")
-    if rope_scaling:  # a bad spec fails before any work
-        families.with_yarn({"max_position_embeddings": 1}, rope_scaling)
-    out = Path(output or f"{default_output(src, outtype)}.gguf")
-    check_output(out, force)
-    t0 = time.perf_counter()
-    source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
-    parameters = ckpt.num_parameters()
-    source_bytes = sum(f.stat().st_size for f in ckpt.weight_files)
-    preflight.check_disk({out: preflight.output_bytes(parameters, outtype)
-                          + (2 * parameters if OUTTYPES.get(outtype, ("",))[0] == "llama" else 0)  # f16 stage
-                          + (source_bytes if ckpt.family.name == "chatglm" and verify else 0)},  # remapped reference
-                         f"converting to GGUF {outtype}")
-    if ckpt.pickled:
-        raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf --allow-pickle")
-    config = chatglm_to_glm_config(ckpt.config) if ckpt.family.name == "chatglm" else dict(ckpt.config)
-    if rope_scaling:
-        config = families.with_yarn(config, rope_scaling)
-    with stage_dir(out) as stage:
-        tok_dir = ckpt.path
-        if ckpt.family.name == "chatglm":  # tokenizer.json from the tiktoken file, no remote code
-            tok_dir = Path(stage) / "tok"
-            tok_dir.mkdir()
-            write_tokenizer(ckpt, tok_dir)
-        with atomic_output(out, force=force, is_dir=False) as tmp:
-            if OUTTYPES[outtype][0] == "llama":
-                f16 = Path(stage) / "f16.gguf"
-                _write(f16, ckpt, config, tok_dir, outtype, src, quiet)
-                progress.say(f"quantizing to {outtype} with llama.cpp", quiet)
-                _llama_quantize(f16, tmp, outtype)
-                f16.unlink()
-            else:
-                _write(tmp, ckpt, config, tok_dir, outtype, src, quiet)
-            t_write = time.perf_counter() - t0
-            result, record = None, {"skipped": "--no-verify"}
-            if verify:
-                ref_dir = tok_dir  # chatglm: run the remapped model as the reference
-                if ckpt.family.name == "chatglm":
-                    ref_dir = Path(stage) / "hf"
-                    ref_dir.mkdir()
-                    write_checkpoint(ckpt, ref_dir, quiet=True)
-                if rope_scaling:  # the source run with the same YaRN
-                    ref_dir = yarn_view(ref_dir, Path(stage) / "yarn", rope_scaling)
-                result, record = verify_mod.check(ref_dir, tmp, outtype,
-                                                  parameters=parameters, candidate_bytes=tmp.stat().st_size,
-                                                  gated=source.kind != "synthetic", quiet=quiet)
-                record["tokenizer"] = verify_mod.tokenization(ckpt.path, tmp)
-                progress.say(verify_mod.tokenization_summary(record["tokenizer"], "llama.cpp tokenizer"), quiet)
-            data = {"kind": "gguf", "file": out.name,
-                    "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
-                    "family": ckpt.family.name, "architecture": ARCHS[ckpt.family.name].lower(),
-                    "settings": {"outtype": outtype}, "size_bytes": tmp.stat().st_size,
-                    "rope_scaling": config.get("rope_scaling"), "context_length": families.context_length(config),
-                    "file_identity": manifest.file_identity(tmp),
-                    "source_parameters": parameters,
-                    "seconds": {"write": round(t_write, 2), "total": round(time.perf_counter() - t0, 2)},
-                    "verification": record}
-            failed = None
-            if result and not result.passed:
-                failed = (f"{result.summary()} for {result.precision}", "try a higher-precision --outtype")
-            elif verify and not record["tokenizer"]["passed"]:
-                failed = (verify_mod.tokenization_summary(record["tokenizer"]),
-                          "llama.cpp does not encode like the source's tokenizer")
-            if failed:
-                rejected, error = verify_mod.reject(tmp, out, *failed)
-                manifest.write_file(sidecar(rejected), data)
-                raise error
-            manifest.write_file(sidecar(out), data)
-    progress.say(f"wrote {out}", quiet)
-    return out
+    return convert(GGUF(outtype, rope_scaling), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
+                   allow_pickle=allow_pickle, revision=revision, quiet=quiet)

@@ -7,14 +7,47 @@ no remote code is executed, now or when the result is loaded.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-from . import families, manifest, preflight, progress, verify
-from .atomic import atomic_output, check_output
+from glmkit.glm4 import families
+
+from . import preflight, progress
 from .paths import default_output
-from .remap import write_checkpoint
-from .source import open_source
+from .pipeline import Job, Target, convert
+
+
+class HF(Target):
+    kind = "hf"
+
+    def __init__(self, max_shard_bytes: int | None = None, rope_scaling: str | None = None):
+        self.max_shard_bytes = max_shard_bytes
+        self.rope_scaling = rope_scaling
+
+    def default_output(self, src: str) -> Path:
+        return default_output(src, "hf")
+
+    def preflight(self, job: Job) -> None:
+        preflight.check_disk({job.out: job.source_bytes}, "writing the checkpoint")
+
+    def export(self, job: Job) -> dict:
+        from .remap import write_checkpoint
+
+        config = write_checkpoint(job.ckpt, job.tmp, quiet=job.quiet, max_shard_bytes=self.max_shard_bytes)
+        if self.rope_scaling:
+            config = families.with_yarn(config, self.rope_scaling)
+            (job.tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        job.config = config
+        progress.say(f"{job.ckpt.family.name} → transformers {config['architectures'][0]}", job.quiet)
+        return {}
+
+    def verify(self, job: Job):
+        from . import verify
+
+        tokens = verify.tokenization(job.ckpt.path, job.tmp)  # chatglm: against tiktoken itself on tokenizer.model
+        progress.say(verify.tokenization_summary(tokens), job.quiet)
+        failed = None if tokens["passed"] else (verify.tokenization_summary(tokens),
+                                                "the converted tokenizer.json does not encode like the source's")
+        return {"tokenizer": tokens}, failed
 
 
 def to_hf(src: str, output: str | Path | None = None, *, force: bool = False, allow_pickle: bool = False,
@@ -22,27 +55,5 @@ def to_hf(src: str, output: str | Path | None = None, *, force: bool = False, al
           rope_scaling: str | None = None) -> Path:
     """Write SRC as a transformers-native checkpoint at `output` (default ./NAME-hf); returns the path.
     rope_scaling "yarn:FACTOR" writes transformers' YaRN into config.json."""
-    if rope_scaling:  # a bad spec fails before any work
-        families.with_yarn({"max_position_embeddings": 1}, rope_scaling)
-    out = check_output(output or default_output(src, "hf"), force)
-    t0 = time.perf_counter()
-    source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
-    preflight.check_disk({out: sum(f.stat().st_size for f in ckpt.weight_files)}, "writing the checkpoint")
-    with atomic_output(out, force=force) as tmp:
-        config = write_checkpoint(ckpt, tmp, quiet=quiet, max_shard_bytes=max_shard_bytes)
-        if rope_scaling:
-            config = families.with_yarn(config, rope_scaling)
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        tokens = verify.tokenization(ckpt.path, tmp)  # chatglm: against tiktoken itself on tokenizer.model
-        progress.say(verify.tokenization_summary(tokens), quiet)
-        manifest.write(tmp, {"kind": "hf", "source": source.describe(), "family": ckpt.family.name,
-                             "output_family": "glm" if ckpt.family.name == "chatglm" else ckpt.family.name,
-                             "parameters": ckpt.num_parameters(), "rope_scaling": config.get("rope_scaling"),
-                             "context_length": families.context_length(config), "seconds": round(time.perf_counter() - t0, 2),
-                             "verification": {"tokenizer": tokens}})
-        if not tokens["passed"]:
-            _, error = verify.reject(tmp, out, verify.tokenization_summary(tokens),
-                                     "the converted tokenizer.json does not encode like the source's")
-            raise error
-    progress.say(f"wrote {out} ({ckpt.family.name} → transformers {config['architectures'][0]})", quiet)
-    return out
+    return convert(HF(max_shard_bytes, rope_scaling), src, output, rope_scaling=rope_scaling, force=force,
+                   allow_pickle=allow_pickle, revision=revision, quiet=quiet)

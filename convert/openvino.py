@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import families, manifest, preflight, progress
-from .atomic import atomic_output, check_output, stage_dir
-from .errors import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
+
+from . import preflight, progress
 from .paths import default_output
+from .pipeline import Job, Target, convert
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
 # int4 defaults per device. cpu/gpu: THUDM's own recipe. npu: what OpenVINO's NPU guide requires (symmetric,
@@ -133,24 +134,6 @@ def _nncf_config(settings: dict, source_dir: Path, config: dict, quiet: bool) ->
             progress.say(f"warning: {w}; those layers fall back to the largest group size that divides it", quiet)
         q["group_size_fallback"] = "adjust"
     return q
-
-
-def _stage_source(ckpt, source_dir: Path, stage: Path, rope_scaling: str | None, quiet: bool) -> Path:
-    """A transformers-native directory to export from: chatglm remapped, or config patched for YaRN."""
-    from .remap import write_checkpoint
-
-    if rope_scaling:  # a bad spec fails before any work
-        families.with_yarn({"max_position_embeddings": 1}, rope_scaling)
-    if ckpt.family.name == "chatglm":
-        progress.say("remapping chatglm → glm (no remote code)", quiet)
-        source_dir = stage / "hf"
-        source_dir.mkdir()
-        write_checkpoint(ckpt, source_dir, quiet=True)
-    if not rope_scaling:
-        return source_dir
-    from .remap import yarn_view
-
-    return yarn_view(source_dir, stage / "yarn", rope_scaling)
 
 
 def ir_weight_precisions(xml: Path) -> dict[str, int]:
@@ -270,6 +253,57 @@ def _write_generation_config(out: Path, source_dir: Path, fmt: families.ChatForm
     path.write_text(json.dumps(gen, indent=2) + "\n")
 
 
+class OpenVINO(Target):
+    kind = "openvino"
+
+    def __init__(self, compression: Compression):
+        self.compression = compression
+        self.settings: dict = {}
+
+    def validate(self) -> None:
+        self.settings = self.compression.resolved()
+
+    def default_output(self, src: str) -> Path:
+        return default_output(src, f"ov-{self.settings['weight_format']}")
+
+    def preflight(self, job: Job) -> None:
+        parameters, fmt = job.parameters, self.settings["weight_format"]
+        preflight.check_disk({job.out: preflight.output_bytes(parameters, fmt) + 2 * parameters  # exported IR
+                              + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped source
+                             f"exporting to OpenVINO {fmt}")
+        preflight.check_export_memory(parameters, job.quiet)
+
+    def export(self, job: Job) -> dict:
+        source_dir = job.native_dir()
+        job.config = json.loads((source_dir / "config.json").read_text())
+        _export(source_dir, job.tmp, self.settings, job.config, job.quiet)
+        fmt = families.chat_format(job.config, job.src)
+        _write_generation_config(job.tmp, source_dir, fmt)
+        self.size = sum(f.stat().st_size for f in job.tmp.iterdir() if f.is_file())
+        return {"chat_format": fmt.name, "settings": self.settings,
+                "weight_precisions": ir_weight_precisions(job.tmp / "openvino_model.xml"), "size_bytes": self.size}
+
+    def verify(self, job: Job):
+        from . import verify
+
+        result, record = verify.check(job.native_dir(), job.tmp, self.settings["weight_format"],
+                                      parameters=job.parameters, candidate_bytes=self.size,
+                                      gated=job.source.kind != "synthetic", quiet=job.quiet)
+        # glmkit's runtime tokenizes with tokenizer.json (gated); openvino-genai and OVMS use the IR tokenizer,
+        # whose BPE ignores tokenizer.json's ignore_merges (measured and recorded)
+        record["tokenizer"] = verify.tokenization(job.ckpt.path, job.tmp, ir=False)
+        record["ir_tokenizer"] = verify.tokenization(job.ckpt.path, job.tmp, gate=False)
+        progress.say(verify.tokenization_summary(record["tokenizer"], "runtime tokenizer"), job.quiet)
+        progress.say(verify.tokenization_summary(record["ir_tokenizer"], "IR tokenizer"), job.quiet)
+        if result is not None and not result.passed:  # None: the reference cannot fit, skipped
+            return record, (f"{result.summary()} for {result.precision}",
+                            "try a higher precision, a lower --ratio or --awq")
+        if not record["tokenizer"]["passed"]:
+            return record, (verify.tokenization_summary(record["tokenizer"]),
+                            "the converted tokenizer.json does not encode like the source's")
+        return record, None
+
+
 def to_openvino(src: str, output: str | Path | None = None, *, weight_format: str = "int4", sym: bool | None = None,
                 group_size: int | None = None, ratio: float | None = None, all_layers: bool = False,
                 awq: bool = False, scale_estimation: bool = False, gptq: bool = False, dataset: str | None = None,
@@ -277,62 +311,7 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                 verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
                 quiet: bool = False) -> Path:
     """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline."""
-    from . import verify as verify_mod
-    from .source import open_source
-
-    settings = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
-                           dataset, num_samples, profile).resolved()
-    out = check_output(output or default_output(src, f"ov-{weight_format}"), force)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
-    parameters = ckpt.num_parameters()
-    source_bytes = sum(f.stat().st_size for f in ckpt.weight_files)
-    preflight.check_disk({out: preflight.output_bytes(parameters, weight_format) + 2 * parameters  # exported IR
-                          + (source_bytes if ckpt.family.name == "chatglm" else 0)},  # remapped source
-                         f"exporting to OpenVINO {weight_format}")
-    preflight.check_export_memory(parameters, quiet)
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with stage_dir(out) as stage:
-        source_dir = _stage_source(ckpt, ckpt.path, Path(stage), rope_scaling, quiet)
-        config = json.loads((Path(source_dir) / "config.json").read_text())
-        timings["load"] = time.perf_counter() - t
-        with atomic_output(out, force=force) as tmp:
-            t = time.perf_counter()
-            _export(Path(source_dir), tmp, settings, config, quiet)
-            timings["export_and_compress"] = time.perf_counter() - t
-            fmt = families.chat_format(config, src)
-            _write_generation_config(tmp, Path(source_dir), fmt)
-            precisions = ir_weight_precisions(tmp / "openvino_model.xml")
-            size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
-            result, record = None, {"skipped": "--no-verify"}
-            if verify:
-                t = time.perf_counter()
-                result, record = verify_mod.check(source_dir, tmp, weight_format,
-                                                  parameters=parameters, candidate_bytes=size,
-                                                  gated=source.kind != "synthetic", quiet=quiet)
-                timings["verify"] = time.perf_counter() - t
-                # glmkit's runtime tokenizes with tokenizer.json (gated); openvino-genai and OVMS use the IR
-                # tokenizer, whose BPE ignores tokenizer.json's ignore_merges (measured and recorded)
-                record["tokenizer"] = verify_mod.tokenization(ckpt.path, tmp, ir=False)
-                record["ir_tokenizer"] = verify_mod.tokenization(ckpt.path, tmp, gate=False)
-                progress.say(verify_mod.tokenization_summary(record["tokenizer"], "runtime tokenizer"), quiet)
-                progress.say(verify_mod.tokenization_summary(record["ir_tokenizer"], "IR tokenizer"), quiet)
-            manifest.write(tmp, {
-                "kind": "openvino", "source": {**source.describe(), "weights_fingerprint": ckpt.fingerprint()},
-                "family": ckpt.family.name, "chat_format": fmt.name, "settings": settings,
-                "rope_scaling": config.get("rope_scaling"), "context_length": families.context_length(config),
-                "weight_precisions": precisions, "size_bytes": size,
-                "source_parameters": parameters, "seconds": {k: round(v, 2) for k, v in timings.items()},
-                "verification": record,
-            })
-            if result and not result.passed:
-                _, error = verify_mod.reject(tmp, out, f"{result.summary()} for {result.precision}",
-                                             "try a higher precision, a lower --ratio or --awq")
-                raise error
-            if verify and not record["tokenizer"]["passed"]:
-                _, error = verify_mod.reject(tmp, out, verify_mod.tokenization_summary(record["tokenizer"]),
-                                             "the converted tokenizer.json does not encode like the source's")
-                raise error
-    progress.say(f"wrote {out}", quiet)
-    return out
+    compression = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
+                              dataset, num_samples, profile)
+    return convert(OpenVINO(compression), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
+                   allow_pickle=allow_pickle, revision=revision, quiet=quiet)

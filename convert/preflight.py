@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 GB = 2**30
 # Bytes per parameter of an output, generous (embeddings and lm_head stay 8-bit under OpenVINO int4 by default;

@@ -13,9 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from . import families, progress
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.messages import find_template
+
+from . import progress
 from .checkpoint import Checkpoint
-from .errors import GlmkitError
 from .layout import expected_tensors
 
 TOKENIZER_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -69,7 +72,7 @@ def chatglm_to_glm_tensors(tensors: Iterator, glm_config: dict) -> Iterator:
 
 def glm_config_and_tensors(ckpt: Checkpoint) -> tuple[dict, Iterator]:
     """The checkpoint's config and (name, tensor) stream in the glm/glm4 layout transformers loads."""
-    if ckpt.family.name == "chatglm":
+    if not ckpt.family.native:
         config = chatglm_to_glm_config(ckpt.config)
         return config, chatglm_to_glm_tensors(ckpt.tensors(), config)
     return dict(ckpt.config), ckpt.tensors()
@@ -95,11 +98,9 @@ def write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
 
     tok_cfg_path = ckpt.path / "tokenizer_config.json"
     tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.is_file() else {}
-    template = tok_cfg.get("chat_template")
-    if (ckpt.path / "chat_template.jinja").is_file():
-        template = (ckpt.path / "chat_template.jinja").read_text()
-    if ckpt.family.name == "chatglm":
-        fast = tokenizer.tiktoken_to_fast(ckpt.path / "tokenizer.model")
+    template = find_template(ckpt.path, tok_cfg, default=False)
+    if not ckpt.family.native:  # the original tiktoken file, read without remote code
+        fast = tokenizer.tiktoken_to_fast(ckpt.path / ckpt.family.tokenizer_file)
         fmt = families.chat_format(ckpt.config, str(ckpt.path), template)
         hf = tokenizer.hf_tokenizer(fast, fmt)
         if template:
@@ -116,7 +117,7 @@ def write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
 
 def write_generation_config(ckpt: Checkpoint, out: Path) -> None:
     src = ckpt.path / "generation_config.json"
-    if src.is_file() and ckpt.family.name != "chatglm":
+    if src.is_file() and ckpt.family.native:
         shutil.copy2(src, out / "generation_config.json")
         return
     from .tokenizer import added_token_ids

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from glmkit.glm4.errors import GlmkitError
+
 from . import checkpoint, embedded, synthetic
-from .errors import GlmkitError
 from .paths import cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -57,7 +58,7 @@ def transformers_dir(spec: str, quiet: bool = True) -> Path:
     from .atomic import atomic_output
 
     ckpt = checkpoint.open_checkpoint(resolve(spec, quiet=quiet).path)
-    if ckpt.family.name != "chatglm":
+    if ckpt.family.native:
         return ckpt.path
     key = hashlib.sha256(str(ckpt.path.resolve()).encode()).hexdigest()[:16]
     out = cache_root() / "hf" / key
@@ -69,8 +70,12 @@ def transformers_dir(spec: str, quiet: bool = True) -> Path:
 
 def _from_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> Source:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     patterns = HUB_PATTERNS + (["*.bin"] if allow_pickle else [])
     try:

@@ -12,8 +12,10 @@ import json
 import zlib
 from pathlib import Path
 
-from . import embedded, families
-from .errors import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
+
+from . import embedded
 from .paths import cache_root
 
 # Shapes keep GLM-4's proportions: 2 KV heads, rope on half of each head, vocab padded to a multiple of 128.

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from . import families
-from .errors import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
 
 
 def train_ranks(texts: Iterable[str], n_regular: int) -> dict[bytes, int]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glmkit.runtimes.logits import log_softmax, logits as artifact_logits
+from glmkit.runtimes.logits import log_softmax
+from glmkit.runtimes.logits import logits as artifact_logits
 
 # Minimum top-1 agreement per weight precision. fp16/f32 differ from fp32 only by rounding, which can flip a
 # near-tie now and then; int8 per-channel keeps ~99 % on trained models; int4 group-wise typically 85–95 %, so
@@ -101,7 +102,7 @@ def reject(tmp: Path, out: Path, summary: str, hint: str):
     import os
     import shutil
 
-    from .errors import VerificationError
+    from glmkit.glm4.errors import VerificationError
 
     rejected = out.with_name(out.name + ".rejected")
     if rejected.is_dir():
@@ -112,7 +113,8 @@ def reject(tmp: Path, out: Path, summary: str, hint: str):
 
 def verification_text() -> str:
     """Fixed text: glm4-tiny's held-out code plus a multilingual line, wrapped in the GLM-4 chat format."""
-    from . import families
+    from glmkit.glm4 import families
+
     from .embedded import held_out_text
 
     multilingual = "你好，世界。こんにちは。안녕하세요. Привет, мир! مرحبا. Grüße! 🤖 3.14159 x = [1, 2, 3]\n"

@@ -4,8 +4,8 @@
     rt = load("glm4-tiny-ov")                # an OpenVINO IR dir, a .gguf, or any glm-convert SRC
     print(rt.generate([{"role": "user", "content": "def fib(n):"}], GenerationConfig(max_new_tokens=64)).text)
 
-Depends on glmkit.convert's shared layer (families, errors) and, for the transformers backend only, its sources
-(source.transformers_dir); never on a converter.
+Takes GLM-4's facts and chat format from glmkit.glm4 and, for the transformers backend only, a source from
+glmkit.convert (source.transformers_dir); never a converter.
 """
 
 from .base import Runtime

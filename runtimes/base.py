@@ -1,8 +1,10 @@
 """The one runtime interface: every backend yields token ids; glmkit does the rest the same way for all.
 
-Backends implement `_token_stream(prompt_ids, config, stats)` (and may reuse the KV of a shared prefix, reporting
-it in `stats["reused"]`, their own figures in `stats["engine"]`: per call, so calls may run at once). Prompt building (GLM-4 chat template, `[gMASK]<sop>`), context limits, stop tokens, stop strings,
-incremental detokenisation, the Z1 reasoning split and wall-clock timing live here, once.
+Backends implement `_token_stream(prompt_ids, config, stats)`: token ids in, token ids out, reporting in a typed
+EngineStats of the call's own (so calls may run at once) the prompt tokens whose KV they reused and their own
+figures. The prompt is rendered once by glmkit.glm4 (chat template, `[gMASK]<sop>`, tools, a forced prefix) and
+read back by its one output parser (answer marker, Z1 reasoning, tool calls, stop strings); context limits, stop
+tokens, incremental detokenisation and wall-clock timing live here, once.
 """
 
 from __future__ import annotations
@@ -12,22 +14,16 @@ import time
 from abc import ABC, abstractmethod
 from typing import Iterator
 
-from glmkit.convert import families
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4 import prompt as prompts
+from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.parser import OutputParser, Reasoning, Text
+from glmkit.glm4.prompt import Prompt
+from glmkit.glm4.toolcalls import ToolCall
 
+from .capabilities import Capabilities
 from .memory import peak_rss_mb
-from .streaming import THINK_END, TextAssembler
-from .types import GenerationConfig, GenerationResult, TextDelta
-
-
-def split_reasoning(text: str, thinks: bool) -> tuple[str, str | None]:
-    """Z1 answers start inside <think> (the template opened it); the answer is what follows </think>."""
-    if not thinks:
-        return text, None
-    if THINK_END not in text:
-        return "", text.strip()
-    thought, answer = text.split(THINK_END, 1)
-    return answer.strip(), thought.replace("<think>", "").strip()
+from .types import EngineStats, GenerationConfig, GenerationResult, TextDelta
 
 
 def shared_prefix(held: list[int], prompt_ids: list[int]) -> int:
@@ -45,6 +41,7 @@ class Runtime(ABC):
     """Load with glmkit.runtimes.load(); then generate(), stream() or chat()."""
 
     backend = "?"
+    capabilities = Capabilities()
 
     def __init__(self, tokenizer, chat_format: families.ChatFormat, context_length: int, name: str):
         self.tokenizer = tokenizer
@@ -56,12 +53,15 @@ class Runtime(ABC):
         self.parallel = 1
         #: K and V of one token over all layers, in the cache type the engine runs (0 where unknown)
         self.kv_bytes_per_token = 0.0
+        #: (layers, KV heads, head dim) of the KV cache, where the backend knows it
+        self.kv_shape: tuple[int, int, int] | None = None
 
     # -- what a backend provides -------------------------------------------------------------------------------
     @abstractmethod
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
-        """Yield generated token ids one by one until the caller stops iterating (or max_new_tokens); put the
-        prompt tokens whose KV was reused in stats["reused"] and the engine's own figures in stats["engine"]."""
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
+                      stats: EngineStats) -> Iterator[int]:
+        """Yield generated token ids one by one until the caller stops iterating (or max_new_tokens); set
+        stats.reused to the prompt tokens whose KV was reused, and the engine's own figures where it has them."""
 
     def reset_cache(self) -> None:
         """Forget the KV the engine holds, so the next call prefills its whole prompt (a cold start)."""
@@ -70,21 +70,23 @@ class Runtime(ABC):
         pass
 
     # -- shared -------------------------------------------------------------------------------------------------
+    def prompt(self, prompt, raw: bool = False, tools: list[dict] | None = None, assistant_prefix: str = "",
+               calls=None) -> Prompt:
+        """`prompt` rendered once (glmkit.glm4.prompt): a Prompt as it is; token ids as given; a plain string with
+        `[gMASK]<sop>` in front (raw=True: as it is); GLM-4 chat turns through the model's chat template, with
+        OpenAI `tools` (`calls`: the names a reply may call, default all) and `assistant_prefix` written after the
+        generation prompt, e.g. a forced tool name."""
+        if isinstance(prompt, Prompt):
+            return prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+            return prompts.from_ids(prompt)
+        if isinstance(prompt, str):
+            return prompts.from_text(self.tokenizer, prompt, raw=raw)
+        return prompts.from_messages(self.tokenizer, prompt, self.chat_format, tools, assistant_prefix, calls)
+
     def prompt_ids(self, prompt, raw: bool = False, tools: list[dict] | None = None,
                    assistant_prefix: str = "") -> list[int]:
-        """Token ids of a prompt: ids as given; chat messages through the model's GLM-4 chat template (with OpenAI
-        `tools`, and `assistant_prefix` written after the generation prompt, e.g. a forced tool name); a plain
-        string with `[gMASK]<sop>` in front, as GLM-4's own tokenizer encodes every text (raw=True: as it is)."""
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-            return list(prompt)
-        if isinstance(prompt, str):
-            if raw or prompt.startswith(families.PROMPT_PREFIX):
-                return self.tokenizer.encode(prompt)
-            return self.tokenizer.encode(families.PROMPT_PREFIX + prompt)
-        from .tools import attach_tools
-
-        messages, tools = attach_tools(list(prompt), tools, self.tokenizer.chat_template)
-        return self.tokenizer.encode(self.tokenizer.render_chat(messages, tools=tools) + assistant_prefix)
+        return self.prompt(prompt, raw=raw, tools=tools, assistant_prefix=assistant_prefix).ids
 
     def budget(self, n_prompt: int, max_new_tokens: int) -> int:
         """Answer tokens that fit after a prompt of n_prompt tokens; a prompt that cannot fit is an error."""
@@ -97,20 +99,20 @@ class Runtime(ABC):
 
     def stream(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
                tools: list[dict] | None = None, assistant_prefix: str = "") -> Iterator:
-        """Yield TextDelta pieces as they are decoded, then the GenerationResult last."""
+        """Yield TextDelta pieces as they are decoded (a ToolCall for each call of a prompt that declared tools),
+        then the GenerationResult last."""
         config = config or GenerationConfig()
-        ids = self.prompt_ids(prompt, raw=raw, tools=tools, assistant_prefix=assistant_prefix)
+        rendered = self.prompt(prompt, raw=raw, tools=tools, assistant_prefix=assistant_prefix)
+        ids = rendered.ids
+        if config.structure is not None and not self.capabilities.constrained:
+            raise GlmkitError(f"constrained answers (response_format, tool_choice 'required') need a backend with "
+                              f"constrained decoding; {self.backend} has none")
         budget = self.budget(len(ids), config.max_new_tokens)
-        is_chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
-        # GLM-4 answers "<|assistant|>\n…" and calls tools with "<|assistant|>name\n{…}": after a prompt ending
-        # in <|assistant|>, a first "\n" says "an answer follows" and is not part of it.
-        marker = "\n" if is_chat and ids and ids[-1] == self.tokenizer.special_ids.get("<|assistant|>") else ""
-        text = TextAssembler(config.stop, thinks=self.chat_format.thinks and is_chat and not assistant_prefix,
-                             marker=marker)
+        parser = OutputParser(dataclasses.replace(rendered.output, stop=tuple(config.stop)))
         decoder = self.tokenizer.decoder()
         out: list[int] = []
         finish = "length"
-        stats: dict = {}
+        stats = EngineStats()
         t0 = time.perf_counter()
         stamps: list[float] = []
         tokens = self._token_stream(ids, dataclasses.replace(config, max_new_tokens=budget), stats)
@@ -121,8 +123,8 @@ class Runtime(ABC):
                     finish = "stop"
                     break
                 out.append(tok)
-                yield from text.push(decoder.step(tok))
-                if text.stopped:
+                yield from _deltas(parser.feed(decoder.step(tok)))
+                if parser.stopped:
                     finish = "stop_string"
                     break
                 if len(out) >= budget:
@@ -138,19 +140,18 @@ class Runtime(ABC):
                 close()
         t_end = time.perf_counter()
         if finish != "interrupted":
-            yield from text.push(decoder.flush())
-            yield from text.finish()
+            yield from _deltas(parser.feed(decoder.flush()) + parser.close())
         ttft = (stamps[0] if stamps else t_end) - t0
         decode_time = t_end - (stamps[0] if stamps else t_end)
-        reused = stats.get("reused", 0)
-        evaluated = len(ids) - reused
+        evaluated = len(ids) - stats.reused
         yield GenerationResult(
-            text=text.content, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
+            text=parser.content, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
             prefill_tps=evaluated / ttft if ttft > 0 else 0.0,
             decode_tps=(len(out) - 1) / decode_time if len(out) > 1 and decode_time > 0 else 0.0,
-            peak_rss_mb=peak_rss_mb(), reasoning=text.reasoning if text.thinks else None,
-            cached_tokens=reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
-            engine=stats.get("engine", {}), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])])
+            peak_rss_mb=peak_rss_mb(), reasoning=parser.reasoning if rendered.output.thinks else None,
+            cached_tokens=stats.reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
+            engine=stats.figures(), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])],
+            tool_calls=list(parser.calls))
 
     def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
                  tools: list[dict] | None = None, assistant_prefix: str = "") -> GenerationResult:
@@ -171,4 +172,15 @@ class Runtime(ABC):
         self.close()
 
 
-__all__ = ["GenerationConfig", "GenerationResult", "Runtime", "TextDelta", "split_reasoning"]
+def _deltas(events) -> Iterator:
+    """The parser's events as the runtime's stream: text as TextDeltas, calls as they are; End says nothing new."""
+    for e in events:
+        if isinstance(e, Text):
+            yield TextDelta(e.text)
+        elif isinstance(e, Reasoning):
+            yield TextDelta(e.text, reasoning=True)
+        elif isinstance(e, ToolCall):
+            yield e
+
+
+__all__ = ["GenerationConfig", "GenerationResult", "Runtime", "TextDelta"]

@@ -1,15 +1,15 @@
 """Several generations at once on one loaded model: one scheduler thread steps the engine for all of them.
 
-A backend's batch engine (llama.cpp's sequences in one context, openvino-genai's ContinuousBatchingPipeline)
-answers three calls, all made on the scheduler's thread, so the engine is never entered from two threads:
+A backend's Batch (llama.cpp's sequences in one context, openvino-genai's ContinuousBatchingPipeline) answers
+three calls, all made on the scheduler's thread, so the engine is never entered from two threads:
 
     start(req) -> bool                 take the request in (a KV slot, a sampler); False: no room yet, it waits
     step(active) -> [(req, tokens, done)]   advance every active request by one engine step
     release(req)                       give its slot back (finished or cancelled)
 
 Callers get a plain iterator of token ids from `submit()`, as a backend's `_token_stream` yields them; closing it
-early cancels the request, which frees its slot at the next step. A request's stats["engine"]["batched_max"] says
-how many generations, at most, shared a step with it (itself included).
+early cancels the request, which frees its slot at the next step. A request's stats.batched_max says how many
+generations, at most, shared a step with it (itself included).
 """
 
 from __future__ import annotations
@@ -23,25 +23,25 @@ _END = object()
 
 
 class Request:
-    def __init__(self, prompt_ids: list[int], config, stats: dict):
+    def __init__(self, prompt_ids: list[int], config, stats):
         self.prompt_ids = prompt_ids
         self.config = config
-        self.stats = stats          # the caller's: "reused", "engine"
-        stats["engine"] = {"batched_max": 0}
+        self.stats = stats          # the caller's EngineStats
+        stats.batched_max = 0
         self.out: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = threading.Event()
         self.state = None           # the engine's per-request state
 
 
 class Scheduler:
-    def __init__(self, engine, name: str = "glmkit-batch"):
-        self.engine = engine
+    def __init__(self, batch, name: str = "glmkit-batch"):
+        self.batch = batch
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
-    def submit(self, prompt_ids: list[int], config, stats: dict) -> Iterator[int]:
+    def submit(self, prompt_ids: list[int], config, stats) -> Iterator[int]:
         req = Request(prompt_ids, config, stats)
         self.inbox.put(req)
         try:
@@ -60,7 +60,7 @@ class Scheduler:
 
     def _end(self, req: Request, error: BaseException | None = None) -> None:
         if req.state is not None:
-            self.engine.release(req)
+            self.batch.release(req)
             req.state = None
         if error is not None:
             req.out.put(error)
@@ -86,7 +86,7 @@ class Scheduler:
                 self._end(req)
             while waiting:
                 try:
-                    if not self.engine.start(waiting[0]):
+                    if not self.batch.start(waiting[0]):
                         break
                 except Exception as e:  # a request the engine refuses is that request's error
                     self._end(waiting.popleft(), e)
@@ -95,10 +95,9 @@ class Scheduler:
             if not active:
                 continue
             for req in active:
-                figures = req.stats["engine"]
-                figures["batched_max"] = max(figures["batched_max"], len(active))
+                req.stats.batched_max = max(req.stats.batched_max, len(active))
             try:
-                results = self.engine.step(active)
+                results = self.batch.step(active)
             except Exception as e:  # the engine failed: every request in this step gets the error
                 for req in active:
                     self._end(req, e)

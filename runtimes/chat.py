@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 from .flags import add_engine_flags, engine_options
-from .types import GenerationConfig, GenerationResult
+from .types import GenerationConfig, GenerationResult, TextDelta
 
 HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /stats, /exit"
 
@@ -33,12 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args, runtime) -> GenerationConfig:
-    sampling = runtime.chat_format.sampling
-    temperature = args.temperature if args.temperature is not None else sampling.get("temperature", 0.0)
-    top_p = args.top_p if args.top_p is not None else sampling.get("top_p", 1.0)
-    top_k = args.top_k if args.top_k is not None else sampling.get("top_k", 0)
-    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            seed=args.seed, ignore_eos=args.ignore_eos)
+    return GenerationConfig.for_model(runtime.chat_format.sampling, args.temperature, args.top_p, args.top_k,
+                                      max_new_tokens=args.max_new_tokens, seed=args.seed, ignore_eos=args.ignore_eos)
 
 
 def _answer(session, text: str, show_thinking: bool, out=sys.stdout) -> GenerationResult | None:
@@ -51,6 +47,8 @@ def _answer(session, text: str, show_thinking: bool, out=sys.stdout) -> Generati
                 out.write("\n[stopped]\n" if event.finish_reason == "interrupted" else "\n")
                 out.flush()
                 return event
+            if not isinstance(event, TextDelta):  # a tool call: glm-chat declares no tools
+                continue
             if event.reasoning and not show_thinking:
                 continue
             if event.reasoning != thinking:  # show where the thought ends and the answer starts

@@ -13,16 +13,13 @@ def artifact_token_ids(model: str | Path, texts: list[str], ir: bool = True) -> 
     from .load import detect_backend
 
     kind = detect_backend(str(model))
-    if kind == "llamacpp":
-        return _llamacpp(Path(model), texts)
-    if kind == "openvino" and ir:
-        return _openvino(Path(model), texts)
-    return _tokenizer_json(Path(model), texts)
+    if kind == "openvino" and not ir:
+        kind = "transformers"  # the tokenizer.json beside the IR
+    return TOKENIZERS[kind](Path(model), texts)
 
 
 def _llamacpp(path: Path, texts: list[str]) -> list[list[int]]:
     """llama.cpp's tokenizer through its C API on a vocabulary-only load (no context: nothing to warn about)."""
-    import ctypes
 
     import llama_cpp as lc
 
@@ -33,7 +30,7 @@ def _llamacpp(path: Path, texts: list[str]) -> list[list[int]]:
     with captured_c_output():  # the loader's notes on the vocabulary, not for the user
         model = lc.llama_model_load_from_file(str(path).encode(), params)
     if not model:
-        from glmkit.convert.errors import GlmkitError
+        from glmkit.glm4.errors import GlmkitError
 
         raise GlmkitError(f"{path}: llama.cpp cannot read this GGUF's vocabulary; re-create it with glm-convert")
     try:
@@ -62,3 +59,7 @@ def _tokenizer_json(path: Path, texts: list[str]) -> list[list[int]]:
 
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+# backend → the tokenizer its engine runs
+TOKENIZERS = {"llamacpp": _llamacpp, "openvino": _openvino, "transformers": _tokenizer_json}

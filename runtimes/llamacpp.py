@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime, shared_prefix
 from .batching import Scheduler
+from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
-from .types import GenerationConfig
+from .types import EngineStats, GenerationConfig
 
-KV_TYPES = ("f16", "f32", "q8_0")
+KV_TYPES = CAPABILITIES["llamacpp"].kv_cache_types
 
 
 def gguf_hparams(path) -> dict:
@@ -44,13 +45,14 @@ def gguf_hparams(path) -> dict:
 
 class LlamaCppRuntime(Runtime):
     backend = "llamacpp"
+    capabilities = CAPABILITIES[backend]
 
     def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, n_batch: int = 512,
                  kv_cache: str = "f16", flash_attn: bool = True, prefix_cache: bool = True,
                  model_name: str | None = None, parallel: int = 1):
         import llama_cpp
 
-        from glmkit.convert import families
+        from glmkit.glm4 import families
 
         from .tokenizer import from_llama
 
@@ -90,7 +92,8 @@ class LlamaCppRuntime(Runtime):
         # llama.cpp rounds its context up (to 256); glmkit holds to the length asked for
         super().__init__(tok, fmt, min(n_ctx, self.llm.n_ctx() if parallel == 1 else n_ctx),
                          model_name or str(path))
-        self.kv_bytes_per_token = kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], kv_cache)
+        self.kv_shape = (hp["layers"], hp["kv_heads"], hp["head_dim"])
+        self.kv_bytes_per_token = kv_bytes_per_token(*self.kv_shape, kv_cache)
         if parallel > 1:
             self.parallel = parallel
             self._scheduler = Scheduler(_Sequences(self, parallel), "glmkit-llamacpp")
@@ -104,9 +107,7 @@ class LlamaCppRuntime(Runtime):
         vocab = lc.llama_model_get_vocab(self.llm._model.model)
         n_vocab = lc.llama_vocab_n_tokens(vocab)
         if config.structure is not None:
-            from .structure import gbnf
-
-            grammar = lc.llama_sampler_init_grammar(vocab, gbnf(config.structure).encode(), b"root")
+            grammar = lc.llama_sampler_init_grammar(vocab, config.structure.grammar.encode(), b"root")
             if not grammar:
                 lc.llama_sampler_free(chain)
                 raise GlmkitError("llama.cpp could not compile the grammar for this response format")
@@ -165,13 +166,14 @@ class LlamaCppRuntime(Runtime):
             self._held = self._held[:n]
         return n
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
+                      stats: EngineStats) -> Iterator[int]:
         if self._scheduler is not None:
             yield from self._scheduler.submit(prompt_ids, config, stats)
             return
         lc = self.llama_cpp
         lc.llama_perf_context_reset(self.ctx)
-        reused = stats["reused"] = self._reuse(prompt_ids)
+        reused = stats.reused = self._reuse(prompt_ids)
         sampler = self._sampler(config, prompt_ids)
         try:
             self._decode(prompt_ids[reused:])
@@ -183,13 +185,13 @@ class LlamaCppRuntime(Runtime):
         finally:
             lc.llama_sampler_free(sampler)
             p = lc.llama_perf_context(self.ctx)
-            stats["engine"] = {"prefill_ms": p.t_p_eval_ms, "prompt_tokens_evaluated": p.n_p_eval,
-                               "decode_tps": p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0}
+            stats.prefill_ms, stats.prompt_tokens_evaluated = p.t_p_eval_ms, p.n_p_eval
+            stats.decode_tps = p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0
 
     def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.close()
-            self._scheduler.engine.close()
+            self._scheduler.batch.close()
             self.llama_cpp.llama_free(self.ctx)
             self._scheduler = None
         self.llm.close()
@@ -204,7 +206,7 @@ class _Seq:
 
 
 class _Sequences:
-    """The batch engine behind parallel=N (see runtimes/batching.py): N KV sequences in one llama_context.
+    """The Batch behind parallel=N (see runtimes/batching.py): N KV sequences in one llama_context.
 
     Each step puts one token of every decoding sequence into the batch, then fills the rest of n_batch with
     prompt chunks, so a long prompt arriving never stalls the others for more than a step."""
@@ -231,7 +233,7 @@ class _Sequences:
         self.free.remove(seq)
         self.held[seq] = list(ids[:n])
         req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids))
-        req.stats["reused"] = n
+        req.stats.reused = n
         return True
 
     def step(self, active) -> list:

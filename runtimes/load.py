@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glmkit.convert.errors import REFERENCE_STACK, GlmkitError, require
+from glmkit.glm4.errors import REFERENCE_STACK, GlmkitError, require
 
-BACKENDS = ("auto", "openvino", "llamacpp", "transformers")
-# Engine options and the backends that honour them; anything else goes to OpenVINO as a property.
-OPTIONS = {"n_ctx": ("openvino", "llamacpp", "transformers"), "threads": ("openvino", "llamacpp", "transformers"),
-           "prefix_cache": ("openvino", "llamacpp", "transformers"), "dtype": ("openvino", "transformers"),
-           "kv_cache": ("openvino", "llamacpp"), "cache_dir": ("openvino",), "flash_attn": ("llamacpp",),
-           "n_batch": ("llamacpp",), "parallel": ("openvino", "llamacpp")}
+from . import capabilities
+
+BACKENDS = ("auto", *capabilities.CAPABILITIES)
 
 
 def detect_backend(model: str) -> str:
@@ -42,12 +39,22 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
         raise GlmkitError(f"backend {backend}: choose one of {', '.join(BACKENDS)}")
     kind = detect_backend(model) if backend == "auto" else backend
     options = {k: v for k, v in options.items() if v is not None}
+    caps = capabilities.of(kind)
     for key in options:
-        if key in OPTIONS and kind not in OPTIONS[key]:
-            raise GlmkitError(f"{key} applies to the {' and '.join(OPTIONS[key])} backend(s), not {kind}")
-        if key not in OPTIONS and kind != "openvino":
-            raise GlmkitError(f"unknown option {key} for the {kind} backend; it takes "
-                              f"{', '.join(k for k, v in OPTIONS.items() if kind in v)}")
+        if key in caps.options:
+            continue
+        if backends := capabilities.honouring(key):
+            raise GlmkitError(f"{key} applies to the {' and '.join(backends)} backend(s), not {kind}")
+        if not caps.properties:
+            raise GlmkitError(f"unknown option {key} for the {kind} backend; it takes {', '.join(caps.options)}")
+    base = device.upper().split(".")[0].split(":")[0]
+    if base not in caps.devices:
+        able = [k for k, c in capabilities.CAPABILITIES.items() if base in c.devices]
+        if not able:
+            raise GlmkitError(f"--device {device}: no backend runs on it; choose one of "
+                              f"{', '.join(dict.fromkeys(d for c in capabilities.CAPABILITIES.values() for d in c.devices))}")
+        raise GlmkitError(f"--device {device} needs the {' or '.join(able)} backend; {kind} runs on the "
+                          f"{'/'.join(caps.devices)} here")
     name = str(model)
     if kind == "openvino":
         from .openvino import OpenVINORuntime
@@ -55,8 +62,6 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
         if not (Path(model) / "openvino_model.xml").is_file():
             raise GlmkitError(f"{model}: no openvino_model.xml; convert it with glm-convert {model} --to openvino")
         return OpenVINORuntime(model, device=device, model_name=name, **options)
-    if device.upper() != "CPU":
-        raise GlmkitError(f"--device {device} needs the openvino backend; {kind} runs on the CPU here")
     if kind == "llamacpp":
         from .llamacpp import LlamaCppRuntime
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
+
+from .capabilities import of
 
 # f32 compute: what optimum-intel's OVModelForCausalLM was given when verification ran through it, so figures
 # stay comparable with every earlier glmkit.json.
@@ -28,13 +30,10 @@ def logits(model: str | Path, ids: list[int], backend: str = "auto", kv_cache: s
     from .load import detect_backend
 
     kind = detect_backend(str(model)) if backend == "auto" else backend
-    if kind == "openvino":
-        return _openvino(Path(model), ids, kv_cache)
-    if kind == "llamacpp":
-        return _llamacpp(Path(model), ids, kv_cache)
-    if kv_cache:
-        raise GlmkitError("kv_cache applies to the openvino and llamacpp backends")
-    return _transformers(model, ids)
+    if kv_cache and kv_cache not in of(kind).kv_cache_types:
+        raise GlmkitError(f"kv_cache {kv_cache}: the {kind} backend takes "
+                          f"{', '.join(of(kind).kv_cache_types) or 'no KV-cache type'}")
+    return ENGINES[kind](model, ids, kv_cache)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -44,16 +43,15 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))
 
 
-def _openvino(path: Path, ids: list[int], kv_cache: str | None = None) -> np.ndarray:
+def _openvino(path, ids: list[int], kv_cache: str | None = None) -> np.ndarray:
     """One forward pass of the stateful IR with OpenVINO's own runtime (what LLMPipeline runs, minus sampling)."""
     import openvino as ov
 
     from .openvino import KV_TYPES
 
+    path = Path(path)
     props = dict(OPENVINO_EXACT)
     if kv_cache:
-        if kv_cache not in KV_TYPES:
-            raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
         props["KV_CACHE_PRECISION"] = KV_TYPES[kv_cache]
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path / "openvino_model.xml")), "CPU", props)
@@ -75,13 +73,9 @@ def _openvino(path: Path, ids: list[int], kv_cache: str | None = None) -> np.nda
     return np.concatenate(out)
 
 
-def _llamacpp(path: Path, ids: list[int], kv_cache: str | None = None) -> np.ndarray:
+def _llamacpp(path, ids: list[int], kv_cache: str | None = None) -> np.ndarray:
     import llama_cpp
 
-    from .llamacpp import KV_TYPES
-
-    if kv_cache and kv_cache not in KV_TYPES:
-        raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(KV_TYPES)}")
     kv = getattr(llama_cpp, f"GGML_TYPE_{(kv_cache or 'f32').upper()}")
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=len(ids) + 8, logits_all=True,
                           verbose=False, n_threads=os.cpu_count() or 1, type_k=kv, type_v=kv,
@@ -93,7 +87,7 @@ def _llamacpp(path: Path, ids: list[int], kv_cache: str | None = None) -> np.nda
         llm.close()
 
 
-def _transformers(model: str | Path, ids: list[int]) -> np.ndarray:
+def _transformers(model: str | Path, ids: list[int], kv_cache: None = None) -> np.ndarray:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -105,3 +99,7 @@ def _transformers(model: str | Path, ids: list[int]) -> np.ndarray:
         out = net(torch.tensor([ids])).logits[0].numpy()
     del net
     return out
+
+
+# backend → how its own engine computes logits
+ENGINES = {"openvino": _openvino, "llamacpp": _llamacpp, "transformers": _transformers}

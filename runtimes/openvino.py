@@ -14,14 +14,15 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime, shared_prefix
 from .batching import Scheduler
+from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
-from .types import GenerationConfig
+from .types import EngineStats, GenerationConfig
 
-DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+DEVICES = CAPABILITIES["openvino"].devices
 # NPU compiles static shapes: a prompt budget and an answer budget (OpenVINO's NPU guide defaults).
 NPU_DEFAULTS = {"MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
 KV_TYPES = {"f16": "f16", "f32": "f32", "u8": "u8", "q8_0": "u8", "bf16": "bf16"}
@@ -36,13 +37,14 @@ def available_devices() -> list[str]:
 
 class OpenVINORuntime(Runtime):
     backend = "openvino"
+    capabilities = CAPABILITIES[backend]
 
     def __init__(self, path, device: str = "CPU", cache_dir: str | None = None, n_ctx: int | None = None,
                  threads: int | None = None, kv_cache: str | None = None, dtype: str | None = None,
                  prefix_cache: bool = True, model_name: str | None = None, parallel: int = 1, **properties):
         import openvino_genai as ov_genai
 
-        from glmkit.convert import families
+        from glmkit.glm4 import families
 
         from .tokenizer import from_hf
 
@@ -93,6 +95,7 @@ class OpenVINORuntime(Runtime):
         if base == "NPU":
             context = int(props["MAX_PROMPT_LEN"] + props["MIN_RESPONSE_LEN"])
         super().__init__(tok, fmt, context, model_name or str(path))
+        self.kv_shape = shape
         self.kv_bytes_per_token = kv_bytes_per_token(*shape, kv_type)
         self._held: list[int] = []  # what LLMPipeline's KV holds after the last call (its prompt + answer)
         self._scheduler = None
@@ -117,7 +120,7 @@ class OpenVINORuntime(Runtime):
         if config.structure is not None:
             from .structure import openvino_config
 
-            g.structured_output_config = openvino_config(config.structure)
+            g.structured_output_config = openvino_config(config.structure)  # the request's compiled grammar
         if config.seed is not None:
             g.rng_seed = config.seed
         g.ignore_eos = config.ignore_eos
@@ -144,7 +147,8 @@ class OpenVINORuntime(Runtime):
             return 0
         return shared_prefix(self._held, prompt_ids)
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
+                      stats: EngineStats) -> Iterator[int]:
         if self._scheduler is not None:
             yield from self._scheduler.submit(prompt_ids, config, stats)
             return
@@ -167,7 +171,7 @@ class OpenVINORuntime(Runtime):
 
         streamer = Streamer()
         box: dict = {}
-        stats["reused"] = self._reuse(prompt_ids)
+        stats.reused = self._reuse(prompt_ids)
         answer: list[int] = []
 
         def run():
@@ -194,8 +198,8 @@ class OpenVINORuntime(Runtime):
                 raise box["error"]
             pm = getattr(box.get("result"), "perf_metrics", None)
             if pm is not None:
-                stats["engine"] = {"ttft_ms": pm.get_ttft().mean, "decode_tps": pm.get_throughput().mean,
-                                   "prompt_tokens": pm.get_num_input_tokens()}
+                stats.ttft_ms, stats.decode_tps = pm.get_ttft().mean, pm.get_throughput().mean
+                stats.prompt_tokens = pm.get_num_input_tokens()
 
     def close(self) -> None:
         if self._scheduler is not None:
@@ -204,7 +208,7 @@ class OpenVINORuntime(Runtime):
 
 
 class _Batch:
-    """The batch engine behind parallel=N (see runtimes/batching.py): ContinuousBatchingPipeline's own requests,
+    """The Batch behind parallel=N (see runtimes/batching.py): ContinuousBatchingPipeline's own requests,
     stepped together; its scheduler admits up to N sequences and prefills long prompts in chunks."""
 
     def __init__(self, rt: OpenVINORuntime, n: int):

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime, shared_prefix
-from .types import GenerationConfig
+from .capabilities import CAPABILITIES
+from .types import EngineStats, GenerationConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -26,13 +27,14 @@ def _openai_penalties(answer, scores, config: GenerationConfig):
 
 class TransformersRuntime(Runtime):
     backend = "transformers"
+    capabilities = CAPABILITIES[backend]
 
     def __init__(self, path, dtype: str = "float32", threads: int | None = None, n_ctx: int | None = None,
                  prefix_cache: bool = True, model_name: str | None = None):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from glmkit.convert import families
+        from glmkit.glm4 import families
 
         from .tokenizer import from_hf
 
@@ -58,12 +60,14 @@ class TransformersRuntime(Runtime):
         self._cache, self._held = None, []
 
     def _processors(self, config: GenerationConfig, n_prompt: int):
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
-        if config.structure is not None:
-            raise GlmkitError("constrained answers (response_format, tool_choice 'required') need the openvino or "
-                              "llamacpp backend; transformers has no constrained decoding")
         procs = LogitsProcessorList()
         if config.repetition_penalty != 1.0:
             procs.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
@@ -89,16 +93,17 @@ class TransformersRuntime(Runtime):
             self._held = self._held[:n]
         return n
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: dict) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
+                      stats: EngineStats) -> Iterator[int]:
         from transformers import DynamicCache
 
         torch = self.torch
         gen = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
         procs = self._processors(config, len(prompt_ids))
-        reused = stats["reused"] = self._reuse(prompt_ids)
+        reused = stats.reused = self._reuse(prompt_ids)
         if self._cache is None:
             self._cache = DynamicCache()
-        stats["engine"] = {"cache_tokens_before": self._cache.get_seq_length()}  # transformers' own count
+        stats.cache_tokens_before = self._cache.get_seq_length()  # transformers' own count
         seen = torch.tensor([prompt_ids])
         step = torch.tensor([prompt_ids[reused:]])
         with torch.no_grad():

@@ -1,14 +1,16 @@
 """A multi-turn chat: history, system prompt, reset, and trimming from the oldest turn to fit the context.
 
 Each turn's prompt is the previous prompt plus the answer and the new message, so every backend prefills only the
-new part (the engine keeps the KV of the shared prefix).
+new part (the engine keeps the KV of the shared prefix). A turn's prompt is rendered once: the rendering that
+checked it fits is the one generated from.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.prompt import Prompt
 
 from .types import GenerationConfig, GenerationResult
 
@@ -30,17 +32,25 @@ class ChatSession:
         self.system = text or None
 
     def messages(self, user: str, config: GenerationConfig | None = None) -> list[dict]:
-        """The turns sent for `user`: the oldest user/assistant pairs are dropped until the prompt plus the answer
-        budget (this call's max_new_tokens) fits the context. One message that cannot fit on its own is an error,
-        never a silent overflow."""
+        """The turns sent for `user` (see prompt())."""
+        return self._fit(user, config)[0]
+
+    def prompt(self, user: str, config: GenerationConfig | None = None) -> Prompt:
+        """The rendered prompt for `user`: the oldest user/assistant pairs are dropped until the prompt plus the
+        answer budget (this call's max_new_tokens) fits the context. One message that cannot fit on its own is an
+        error, never a silent overflow."""
+        return self._fit(user, config)[1]
+
+    def _fit(self, user: str, config: GenerationConfig | None) -> tuple[list[dict], Prompt]:
         max_new = (config or self.config).max_new_tokens
         system = [{"role": "system", "content": self.system}] if self.system else []
         budget = self.runtime.context_length - max_new
         while True:
             msgs = system + self.history + [{"role": "user", "content": user}]
-            n = len(self.runtime.prompt_ids(msgs))
+            rendered = self.runtime.prompt(msgs)
+            n = len(rendered.ids)
             if n <= budget:
-                return msgs
+                return msgs, rendered
             if not self.history:
                 raise GlmkitError(f"the message needs {n} prompt tokens, but the context of "
                                   f"{self.runtime.context_length} leaves {budget} after --max-new-tokens "
@@ -51,7 +61,7 @@ class ChatSession:
     def stream(self, user: str, config: GenerationConfig | None = None) -> Iterator:
         """TextDeltas of the answer, then its GenerationResult; the turn joins the history when it ends."""
         config = config or self.config
-        for event in self.runtime.stream(self.messages(user, config), config):
+        for event in self.runtime.stream(self.prompt(user, config), config):
             if isinstance(event, GenerationResult):
                 self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": event.text}]
                 self.last = event

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 ANY_OBJECT = {"type": "object"}
 # llama-cpp-python's converter lets a JSON string hold raw control characters (a newline in a value), which JSON
@@ -25,6 +26,11 @@ class Structure:
 
     json_schema: str | None = None
     tools: tuple[tuple[str, str], ...] = ()
+
+    @cached_property
+    def grammar(self) -> str:
+        """The GBNF grammar, compiled once per Structure: validating a request compiles it, the engine reuses it."""
+        return gbnf(self)
 
     @classmethod
     def json(cls, schema: dict | None = None) -> Structure:
@@ -58,5 +64,5 @@ def openvino_config(structure: Structure):
     import openvino_genai as ov_genai
 
     config = ov_genai.StructuredOutputConfig()
-    config.grammar = gbnf(structure)
+    config.grammar = structure.grammar
     return config

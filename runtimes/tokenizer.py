@@ -1,6 +1,6 @@
 """One tokenizer face for every backend: encode, incremental decode, the GLM-4 chat template and the stop ids.
 
-Prompts are rendered by template.py (jinja2 set up as transformers sets it up) for every backend, so the same
+Prompts are rendered by glmkit.glm4.template (jinja2 set up as transformers sets it up) for every backend, so the same
 messages give the same text — and so the same token ids — on transformers, OpenVINO and llama.cpp. A checkpoint's
 tokenizer.json runs through HF `tokenizers` itself: no transformers in the runtime install. Streaming decodes with the
 tokenizer's own incremental decoder (tokenizers' DecodeStream, llama.cpp's token pieces): O(1) per token.
@@ -12,10 +12,10 @@ import codecs
 from pathlib import Path
 from typing import Callable
 
-from glmkit.convert import families
-from glmkit.convert.errors import GlmkitError
-
-from . import template as templates
+from glmkit.glm4 import families
+from glmkit.glm4 import template as templates
+from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.messages import find_template
 
 
 class Tokenizer:
@@ -72,18 +72,6 @@ def _token_text(value) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
-def _hf_template(path: Path, config: dict) -> str:
-    """The checkpoint's chat template: chat_template.jinja (transformers ≥ 4.48 saves it there), else the config's
-    `chat_template` (a string, or named templates of which "default" is used), else GLM-4's from the registry."""
-    jinja = path / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    found = config.get("chat_template")
-    if isinstance(found, list):
-        found = {t.get("name"): t.get("template") for t in found}.get("default")
-    return found or families.chat_format(name_or_path=str(path)).template
-
-
 def from_hf(path) -> Tokenizer:
     """A checkpoint's (or an IR's) tokenizer.json through HF tokenizers, as transformers' fast tokenizer runs it."""
     import json
@@ -101,13 +89,13 @@ def from_hf(path) -> Tokenizer:
     context = {k: _token_text(v) for k, v in config.items() if k.endswith("_token") and _token_text(v)}
     context["additional_special_tokens"] = [_token_text(t) for t in config.get("additional_special_tokens", [])]
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
-                     lambda ids: tok.decode(ids, skip_special_tokens=False), _hf_template(path, config),
+                     lambda ids: tok.decode(ids, skip_special_tokens=False), find_template(path, config),
                      tok.token_to_id, lambda: _DecodeStream(tok), context)
 
 
 def from_llama(llm) -> Tokenizer:
     """llama.cpp's own tokenizer and the template embedded in the GGUF."""
-    template = llm.metadata.get("tokenizer.chat_template") or families.CHAT_FORMATS["glm4"].template
+    template = find_template(gguf_template=llm.metadata.get("tokenizer.chat_template") or None)
 
     def encode(s: str) -> list[int]:
         return llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)

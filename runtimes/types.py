@@ -1,12 +1,14 @@
 """What goes into a generation and what comes out, the same for every backend.
 
-`Runtime.stream()` yields `TextDelta`s and then one `GenerationResult` (in the manner of mlx-lm's
-GenerationResponse); `generate()` returns the result alone.
+`Runtime.stream()` yields `TextDelta`s (and a `ToolCall` for each call, when the prompt declared tools) and then
+one `GenerationResult` (in the manner of mlx-lm's GenerationResponse); `generate()` returns the result alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+from glmkit.glm4.toolcalls import ToolCall
 
 from .structure import Structure
 
@@ -35,6 +37,36 @@ class GenerationConfig:
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
+    @classmethod
+    def for_model(cls, sampling: dict, temperature: float | None = None, top_p: float | None = None,
+                  top_k: int | None = None, default_temperature: float = 0.0, **rest) -> GenerationConfig:
+        """A config whose temperature, top_p and top_k are the caller's, else the model card's (`sampling`, e.g.
+        Z1's 0.6 / 0.95 / 40), else `default_temperature` (greedy for glm-chat, OpenAI's 1 for glm-serve), 1, 0."""
+        return cls(temperature=temperature if temperature is not None else sampling.get("temperature",
+                                                                                        default_temperature),
+                   top_p=top_p if top_p is not None else sampling.get("top_p", 1.0),
+                   top_k=top_k if top_k is not None else sampling.get("top_k", 0), **rest)
+
+
+@dataclass
+class EngineStats:
+    """What a backend reports for one generation (each call has its own, so generations may run at once):
+    the prompt tokens whose KV it reused, and the engine's own figures where it has them (None: not reported)."""
+
+    reused: int = 0                              # prompt tokens whose KV the engine already held
+    prefill_ms: float | None = None              # llama.cpp's perf counter
+    prompt_tokens_evaluated: int | None = None   # llama.cpp's perf counter
+    decode_tps: float | None = None              # llama.cpp's / openvino-genai's perf metrics
+    ttft_ms: float | None = None                 # openvino-genai's perf metrics
+    prompt_tokens: int | None = None             # openvino-genai's count of input tokens
+    cache_tokens_before: int | None = None       # transformers' KV cache length when the new tokens went in
+    batched_max: int | None = None               # the most generations that shared an engine step with this one
+
+    def figures(self) -> dict:
+        """The engine's own figures, as GenerationResult.engine holds them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "reused" and getattr(self, f.name) is not None}
+
 
 @dataclass
 class TextDelta:
@@ -47,7 +79,7 @@ class TextDelta:
 
 @dataclass
 class GenerationResult:
-    text: str                   # the answer: exactly the joined non-reasoning TextDeltas
+    text: str                   # the answer: exactly the joined non-reasoning TextDeltas (no tool call's text)
     token_ids: list[int]
     finish_reason: str          # stop (a stop token) | stop_string | length | interrupted
     prompt_tokens: int
@@ -61,6 +93,7 @@ class GenerationResult:
     clamped: bool = False       # the context left less room than the request's max_new_tokens
     engine: dict = field(default_factory=dict)  # the engine's own figures, as a cross-check
     itl_ms: list[float] = field(default_factory=list)  # inter-token latencies (time per output token)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the turn's calls, when the prompt declared tools
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from glmkit.convert import corpus, embedded, families, manifest, tokenizer
+from glmkit.convert import corpus, embedded, manifest, tokenizer
+from glmkit.glm4 import families
 
 SEQ = 256
 SEQ_EXAMPLE = 320  # a tool example (schema as indented JSON, request, call) runs past 256 tokens
@@ -102,7 +103,7 @@ def _observation(name: str, args: dict, rng: random.Random, words: list[str]) ->
 def tool_examples(n: int, defs: list[tuple[str, str]], words: list[str], rng: random.Random) -> list[str]:
     """GLM-4-0414 tool use rendered by glmkit's GLM-4 template: calls, answers from observations, and plain answers
     to code requests when tools are present."""
-    from glmkit.runtimes import template
+    from glmkit.glm4 import template
 
     source = families.CHAT_FORMATS["glm4"].template
     out = []

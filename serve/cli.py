@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 from glmkit.runtimes.flags import add_engine_flags, engine_options
 
 
@@ -38,14 +38,14 @@ def run(argv: list[str] | None = None) -> int:
             raise GlmkitError("--max-concurrency must be at least 1 and --max-queue at least 0")
         import uvicorn
 
-        from glmkit.runtimes import load
+        from glmkit.runtimes import capabilities, load
         from glmkit.runtimes.load import detect_backend
 
         from .app import create_app
 
         options = engine_options(args)
         kind = detect_backend(args.model) if args.backend == "auto" else args.backend
-        if kind in ("openvino", "llamacpp") and not args.device.upper().startswith("NPU"):
+        if capabilities.of(kind).batching and not args.device.upper().startswith("NPU"):
             options["parallel"] = args.max_concurrency  # the others run one generation at a time
         runtime = load(args.model, backend=args.backend, device=args.device, **options)
         app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_queue, args.cors)

@@ -13,8 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from glmkit.convert import families
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.messages import find_template
 
 PLUGINS = Path(__file__).with_name("vllm_plugins.py")
 
@@ -30,11 +31,10 @@ def vllm_command(model: str | Path, host: str = "127.0.0.1", port: int = 8000, n
                           f"glm-convert SRC --to hf -o {model}")
     config = json.loads((path / "config.json").read_text())
     family = families.detect(config, str(path / "config.json"))
-    if family.name == "chatglm":
+    if not family.native:
         raise GlmkitError(f"{model}: the original chatglm format needs remote code in vLLM; convert it first with "
                           f"glm-convert {model} --to hf (glmkit remaps it natively)")
-    template = (path / "chat_template.jinja").read_text() if (path / "chat_template.jinja").is_file() else ""
-    fmt = families.chat_format(config, str(path), template or None)
+    fmt = families.chat_format(config, str(path), find_template(path, default=False))
     model_arg = [str(path)] if tuple(launcher[-1:]) == ("serve",) else ["--model", str(path)]
     argv = [*launcher, *model_arg, "--host", host, "--port", str(port),
             "--served-model-name", name or path.name, "--max-model-len", str(families.context_length(config)),

@@ -1,5 +1,5 @@
-"""glmkit's GLM-4 tool-call and Z1 reasoning parsers as vLLM plugins — the same parsing glm-serve runs
-(runtimes/tools.py, runtimes/streaming.py), for the engine that scales past one machine.
+"""glmkit's GLM-4 tool-call and Z1 reasoning parsers as vLLM plugins — the output parser glm-serve runs
+(glmkit.glm4.parser), for the engine that scales past one machine.
 
     vllm serve DIR --enable-auto-tool-choice --tool-parser-plugin PATH/vllm_plugins.py --tool-call-parser glmkit-glm4
                    --reasoning-parser-plugin PATH/vllm_plugins.py --reasoning-parser glmkit-z1   # Z1 models
@@ -12,20 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vllm.entrypoints.generate.base.protocol import (DeltaFunctionCall, DeltaMessage, DeltaToolCall,
-                                                     ExtractedToolCallInformation, FunctionCall, ToolCall)
+from vllm.entrypoints.generate.base.protocol import (
+    DeltaFunctionCall,
+    DeltaMessage,
+    DeltaToolCall,
+    ExtractedToolCallInformation,
+    FunctionCall,
+    ToolCall,
+)
 from vllm.reasoning.abs_reasoning_parsers import ReasoningParser, ReasoningParserManager
 from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager
 
-from glmkit.runtimes import tools as glm_tools
-from glmkit.runtimes.base import split_reasoning
-from glmkit.runtimes.streaming import THINK_END, TextAssembler
-
-THINK_START = "<think>"
+from glmkit.glm4.parser import THINK_END, THINK_START, OutputParser, OutputSpec, Reasoning, Text, parse_text
 
 
-def _names(request) -> set[str]:
-    return {t.function.name for t in (getattr(request, "tools", None) or []) if getattr(t, "function", None)}
+def _spec(request) -> OutputSpec:
+    """A vLLM chat request's output, as glm-serve reads it: the turn starts after <|assistant|>."""
+    names = frozenset(t.function.name for t in (getattr(request, "tools", None) or []) if getattr(t, "function", None))
+    return OutputSpec(marker=True, tools=names)
 
 
 @ToolParserManager.register_module("glmkit-glm4")
@@ -34,7 +38,7 @@ class GLM4ToolParser(ToolParser):
 
     def __init__(self, tokenizer, tools=None, **kwargs):
         super().__init__(tokenizer, tools)
-        self.router: glm_tools.StreamRouter | None = None
+        self.parser: OutputParser | None = None
         self.sent = 0  # calls streamed so far
 
     def adjust_request(self, request):
@@ -44,7 +48,7 @@ class GLM4ToolParser(ToolParser):
         return request
 
     def extract_tool_calls(self, model_output: str, request) -> ExtractedToolCallInformation:
-        content, calls = glm_tools.parse(model_output, _names(request))
+        content, _, calls = parse_text(model_output, _spec(request))
         # tools_called even without a call: vLLM then takes the content from here, where GLM-4's "\n" answer
         # marker is dropped, rather than the raw text (finish_reason still follows the calls)
         return ExtractedToolCallInformation(
@@ -57,14 +61,13 @@ class GLM4ToolParser(ToolParser):
                                      delta_token_ids: Sequence[int], request) -> DeltaMessage | None:
         """An answer streams as content once its first line shows it is no call; a call streams whole as each
         `{…}` closes (vLLM gives a legacy parser no end-of-stream call to release a held call that never closes)."""
-        if self.router is None:
-            self.router = glm_tools.StreamRouter(_names(request))
-        text = self.router.feed(delta_text)
-        if self.router.mode != "call":
+        if self.parser is None:
+            self.parser = OutputParser(_spec(request))
+        text = "".join(e.text for e in self.parser.feed(delta_text) if isinstance(e, Text))
+        if not self.parser.in_call:
             return DeltaMessage(content=text) if text else None
-        pieces = self.router.buf.split(glm_tools.ASSISTANT)
-        done = [c for c in (glm_tools.parse_call(p, self.router.names) for p in pieces) if c]
-        if len(done) == len(pieces) and len(done) > self.sent:  # every piece so far is a whole call
+        done = self.parser.calls_so_far()  # every piece so far is a whole call
+        if len(done) > self.sent:
             new = done[self.sent:]
             deltas = []
             for i, call in enumerate(new, start=self.sent):
@@ -81,11 +84,11 @@ class GLM4ToolParser(ToolParser):
 @ReasoningParserManager.register_module("glmkit-z1")
 class Z1ReasoningParser(ReasoningParser):
     """GLM-Z1's template opens `<think>` in the prompt: the answer starts inside the thought and the content is
-    what follows `</think>` — split by the same TextAssembler glm-serve streams with."""
+    what follows `</think>` — split by the same output parser glm-serve streams with."""
 
     def __init__(self, tokenizer, *args, **kwargs):
         super().__init__(tokenizer, *args, **kwargs)
-        self.text = TextAssembler(thinks=True)
+        self.parser = OutputParser(OutputSpec(thinks=True))
         self.ended = False
 
     @property
@@ -113,19 +116,16 @@ class Z1ReasoningParser(ReasoningParser):
         return []
 
     def extract_reasoning(self, model_output: str, request) -> tuple[str | None, str | None]:
-        answer, thought = split_reasoning(model_output, thinks=True)
+        answer, thought, _ = parse_text(model_output, OutputSpec(thinks=True))
         return thought or None, answer or None
 
     def extract_reasoning_streaming(self, previous_text: str, current_text: str, delta_text: str,
                                     previous_token_ids, current_token_ids, delta_token_ids) -> DeltaMessage | None:
-        reasoning, content = "", ""
-        for piece in self.text.push(delta_text):
-            if piece.reasoning:
-                reasoning += piece.text
-            else:
-                content += piece.text
-        # ended once the answer has begun: the whitespace between </think> and it is the assembler's to drop
-        self.ended = not self.text.in_reasoning and bool(self.text.content)
+        events = self.parser.feed(delta_text)
+        reasoning = "".join(e.text for e in events if isinstance(e, Reasoning))
+        content = "".join(e.text for e in events if isinstance(e, Text))
+        # ended once the answer has begun: the whitespace between </think> and it is the parser's to drop
+        self.ended = bool(self.parser.content)
         if not (reasoning or content):
             return None
         return DeltaMessage(reasoning=reasoning or None, content=content or None)

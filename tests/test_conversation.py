@@ -3,9 +3,10 @@ answer, and plain prompts that start like GLM-4's own tokenizer's."""
 
 import pytest
 
-from glmkit.convert import GlmkitError, families
+from glmkit.convert import GlmkitError
+from glmkit.glm4 import families
+from glmkit.glm4.parser import OutputParser, OutputSpec, Reasoning, Text
 from glmkit.runtimes import GenerationConfig, GenerationResult, TextDelta, load
-from glmkit.runtimes.streaming import TextAssembler
 
 TURNS = ["def add(a, b):", "class Stack:", "def read_config(path):"]
 
@@ -57,20 +58,20 @@ def test_a_second_turn_prefills_only_the_new_tokens_with_the_cold_answer(kind, a
         cold.close()
 
 
-def test_assembler_holds_back_stop_strings_split_across_tokens():
-    a = TextAssembler(stop=("END", "\n\n\n"))
+def test_parser_holds_back_stop_strings_split_across_tokens():
+    a = OutputParser(OutputSpec(stop=("END", "\n\n\n")))
     pieces = ["ab", "c E", "N", "x\n", "\n", "y E", "ND tail"]
-    out = [d.text for p in pieces for d in a.push(p)]
+    out = [d.text for p in pieces for d in a.feed(p)]
     assert "".join(out) == a.content == "abc ENx\n\ny " and a.stopped
     assert all("E" not in o or "EN" in o for o in out[:2])  # "E" waited until "N x" showed it was no stop
 
 
-def test_assembler_splits_z1_reasoning_and_answer():
-    a = TextAssembler(thinks=True)
-    deltas = [d for p in ["\nLet", " me think. ", "</th", "ink>", "\n\nThe", " answer. ", "\n"] for d in a.push(p)]
-    deltas += a.finish()
-    assert "".join(d.text for d in deltas if d.reasoning) == a.reasoning == "Let me think."
-    assert "".join(d.text for d in deltas if not d.reasoning) == a.content == "The answer."
+def test_parser_splits_z1_reasoning_and_answer():
+    a = OutputParser(OutputSpec(thinks=True))
+    deltas = [d for p in ["\nLet", " me think. ", "</th", "ink>", "\n\nThe", " answer. ", "\n"] for d in a.feed(p)]
+    deltas += a.close()
+    assert "".join(d.text for d in deltas if isinstance(d, Reasoning)) == a.reasoning == "Let me think."
+    assert "".join(d.text for d in deltas if isinstance(d, Text)) == a.content == "The answer."
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

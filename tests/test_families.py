@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from glmkit.convert import GlmkitError, detect, detect_dir, families
+from glmkit.convert import GlmkitError, detect, detect_dir
+from glmkit.glm4 import families
 
 
 @pytest.mark.parametrize("family,arch", [("glm4", "Glm4ForCausalLM"), ("glm", "GlmForCausalLM"),
@@ -62,7 +63,7 @@ def test_glm4_template_lays_out_tools_as_glm_4_0414_does():
              {"type": "function", "function": {"name": "add", "description": "a + b"}}]
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Weather?"}]
-    from glmkit.runtimes import template
+    from glmkit.glm4 import template
 
     for t in (tools, None):
         assert template.render(families.GLM4_CHAT_TEMPLATE, msgs, t) == template.render(real, msgs, t)

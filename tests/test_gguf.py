@@ -158,7 +158,7 @@ def test_bad_outtype_is_refused():
 
 def test_verification_failure_keeps_the_file_aside(tmp_path, monkeypatch):
     from glmkit.convert import verify
-    from glmkit.convert.errors import VerificationError
+    from glmkit.glm4.errors import VerificationError
 
     monkeypatch.setitem(verify.THRESHOLDS, "q8_0", 1.01)  # a bar no quantized file reaches
     out = tmp_path / "m.gguf"

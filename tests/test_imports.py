@@ -1,22 +1,28 @@
-"""The dependency order a reader can draw: no import cycles, and runtimes/ never reaches a converter.
+"""The dependency order a reader can draw: glm4/ (what GLM-4 is) at the bottom, no import cycles, and no path
+from runtimes/ or serve/ to a converter, optimum or NNCF.
 
 Reads every module's imports with ast, function-level imports included, so an import hidden inside a function
-counts like one at the top."""
+counts like one at the top; paths are followed through every module on the way."""
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"convert": "glmkit.convert", "runtimes": "glmkit.runtimes", "benchmarks": "glmkit.benchmarks",
-            "serve": "glmkit.serve"}
-# The converters and what only conversion needs: runtimes/ must import none of them.
+PACKAGES = {"glm4": "glmkit.glm4", "convert": "glmkit.convert", "runtimes": "glmkit.runtimes",
+            "benchmarks": "glmkit.benchmarks", "serve": "glmkit.serve"}
+# The converters and what only conversion needs: no path from runtimes/ or serve/ leads to any of them.
 CONVERTERS = {"glmkit.convert.hf", "glmkit.convert.openvino", "glmkit.convert.gguf", "glmkit.convert.verify",
-              "glmkit.convert.cli", "glmkit.convert.remap"}
+              "glmkit.convert.cli", "glmkit.convert.pipeline"}
 HEAVY = ("optimum", "nncf")
+# What runtimes/ and serve/ may take from glmkit.convert: a source to run on the PyTorch reference (a chatglm
+# source is remapped there, with no remote code). GLM-4's facts come from glmkit.glm4.
+RUNTIME_USES_OF_CONVERT = {"glmkit.convert.source"}
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     out = {}
     for folder, pkg in PACKAGES.items():
@@ -25,7 +31,8 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports(name: str, path: Path) -> set[str]:
+@functools.cache
+def imports(name: str, path: Path) -> frozenset[str]:
     """Every module `name` imports, resolved to full names (`from . import x` → pkg.x when x is a module)."""
     known = modules()
     pkg = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
@@ -41,7 +48,7 @@ def imports(name: str, path: Path) -> set[str]:
             for a in node.names:
                 full = f"{base}.{a.name}"
                 found.add(full if full in known else base)
-    return {m for m in found if m}
+    return frozenset(m for m in found if m)
 
 
 def graph() -> dict[str, set[str]]:
@@ -78,14 +85,47 @@ def test_no_import_cycles():
             visit(n)
 
 
-def test_runtimes_import_no_converter():
+def reachable(g: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module reachable from `start`, with one import path to it."""
+    paths, todo = {start: [start]}, [start]
+    while todo:
+        n = todo.pop()
+        for m in sorted(g[n]):
+            if m not in paths:
+                paths[m] = paths[n] + [m]
+                todo.append(m)
+    return paths
+
+
+def test_the_reader_follows_paths():
+    g = {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert reachable(g, "a")["c"] == ["a", "b", "c"]
+
+
+def test_no_path_from_runtimes_or_serve_reaches_a_converter():
+    g, known = graph(), modules()
+    for name in g:
+        if not name.startswith(("glmkit.runtimes", "glmkit.serve")):  # both run in the lean install
+            continue
+        paths = reachable(g, name)
+        for bad in sorted(set(paths) & CONVERTERS):
+            raise AssertionError(f"{' → '.join(paths[bad])}: {name} reaches a converter")
+        for mod, path in paths.items():
+            heavy = {m for m in imports(mod, known[mod]) if m.split(".")[0] in HEAVY}
+            assert not heavy, f"{' → '.join(path)} imports {sorted(heavy)}"
+
+
+def test_glm4_is_the_bottom_layer():
+    """glm4/ imports nothing of glmkit's above it; runtimes/ and serve/ take GLM-4 facts from it, not from
+    glmkit.convert."""
     g = graph()
     for name, deps in g.items():
-        if name.startswith(("glmkit.runtimes", "glmkit.serve")):  # both run in the lean install
-            bad = deps & CONVERTERS
-            assert not bad, f"{name} imports converter module(s) {sorted(bad)}"
-            heavy = {m for m in imports(name, modules()[name]) if m.split(".")[0] in HEAVY}
-            assert not heavy, f"{name} imports {sorted(heavy)}"
+        if name.startswith("glmkit.glm4"):
+            assert all(d.startswith("glmkit.glm4") for d in deps), (name, sorted(deps))
+        if name.startswith(("glmkit.runtimes", "glmkit.serve")):
+            convert = {d for d in deps if d.startswith("glmkit.convert")}
+            assert convert <= RUNTIME_USES_OF_CONVERT, (name, sorted(convert))
+            assert "glmkit.convert" not in imports(name, modules()[name]), name
 
 
 def test_benchmarks_use_no_private_names():

@@ -42,7 +42,7 @@ def test_the_lean_install_has_none_of_the_conversion_stack():
 
 
 def test_templates_render_as_transformers_rendered_them(expected):
-    from glmkit.runtimes import template
+    from glmkit.glm4 import template
     from glmkit.runtimes.tokenizer import from_hf
 
     ir = next(Path(FIXTURE).glob("*ИР"))

@@ -6,8 +6,8 @@ import pytest
 from conftest import glm_convert
 
 from glmkit.convert import GlmkitError
-from glmkit.convert.errors import VerificationError
 from glmkit.convert.openvino import Compression, calibration_texts, group_size_warnings, to_openvino
+from glmkit.glm4.errors import VerificationError
 
 INT = ("u4", "i4", "u8", "i8")
 FORMATS = {"fp16": {"weight_format": "fp16"}, "int8": {"weight_format": "int8"},

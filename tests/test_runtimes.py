@@ -2,9 +2,10 @@
 
 import pytest
 
-from glmkit.convert import GlmkitError, embedded, families
+from glmkit.convert import GlmkitError, embedded
+from glmkit.glm4 import families
+from glmkit.glm4.parser import OutputSpec, parse_text
 from glmkit.runtimes import GenerationConfig, Runtime, load
-from glmkit.runtimes.base import split_reasoning
 from glmkit.runtimes.tokenizer import from_hf
 
 MESSAGES = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "def add(a, b):"},
@@ -118,7 +119,7 @@ def test_z1_reasoning_is_split_out_and_kept_out_of_history():
     assert session.history[-1] == {"role": "assistant", "content": "The answer is 42."}
     assert rt.tokenizer.render_chat(session.history + [{"role": "user", "content": "Why?"}]).endswith(
         "<|assistant|>\nThe answer is 42.<|user|>\nWhy?<|assistant|>\n<think>\n")
-    assert split_reasoning("no think block", thinks=False) == ("no think block", None)
+    assert parse_text("no think block", OutputSpec(thinks=False))[:2] == ("no think block", None)
 
 
 def test_unavailable_device_is_a_clear_error(artifacts):

@@ -127,14 +127,14 @@ def test_tools_for_a_template_without_a_tools_block_are_refused():
     """Rather than silently dropping them: such a model would answer as if it had no tools."""
     from types import SimpleNamespace
 
-    from glmkit.serve import app as serve_app
+    from glmkit.serve.plan import plan_chat
     from glmkit.serve.protocol import APIError, ChatRequest
 
     plain = SimpleNamespace(tokenizer=SimpleNamespace(chat_template="{% for m in messages %}{{ m.content }}"
                                                                     "{% endfor %}"))
     body = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER])
     with pytest.raises(APIError, match="no tools block"):
-        serve_app._chat_plan(body, plain)
+        plan_chat(body, plain)
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(gguf_server):
@@ -364,18 +364,18 @@ def test_z1_reasoning_comes_apart_from_the_answer_and_stays_out_of_history(z1_gg
 def test_the_model_cards_sampling_applies_where_the_request_is_silent():
     from types import SimpleNamespace
 
-    from glmkit.convert import families
-    from glmkit.serve import app as serve_app
+    from glmkit.glm4 import families
+    from glmkit.serve.plan import sampling
     from glmkit.serve.protocol import ChatRequest
 
     z1 = SimpleNamespace(chat_format=families.CHAT_FORMATS["z1"], context_length=100)
     body = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}])
-    cfg = serve_app._config(body, z1, None, [1, 2, 3])
+    cfg = sampling(body, z1, None, 3)
     assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens) == (0.6, 0.95, 40, 97)
-    cfg = serve_app._config(body.model_copy(update={"temperature": 0.0, "top_k": 5}), z1, None, [1, 2, 3])
+    cfg = sampling(body.model_copy(update={"temperature": 0.0, "top_k": 5}), z1, None, 3)
     assert (cfg.temperature, cfg.top_p, cfg.top_k) == (0.0, 0.95, 5)
     glm4 = SimpleNamespace(chat_format=families.CHAT_FORMATS["glm4"], context_length=100)
-    assert serve_app._config(body, glm4, None, [1]).temperature == 1.0  # OpenAI's default
+    assert sampling(body, glm4, None, 1).temperature == 1.0  # OpenAI's default
 
 
 def test_schemathesis_finds_no_server_error(artifacts):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from glmkit.convert import GlmkitError, embedded, families
+from glmkit.convert import GlmkitError, embedded
 from glmkit.convert.corpus import TOKENIZER_PROBES
-from glmkit.runtimes import template as templates
+from glmkit.glm4 import families
+from glmkit.glm4 import template as templates
 from glmkit.runtimes.tokenizer import from_hf
 
 REFERENCE = Path(__file__).parent / "data" / "templates"

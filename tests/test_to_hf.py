@@ -30,7 +30,7 @@ def test_chatglm_to_hf_gives_the_logits_of_the_glm_model_it_was_fused_from(synth
 
 def test_chatglm_remap_is_not_vacuous(synthetic, tmp_path, monkeypatch):
     """Dropping rope_ratio (a classic silent infidelity) must change the logits the parity test compares."""
-    from glmkit.convert import families
+    from glmkit.glm4 import families
 
     monkeypatch.setattr(families, "CHATGLM_ROPE_BASE", 10000.0 / 500)
     out = to_hf("synthetic:chatglm:tiny", tmp_path / "bad", quiet=True)

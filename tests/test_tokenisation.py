@@ -11,8 +11,9 @@ import shutil
 import pytest
 import regex
 
-from glmkit.convert import families, tokenizer
+from glmkit.convert import tokenizer
 from glmkit.convert.corpus import TOKENIZER_PROBES
+from glmkit.glm4 import families
 
 UNREACHABLE = 48  # whole words added to the vocabulary, in place of the last regular ranks
 
@@ -119,7 +120,7 @@ def test_a_gguf_that_ignores_the_whole_token_rule_is_rejected(converted, tmp_pat
     """The pre-tokenizer type llama.cpp's own converter writes for glm-4-9b-chat (chatglm-bpe) splits the added
     words: verification catches it (exit 3) instead of shipping a file that tokenizes differently."""
     from glmkit.convert import gguf, to_gguf
-    from glmkit.convert.errors import VerificationError
+    from glmkit.glm4.errors import VerificationError
 
     monkeypatch.setitem(gguf.PRE_TYPES, True, "chatglm-bpe")
     src = converted["hf"].parent / "src"

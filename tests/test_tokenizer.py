@@ -3,7 +3,8 @@ import json
 import pytest
 from conftest import TEXT
 
-from glmkit.convert import GlmkitError, embedded, families, tokenizer
+from glmkit.convert import GlmkitError, embedded, tokenizer
+from glmkit.glm4 import families
 
 
 def _hf(path):

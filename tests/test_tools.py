@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from glmkit.runtimes import template
-from glmkit.runtimes import tools as glm_tools
+from glmkit.glm4 import messages as glm_messages
+from glmkit.glm4 import template
+from glmkit.glm4.parser import OutputParser, OutputSpec, Text, parse_text
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                             "parameters": {"type": "object",
                                                            "properties": {"city": {"type": "string"}}}}}
 ADD = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
-NAMES = {"get_weather", "add"}
+NAMES = frozenset({"get_weather", "add"})
+TURN = OutputSpec(marker=True, tools=NAMES)  # a turn after <|assistant|> with these tools declared
 OPENAI_LOOP = [
     {"role": "user", "content": "Weather in Paris, and 2+3?"},
     {"role": "assistant", "content": None, "tool_calls": [
@@ -30,7 +32,7 @@ OPENAI_LOOP = [
 
 def _render(name: str, messages: list[dict], tools: list[dict]) -> str:
     source = (TEMPLATES / name).read_text(encoding="utf-8")
-    glm, tools_arg = glm_tools.attach_tools(glm_tools.to_glm_messages(messages), tools, source)
+    glm, tools_arg = glm_messages.attach_tools(glm_messages.to_glm_messages(messages), tools, source)
     return template.render(source, glm, tools_arg)
 
 
@@ -49,12 +51,17 @@ def test_openai_tool_history_renders_as_glm4_turns(name):
 
 
 def test_where_each_template_reads_tools_from():
-    read = {p.name: glm_tools.template_reads_tools(p.read_text(encoding="utf-8")) for p in TEMPLATES.glob("*.jinja")}
+    read = {p.name: glm_messages.template_reads_tools(p.read_text(encoding="utf-8")) for p in TEMPLATES.glob("*.jinja")}
     assert read == {"GLM-4-9B-0414.chat_template.jinja": "argument", "glm-4-9b-chat.chat_template.jinja": "message"}
 
 
+def _parse(text: str, names=NAMES):
+    content, _, calls = parse_text(text, OutputSpec(marker=True, tools=frozenset(names)))
+    return content, calls
+
+
 def test_several_calls_in_one_turn():
-    content, calls = glm_tools.parse('get_weather\n{"city": "Paris"}<|assistant|>add\n{"a": 2, "b": 3}', NAMES)
+    content, calls = _parse('get_weather\n{"city": "Paris"}<|assistant|>add\n{"a": 2, "b": 3}')
     assert content == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [
         ("get_weather", {"city": "Paris"}), ("add", {"a": 2, "b": 3})]
     assert len({c.id for c in calls}) == 2 and all(c.id.startswith("call_") for c in calls)
@@ -70,14 +77,13 @@ def test_several_calls_in_one_turn():
     ('get_weather\n{"city": "Paris"}<|assistant|>\nDone.', 'get_weather\n{"city": "Paris"}<|assistant|>\nDone.'),
 ])
 def test_what_is_not_a_valid_call_comes_back_as_text(text, content):
-    assert glm_tools.parse(text, NAMES) == (content, [])
+    assert _parse(text) == (content, [])
 
 
 def _streamed(pieces: list[str], names=NAMES):
-    router = glm_tools.StreamRouter(names)
-    text = "".join(router.feed(p) for p in pieces)
-    rest, calls = router.finish()
-    return text + rest, calls
+    parser = OutputParser(OutputSpec(marker=True, tools=frozenset(names)))
+    events = [e for p in pieces for e in parser.feed(p)] + parser.close()
+    return "".join(e.text for e in events if isinstance(e, Text)), parser.calls
 
 
 @pytest.mark.parametrize("text", ["\nIt is sunny in Paris.", 'get_weather\n{"city": "Paris"}',
@@ -86,20 +92,20 @@ def _streamed(pieces: list[str], names=NAMES):
 def test_streaming_decides_on_the_first_line_and_agrees_with_the_whole(text):
     for size in (1, 3, len(text)):
         got, calls = _streamed([text[i:i + size] for i in range(0, len(text), size)])
-        want_content, want_calls = glm_tools.parse(text, NAMES)
+        want_content, want_calls = _parse(text)
         assert got == want_content
         assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in want_calls]
 
 
 def test_a_plain_answer_streams_before_the_turn_ends():
-    router = glm_tools.StreamRouter(NAMES)
-    assert router.feed("\nThe") == "The" and router.feed(" answer") == " answer"
-    router = glm_tools.StreamRouter(NAMES)
-    assert router.feed("get_") == "" and router.feed("weather\n{") == ""  # could be a call: held
+    parser = OutputParser(TURN)
+    assert parser.feed("\nThe") == [Text("The")] and parser.feed(" answer") == [Text(" answer")]
+    parser = OutputParser(TURN)
+    assert parser.feed("get_") == [] and parser.feed("weather\n{") == []  # could be a call: held
 
 
 def test_openai_messages_become_glm_turns():
-    glm = glm_tools.to_glm_messages([{"role": "developer", "content": "Be brief."},
+    glm = glm_messages.to_glm_messages([{"role": "developer", "content": "Be brief."},
                                      {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
                                      {"role": "assistant", "content": "Let me check.", "tool_calls": [
                                          {"function": {"name": "add", "arguments": "{}"}}]},

@@ -20,7 +20,7 @@ from .protocol import APIError
 _DONE = object()
 
 
-class Engine:
+class Admission:
     def __init__(self, runtime, max_queue: int = 8):
         self.runtime = runtime
         self.workers = runtime.parallel
@@ -31,14 +31,14 @@ class Engine:
         self.lock = threading.Lock()  # the counters are updated from the worker threads
         self.finished = 0        # generations that ran to their end
         self.cancelled = 0       # generations stopped because their client went away
-        self.worker = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="glm-serve-engine")
+        self.worker = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="glm-serve-worker")
 
     def close(self) -> None:
         self.worker.shutdown(wait=True, cancel_futures=True)
         self.runtime.close()
 
     async def events(self, start: Callable[[], Iterator], cancel: threading.Event) -> AsyncIterator:
-        """The events of `start()` (a Runtime.stream), produced on the engine's worker thread."""
+        """The events of `start()` (a Runtime.stream), produced on a worker thread."""
         if self.admitted >= self.limit:
             raise APIError(429, f"the server is busy: {self.admitted} requests in progress or queued "
                                 f"({self.workers} at once, {self.limit - self.workers} queued: --max-concurrency, "

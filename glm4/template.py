@@ -15,7 +15,7 @@ import json
 from datetime import datetime
 from functools import lru_cache
 
-from glmkit.convert.errors import GlmkitError
+from glmkit.glm4.errors import GlmkitError
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:

@@ -75,6 +75,7 @@ class ChatFormat:
     template: str
     thinks: bool  # answers start with <think>…</think>
     sampling: dict = field(default_factory=dict)  # model-card defaults
+    tool_syntax: str = "glm4"  # how its tool calls are written (toolcalls.SYNTAXES)
 
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
@@ -92,6 +93,18 @@ class Family:
     context_field: str                  # config field holding the context length
     native_context: int | None = None   # trained context, where the family fixes one
     yarn_factor: float | None = None    # recommended YaRN factor for long context
+    remap_to: str | None = None         # not transformers-native: the family its weights are remapped into
+    tokenizer_file: str = "tokenizer.json"  # the tokenizer the checkpoint ships
+
+    @property
+    def native(self) -> bool:
+        """transformers (and every engine that reads its layout) loads it without remote code."""
+        return self.remap_to is None
+
+    @property
+    def output_family(self) -> str:
+        """The family a conversion writes: the remapped one for a format transformers cannot load."""
+        return self.remap_to or self.name
 
     def context_length(self, config: dict) -> int:
         return int(config.get(self.context_field) or self.native_context or 0)
@@ -124,7 +137,7 @@ FAMILIES: dict[str, Family] = {
     "chatglm": Family(
         name="chatglm", architectures=("ChatGLMModel", "ChatGLMForConditionalGeneration"), model_type="chatglm",
         checkpoints=("THUDM/glm-4-9b", "THUDM/glm-4-9b-chat", "THUDM/glm-4-9b-chat-1m"),
-        context_field="seq_length",
+        context_field="seq_length", remap_to="glm", tokenizer_file="tokenizer.model",
     ),
 }
 

@@ -1,0 +1,71 @@
+"""GLM-4's tool-call markup, as data and two pure functions the output parser drives.
+
+After `<|assistant|>` the model writes either `\\n` and an answer, or `name\\n{json arguments}` and stops on
+`<|observation|>`; several calls in one turn repeat `<|assistant|>name\\n{json}` (GLM-4-0414 and glm-4-9b-chat
+alike). THUDM's own reading: split on `<|assistant|>`, the first line names the tool. Two guards keep a malformed
+call from reaching a client as a broken one: the name must be a declared tool and the rest a JSON object; anything
+else is text. Another format (GLM-4.5's `<tool_call>` markup) would be another ToolSyntax here, chosen by the
+chat format in families.py; the parser itself would not change.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+ASSISTANT = "<|assistant|>"
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: str  # a JSON object, as the model wrote it (re-serialised)
+    id: str = ""
+
+    def __post_init__(self):
+        self.id = self.id or f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class ToolSyntax:
+    """How calls are written: what separates calls in one turn, and what marks a plain answer."""
+
+    name: str
+    separator: str      # between the calls of one turn
+    answer_marker: str  # written right after <|assistant|> before a plain answer; format, not content
+
+    def route(self, head: str, names: frozenset[str]) -> str | None:
+        """From the start of a turn: "call", "text", or None while it cannot tell yet."""
+        line, sep, _ = head.partition("\n")
+        if sep:
+            return "call" if line.strip() in names else "text"
+        longest = max(map(len, names), default=0)
+        if not any(n.startswith(line.strip()) for n in names) or len(line) > longest + 2:
+            return "text"
+        return None
+
+    def parse_call(self, piece: str, names: frozenset[str] | set[str]) -> ToolCall | None:
+        """One `name\\n{arguments}` piece as a call, or None: the name must be declared and the rest an object."""
+        name, sep, args = piece.partition("\n")
+        if not sep or name.strip() not in names:
+            return None
+        try:
+            value = json.loads(args)
+        except ValueError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        return ToolCall(name.strip(), json.dumps(value, ensure_ascii=False))
+
+    def parse_calls(self, text: str, names: frozenset[str] | set[str]) -> list[ToolCall] | None:
+        """Every call of a turn, or None unless every piece is a valid call (then the whole turn is text)."""
+        calls = [self.parse_call(p, names) for p in text.split(self.separator)]
+        return calls if calls and all(calls) else None
+
+    def strip_marker(self, text: str) -> str:
+        return text[len(self.answer_marker):] if text.startswith(self.answer_marker) else text
+
+
+GLM4 = ToolSyntax("glm4", separator=ASSISTANT, answer_marker="\n")
+SYNTAXES: dict[str, ToolSyntax] = {GLM4.name: GLM4}

@@ -1,0 +1,150 @@
+"""An OpenAI request as one typed plan, made before it is queued: the prompt rendered once (with its output spec),
+GLM-4 sampling (in the manner of vLLM's `to_sampling_params`), and any grammar compiled once.
+
+What glm-serve cannot honour is refused here, by name, with a 400 — before any work is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from glmkit.glm4.messages import template_reads_tools, to_glm_messages
+from glmkit.glm4.prompt import Prompt
+from glmkit.runtimes import GenerationConfig
+from glmkit.runtimes.structure import Structure
+
+from .protocol import APIError, ChatRequest, CompletionRequest
+
+ANSWER = "\n"  # GLM-4 opens a plain answer with a newline after <|assistant|>: forcing it forces an answer
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    prompt: Prompt            # token ids, and how to read the reply
+    config: GenerationConfig  # sampling, stop strings, budget, grammar
+    chat: bool                # chat.completion (else text_completion)
+    stream: bool
+    include_usage: bool = False
+
+
+def sampling(body, runtime, max_tokens: int | None, n_prompt: int,
+             structure: Structure | None = None) -> GenerationConfig:
+    """The request's sampling as a GenerationConfig: OpenAI's defaults, the model card's where the request is
+    silent (Z1: temperature 0.6, top_p 0.95, top_k 40); what cannot be honoured is refused by name."""
+    if body.n != 1:
+        raise APIError(400, "n: only 1 is supported", param="n")
+    if body.logprobs:
+        raise APIError(400, "logprobs are not supported", param="logprobs")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > 4:
+        raise APIError(400, "stop: at most 4 sequences", param="stop")
+    room = runtime.context_length - n_prompt
+    if room < 1:
+        raise APIError(400, f"the prompt is {n_prompt} tokens; the context holds {runtime.context_length}: "
+                            "shorten the conversation", code="context_length_exceeded", param="messages")
+    if max_tokens is not None and max_tokens > room:
+        raise APIError(400, f"max_tokens {max_tokens} does not fit: the prompt is {n_prompt} tokens of a "
+                            f"{runtime.context_length}-token context, {room} left", param="max_tokens",
+                       code="context_length_exceeded")
+    return GenerationConfig.for_model(
+        runtime.chat_format.sampling, body.temperature, body.top_p, body.top_k, default_temperature=1.0,
+        max_new_tokens=max_tokens or room, repetition_penalty=body.repetition_penalty or 1.0, stop=tuple(stop),
+        structure=structure,
+        frequency_penalty=body.frequency_penalty or 0.0, presence_penalty=body.presence_penalty or 0.0,
+        seed=None if body.seed is None else body.seed % 2**32)  # OpenAI takes any integer; the engines 32 bits
+
+
+def response_format(fmt: dict | None) -> Structure | None:
+    """OpenAI's response_format as a Structure the engine enforces while decoding; None for plain text."""
+    kind = (fmt or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return Structure.json()
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise APIError(400, "response_format.json_schema: give {'name': ..., 'schema': {JSON schema}}",
+                           param="response_format")
+        return Structure.json(schema)
+    raise APIError(400, f"response_format type {kind!r}: use 'text', 'json_object' or 'json_schema'",
+                   param="response_format")
+
+
+def check_structure(structure: Structure, runtime, param: str) -> Structure:
+    """Refused up front, by name, where the engine cannot enforce it; the grammar is compiled here, once."""
+    if not runtime.capabilities.constrained:
+        raise APIError(400, f"{param}: constrained answers need a backend with constrained decoding; "
+                            f"{runtime.backend} has none", param=param)
+    if runtime.chat_format.thinks:
+        raise APIError(400, f"{param}: a Z1 model's answer opens with a thought, which a constraint would cut "
+                            "out; ask for JSON in the prompt instead", param=param)
+    try:
+        structure.grammar
+    except Exception as e:  # the converter raises assorted errors on schemas it cannot express
+        raise APIError(400, f"{param}: the engine cannot enforce this schema ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else 'unsupported'})", param=param)
+    return structure
+
+
+def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
+    """Messages, tools and a forced start of the assistant's turn, rendered once; validated before it is queued."""
+    messages = to_glm_messages([m.model_dump(exclude_none=True) for m in body.messages])
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    names = [t["function"]["name"] for t in tools]
+    choice = body.tool_choice
+    formatted = response_format(body.response_format)
+    prefix, structure, calls = "", formatted, None
+    if tools and template_reads_tools(runtime.tokenizer.chat_template) is None:
+        raise APIError(400, "this model's chat template has no tools block, so it cannot be told about tools; "
+                            "serve a checkpoint whose template describes tools (GLM-4-0414, glm-4-9b-chat)",
+                       param="tools")
+    if choice is not None and not tools and choice != "none":
+        raise APIError(400, "tool_choice needs tools", param="tool_choice")
+    if not tools:
+        pass
+    elif choice == "none":
+        calls, prefix = (), ANSWER
+    elif choice == "required" and len(names) == 1:
+        prefix = names[0] + "\n"  # the template's metadata line, as for a named function
+    elif choice == "required":  # the engine's grammar: one declared name, a newline, arguments of its schema
+        if formatted:
+            raise APIError(400, "response_format and tool_choice 'required' cannot both constrain the answer",
+                           param="response_format")
+        structure = check_structure(Structure.tool_call(tools), runtime, "tool_choice")
+    elif choice is not None and choice != "auto":
+        forced = choice.function.get("name")
+        if forced not in names:
+            raise APIError(400, f"tool_choice names {forced!r}, which is not among the tools", param="tool_choice")
+        prefix = forced + "\n"
+    if formatted:
+        check_structure(formatted, runtime, "response_format")
+        if not prefix and structure is formatted:
+            prefix = ANSWER  # the JSON follows the answer's newline
+    prompt = runtime.prompt(messages, tools=tools or None, assistant_prefix=prefix, calls=calls)
+    config = sampling(body, runtime, body.max_completion_tokens or body.max_tokens, len(prompt.ids), structure)
+    return RequestPlan(prompt, config, chat=True, stream=body.stream, include_usage=_usage_wanted(body))
+
+
+def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:
+    if body.echo or body.suffix:
+        raise APIError(400, "echo and suffix are not supported", param="echo" if body.echo else "suffix")
+    text = body.prompt
+    if isinstance(text, list):
+        if len(text) != 1 or not isinstance(text[0], str):
+            raise APIError(400, "prompt: give one string (batches of prompts are not supported)", param="prompt")
+        text = text[0]
+    structure = response_format(body.response_format)
+    if structure is not None:
+        check_structure(structure, runtime, "response_format")
+    prompt = runtime.prompt(text)
+    config = sampling(body, runtime, body.max_tokens or 16, len(prompt.ids), structure)
+    return RequestPlan(prompt, config, chat=False, stream=body.stream, include_usage=_usage_wanted(body))
+
+
+def _usage_wanted(body) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+__all__ = ["RequestPlan", "check_structure", "plan_chat", "plan_completion", "response_format", "sampling"]

@@ -1,0 +1,138 @@
+"""glm-serve's request planning without a port: an OpenAI request becomes one typed plan — the prompt rendered once
+with how to read the reply, sampling, any grammar — and the app serves it through an in-process client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from glmkit.convert import embedded
+from glmkit.glm4 import families
+from glmkit.runtimes import Runtime
+from glmkit.runtimes.capabilities import Capabilities
+from glmkit.runtimes.tokenizer import from_hf
+from glmkit.serve import create_app
+from glmkit.serve.plan import plan_chat, plan_completion
+from glmkit.serve.protocol import APIError, ChatRequest, CompletionRequest
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+ADD = {"type": "function", "function": {"name": "add", "parameters": {
+    "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}
+USER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+class Scripted(Runtime):
+    """glm4-tiny's tokenizer and template in front of a stand-in engine that writes fixed text."""
+
+    backend = "scripted"
+    capabilities = Capabilities(constrained=True, penalties=True)
+
+    def __init__(self, text: str = "\nIt is sunny."):
+        tok = from_hf(embedded.glm4_tiny_path())
+        super().__init__(tok, families.CHAT_FORMATS["glm4"], 2048, "scripted")
+        self.ids = tok.encode(text) + [tok.special_ids["<|observation|>"]]
+        self.grammars: list[str] = []
+
+    def _token_stream(self, prompt_ids, config, stats):
+        if config.structure is not None:
+            self.grammars.append(config.structure.grammar)  # what the engines hand their grammar sampler
+        yield from self.ids
+
+
+def _chat(**body) -> ChatRequest:
+    return ChatRequest(model="m", messages=body.pop("messages", USER), **body)
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return Scripted()
+
+
+def test_tool_choice_shapes_the_prompt_and_what_the_reply_may_be(rt):
+    auto = plan_chat(_chat(tools=[WEATHER, ADD]), rt)
+    assert auto.prompt.output.tools == {"get_weather", "add"} and auto.prompt.output.prefix == ""
+    assert auto.prompt.ids[-1] == rt.tokenizer.special_ids["<|assistant|>"]
+    none = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="none"), rt)
+    assert none.prompt.output.tools == frozenset() and none.prompt.ids[:-1] == auto.prompt.ids  # + "\n"
+    named = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice={"type": "function", "function": {"name": "add"}}), rt)
+    assert named.prompt.output.prefix == "add\n" and named.config.structure is None
+    assert rt.tokenizer.decode(named.prompt.ids[len(auto.prompt.ids):]) == "add\n"
+    one = plan_chat(_chat(tools=[WEATHER], tool_choice="required"), rt)
+    assert one.prompt.output.prefix == "get_weather\n"
+    several = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="required"), rt)
+    assert [n for n, _ in several.config.structure.tools] == ["get_weather", "add"]
+    assert "grammar" in vars(several.config.structure)  # compiled while planning, before anything is queued
+
+
+def test_response_format_plans_a_json_answer(rt):
+    plan = plan_chat(_chat(response_format={"type": "json_schema", "json_schema": {
+        "name": "w", "schema": {"type": "object", "properties": {"c": {"type": "number"}}}}}), rt)
+    assert json.loads(plan.config.structure.json_schema)["properties"] == {"c": {"type": "number"}}
+    assert plan.prompt.output.prefix == "\n" and plan.prompt.output.marker
+    with pytest.raises(APIError, match="cannot both constrain") as e:
+        plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="required", response_format={"type": "json_object"}), rt)
+    assert e.value.param == "response_format"
+
+
+@pytest.mark.parametrize("body,param", [
+    (dict(n=2), "n"), (dict(stop=["a", "b", "c", "d", "e"]), "stop"), (dict(max_tokens=4096), "max_tokens"),
+    (dict(tool_choice="required"), "tool_choice"), (dict(response_format={"type": "xml"}), "response_format"),
+    (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+])
+def test_what_cannot_be_honoured_is_refused_by_name(rt, body, param):
+    with pytest.raises(APIError) as e:
+        plan_chat(_chat(**body), rt)
+    assert e.value.status == 400 and e.value.param == param
+
+
+def test_sampling_follows_openai_and_the_model_card(rt):
+    plan = plan_chat(_chat(max_tokens=7, seed=2**40 + 5, stop="END", temperature=0.2), rt)
+    c = plan.config
+    assert (c.max_new_tokens, c.seed, c.stop, c.temperature, c.top_p) == (7, 5, ("END",), 0.2, 1.0)
+    assert plan_chat(_chat(), rt).config.temperature == 1.0  # OpenAI's default where the card says nothing
+    assert plan_chat(_chat(), rt).config.max_new_tokens == rt.context_length - len(plan.prompt.ids)
+
+
+def test_a_completion_prompt_starts_like_glm4s_own_tokenizer(rt):
+    plan = plan_completion(CompletionRequest(model="m", prompt="def add(a, b):"), rt)
+    s = rt.tokenizer.special_ids
+    assert plan.prompt.ids[:2] == [s["[gMASK]"], s["<sop>"]] and not plan.chat and plan.config.max_new_tokens == 16
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_request_renders_its_template_once(stream):
+    """The plan's rendering is the one generated from: the template runs once per request, streamed or not."""
+    rt = Scripted('get_weather\n{"city": "Paris"}')
+    rendered = []
+    render = rt.tokenizer.render_chat
+    rt.tokenizer.render_chat = lambda *a, **k: rendered.append(1) or render(*a, **k)
+    with TestClient(create_app(rt, "m")) as client:
+        body = {"model": "m", "messages": USER, "tools": [WEATHER, ADD], "stream": stream}
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        if stream:
+            chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+            calls = [t for ch in chunks for c in ch["choices"] for t in c["delta"].get("tool_calls") or []]
+            assert calls[0]["function"]["name"] == "get_weather" and chunks[-1]["choices"][0]["finish_reason"] \
+                == "tool_calls"
+        else:
+            message = r.json()["choices"][0]["message"]
+            assert message["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert len(rendered) == 1
+
+
+def test_a_grammar_is_compiled_once_per_request(monkeypatch):
+    from glmkit.runtimes import structure
+
+    compiled = []
+    gbnf = structure.gbnf
+    monkeypatch.setattr(structure, "gbnf", lambda s: compiled.append(1) or gbnf(s))
+    rt = Scripted('add\n{"a": 1, "b": 2}')
+    with TestClient(create_app(rt, "m")) as client:
+        body = {"model": "m", "messages": USER, "tools": [WEATHER, ADD], "tool_choice": "required"}
+        r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert len(compiled) == 1 and len(rt.grammars) == 1
