@@ -378,7 +378,7 @@ def test_the_model_cards_sampling_applies_where_the_request_is_silent():
     assert sampling(body, glm4, None, 1).temperature == 1.0  # OpenAI's default
 
 
-def test_schemathesis_finds_no_server_error(artifacts):
+def test_schemathesis_finds_no_server_error(artifacts, tmp_path):
     """Property-based requests generated from glm-serve's own OpenAPI schema (valid and invalid bodies, fixed
     seed): none gets a 5xx."""
     import subprocess
@@ -389,5 +389,5 @@ def test_schemathesis_finds_no_server_error(artifacts):
         r = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
                             "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "7",
                             "--generation-deterministic", "--request-timeout", "120", "--workers", "1"],
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache goes there
     assert r.returncode == 0, r.stdout[-4000:]
