@@ -90,7 +90,9 @@ class OutputParser:
             self._scan(out)
         return out
 
-    def close(self) -> list[Event]:
+    def close(self, truncated: bool = False) -> list[Event]:
+        """The turn's end. truncated: it was cut (by the token budget), so a call still being written, or a first
+        line that could still become a tool's name, is dropped rather than passed off as an answer."""
         out, self._pending = self._pending, []
         if not self.stopped:
             self._release(self.buf.rstrip() if self.spec.thinks else self.buf, out)
@@ -100,7 +102,7 @@ class OutputParser:
             if calls:
                 self.calls += calls
                 out += calls
-            else:
+            elif not (truncated and self.spec.tools):
                 self._answer(self._unmarked(self.head), out)
             self.head = ""
         out.append(End("stop_string" if self.stopped else "end"))

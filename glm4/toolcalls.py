@@ -59,9 +59,15 @@ class ToolSyntax:
         return ToolCall(name.strip(), json.dumps(value, ensure_ascii=False))
 
     def parse_calls(self, text: str, names: frozenset[str] | set[str]) -> list[ToolCall] | None:
-        """Every call of a turn, or None unless every piece is a valid call (then the whole turn is text)."""
-        calls = [self.parse_call(p, names) for p in text.split(self.separator)]
-        return calls if calls and all(calls) else None
+        """Every call of a turn, or None unless the whole turn is valid calls (then it is text). A separator
+        splits calls only where the text before it is a whole call: inside an argument string it is text."""
+        calls, piece = [], ""
+        for part in text.split(self.separator):
+            piece = f"{piece}{self.separator}{part}" if piece else part
+            if call := self.parse_call(piece, names):
+                calls.append(call)
+                piece = ""
+        return calls if calls and not piece else None
 
     def strip_marker(self, text: str) -> str:
         return text[len(self.answer_marker):] if text.startswith(self.answer_marker) else text

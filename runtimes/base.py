@@ -10,6 +10,7 @@ tokens, incremental detokenisation and wall-clock timing live here, once.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from abc import ABC, abstractmethod
 from typing import Iterator
@@ -108,6 +109,8 @@ class Runtime(ABC):
             raise GlmkitError(f"constrained answers (response_format, tool_choice 'required') need a backend with "
                               f"constrained decoding; {self.backend} has none")
         budget = self.budget(len(ids), config.max_new_tokens)
+        if config.seed is None and not config.greedy:  # a fresh draw each call on every engine (openvino-genai's
+            config = dataclasses.replace(config, seed=secrets.randbits(32))  # own seed is fixed otherwise)
         parser = OutputParser(dataclasses.replace(rendered.output, stop=tuple(config.stop)))
         decoder = self.tokenizer.decoder()
         out: list[int] = []
@@ -140,7 +143,7 @@ class Runtime(ABC):
                 close()
         t_end = time.perf_counter()
         if finish != "interrupted":
-            yield from _deltas(parser.feed(decoder.flush()) + parser.close())
+            yield from _deltas(parser.feed(decoder.flush()) + parser.close(truncated=finish == "length"))
         ttft = (stamps[0] if stamps else t_end) - t0
         decode_time = t_end - (stamps[0] if stamps else t_end)
         evaluated = len(ids) - stats.reused

@@ -10,7 +10,6 @@ the plan's events over the OpenAI protocol and answers every bad request with a 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -22,14 +21,16 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.toolcalls import ToolCall
 from glmkit.runtimes import GenerationResult, TextDelta
 
 from .admission import Admission
+from .guard import Guard, error_response
 from .plan import RequestPlan, plan_chat, plan_completion
 from .protocol import APIError, ChatRequest, CompletionRequest
 
@@ -37,10 +38,6 @@ log = logging.getLogger("glmkit.serve")
 MAX_BODY_BYTES = 4 * 2**20  # a long chat with tools is kilobytes; anything near this is a mistake or an attack
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "interrupted": "stop"}
 STATIC = Path(__file__).parent / "static"  # the chat page: plain files, no build step, nothing from a CDN
-# The page runs only its own scripts and talks only to this server; a model answer is never parsed as HTML.
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                                           "img-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 def create_app(runtime, model_name: str | None = None, api_key: str | None = None, max_queue: int = 8,
@@ -63,21 +60,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
 
         app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["*"], allow_headers=["*"])
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        """API key (constant-time compare) and body size, before anything reads the body."""
-        if api_key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return _error(APIError(401, "missing or wrong API key: send Authorization: Bearer KEY",
-                                       code="invalid_api_key", kind="authentication_error"))
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return _error(APIError(413, f"request body over {max_body_bytes} bytes"))
-        response = await call_next(request)
-        if not request.url.path.startswith("/v1/"):
-            response.headers.update(PAGE_HEADERS)
-        return response
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)  # outermost: before any body is read
 
     @app.exception_handler(APIError)
     async def api_error(request, e: APIError):
@@ -86,11 +69,21 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is a byte offset, not a field
+            at = [x for x in first.get("loc", ()) if isinstance(x, int)]
+            return _error(APIError(400, "the body is not valid JSON" + (f" (at byte {at[0]})" if at else "")))
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         message = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            message = "the body is not valid JSON"
         return _error(APIError(400, f"{where + ': ' if where else ''}{message}", param=where or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):
+        """Routing and parsing errors as OpenAI error objects, like every other error."""
+        message = {404: f"no route {request.url.path}; glm-serve serves /v1/chat/completions, /v1/completions, "
+                        "/v1/models and /health",
+                   405: f"{request.method} is not allowed on {request.url.path}",
+                   400: "the body is not valid UTF-8 JSON"}.get(e.status_code, str(e.detail))
+        return _error(APIError(e.status_code, message, headers=getattr(e, "headers", None)))
 
     @app.exception_handler(GlmkitError)
     async def glmkit_error(request, e: GlmkitError):
@@ -149,8 +142,8 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     return app
 
 
-def _error(e: APIError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+def _error(e: APIError):
+    return error_response(e)
 
 
 def _check_model(given: str, name: str) -> None:

@@ -27,6 +27,24 @@ class RequestPlan:
     include_usage: bool = False
 
 
+def check_text(value, where: str = "") -> None:
+    """Every string of a request must be text UTF-8 can carry: JSON's "\\ud800" escapes decode to a lone
+    surrogate, which no tokenizer can encode. Refused with the field's name."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise APIError(400, f"{where or 'body'}: holds a lone surrogate ({value[e.start]!r} at character "
+                                f"{e.start}), which is not text; send valid Unicode", param=where or None) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k, where)
+            check_text(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_text(v, f"{where}.{i}" if where else str(i))
+
+
 def sampling(body, runtime, max_tokens: int | None, n_prompt: int,
              structure: Structure | None = None) -> GenerationConfig:
     """The request's sampling as a GenerationConfig: OpenAI's defaults, the model card's where the request is
@@ -90,9 +108,9 @@ def check_structure(structure: Structure, runtime, param: str) -> Structure:
 
 def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
     """Messages, tools and a forced start of the assistant's turn, rendered once; validated before it is queued."""
+    check_text(body.model_dump(exclude_none=True))
     messages = to_glm_messages([m.model_dump(exclude_none=True) for m in body.messages])
     tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
-    names = [t["function"]["name"] for t in tools]
     choice = body.tool_choice
     formatted = response_format(body.response_format)
     prefix, structure, calls = "", formatted, None
@@ -102,25 +120,25 @@ def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
                        param="tools")
     if choice is not None and not tools and choice != "none":
         raise APIError(400, "tool_choice needs tools", param="tool_choice")
-    if not tools:
-        pass
-    elif choice == "none":
+    forced = [] if choice in (None, "auto", "none") or not tools else (
+        tools if choice == "required" else [t for t in tools if t["function"]["name"] == choice.function.get("name")])
+    if tools and choice not in (None, "auto", "none", "required") and not forced:
+        raise APIError(400, f"tool_choice names {choice.function.get('name')!r}, which is not among the tools",
+                       param="tool_choice")
+    if tools and choice == "none":
         calls, prefix = (), ANSWER
-    elif choice == "required" and len(names) == 1:
-        prefix = names[0] + "\n"  # the template's metadata line, as for a named function
-    elif choice == "required":  # the engine's grammar: one declared name, a newline, arguments of its schema
-        if formatted:
-            raise APIError(400, "response_format and tool_choice 'required' cannot both constrain the answer",
-                           param="response_format")
-        structure = check_structure(Structure.tool_call(tools), runtime, "tool_choice")
-    elif choice is not None and choice != "auto":
-        forced = choice.function.get("name")
-        if forced not in names:
-            raise APIError(400, f"tool_choice names {forced!r}, which is not among the tools", param="tool_choice")
-        prefix = forced + "\n"
-    if formatted:
+    elif forced and runtime.capabilities.constrained and not runtime.chat_format.thinks:
+        # the engine's grammar: a forced tool's name (or one of the declared ones, for "required"), a newline, and
+        # arguments that match its parameters schema — a call always comes back. The tool's schema, never the
+        # response_format's, constrains its arguments; a forced call leaves no text answer for response_format.
+        structure = check_structure(Structure.tool_call(forced), runtime, "tool_choice")
+    elif len(forced) == 1:  # no constrained decoding here: the turn starts with the name, as a history call does
+        prefix, structure = forced[0]["function"]["name"] + "\n", None
+    elif forced:
+        structure = check_structure(Structure.tool_call(forced), runtime, "tool_choice")  # refused, with why
+    if formatted and structure is formatted:
         check_structure(formatted, runtime, "response_format")
-        if not prefix and structure is formatted:
+        if not prefix:
             prefix = ANSWER  # the JSON follows the answer's newline
     prompt = runtime.prompt(messages, tools=tools or None, assistant_prefix=prefix, calls=calls)
     config = sampling(body, runtime, body.max_completion_tokens or body.max_tokens, len(prompt.ids), structure)
@@ -128,6 +146,7 @@ def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
 
 
 def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:
+    check_text(body.model_dump(exclude_none=True))
     if body.echo or body.suffix:
         raise APIError(400, "echo and suffix are not supported", param="echo" if body.echo else "suffix")
     text = body.prompt

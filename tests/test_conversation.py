@@ -92,6 +92,21 @@ def test_streamed_deltas_join_to_the_result_with_stop_strings(kind, artifacts):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+def test_sampling_without_a_seed_draws_afresh_each_call(kind, artifacts):
+    """No seed: every engine draws a new one per call (openvino-genai's own seed is otherwise fixed, so five
+    sampled answers were one); with a seed, the same answer."""
+    rt = _open(kind, artifacts)
+    try:
+        msgs = [{"role": "user", "content": "def read_config(path):"}]
+        free = GenerationConfig(max_new_tokens=24, temperature=1.0, ignore_eos=True)
+        assert len({tuple(rt.generate(msgs, free).token_ids) for _ in range(5)}) > 1
+        seeded = GenerationConfig(max_new_tokens=24, temperature=1.0, ignore_eos=True, seed=7)
+        assert len({tuple(rt.generate(msgs, seeded).token_ids) for _ in range(3)}) == 1
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_generation_to_the_context_limit_ends_with_length(kind, artifacts):
     rt = _open(kind, artifacts, n_ctx=64)
     try:

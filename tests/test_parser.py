@@ -45,6 +45,7 @@ CASES = [
     ("A thought STOP more</think>answer", OutputSpec(thinks=True, stop=("STOP",))),
     ('get_weather\n{"city": "Paris"}\n\nEND garbage', OutputSpec(marker=True, tools=NAMES, stop=("END",))),
     ("think</think>ans<wer>STO", OutputSpec(thinks=True, stop=("STOP",))),
+    ('get_weather\n{"city": "a<|assistant|>b"}<|assistant|>add\n{"a": 1}', TURN),  # the separator inside a string
 ]
 
 
@@ -123,3 +124,21 @@ def test_calls_so_far_for_consumers_that_stream_calls():
     assert parser.in_call and parser.calls_so_far() == []
     parser.feed('}<|assistant|>get_weather\n{"city": "Oslo"}')
     assert [c.name for c in parser.calls_so_far()] == ["add", "get_weather"]
+
+
+def test_the_call_separator_inside_an_argument_string_is_text():
+    """A grammar-valid argument may hold `<|assistant|>`: calls split only where the text before is a whole call."""
+    content, _, calls = parse_text('get_weather\n{"city": "a<|assistant|>b"}<|assistant|>add\n{"a": 1}', TURN)
+    assert content == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "a<|assistant|>b"}), ("add", {"a": 1})]
+
+
+@pytest.mark.parametrize("text,content", [
+    ('get_weather\n{"city": "Pa', ""),     # a call cut short: dropped, not passed off as an answer
+    ("get_wea", ""),                        # a first line that could still become a tool's name
+    ("\nIt is su", "It is su"),             # an answer cut short is still the answer
+])
+def test_a_turn_cut_by_the_budget_never_leaks_a_partial_call(text, content):
+    parser = OutputParser(TURN)
+    events = parser.feed(text) + parser.close(truncated=True)
+    assert parser.content == content and not parser.calls and events[-1] == End("end")

@@ -57,11 +57,17 @@ def test_tool_choice_shapes_the_prompt_and_what_the_reply_may_be(rt):
     assert auto.prompt.ids[-1] == rt.tokenizer.special_ids["<|assistant|>"]
     none = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="none"), rt)
     assert none.prompt.output.tools == frozenset() and none.prompt.ids[:-1] == auto.prompt.ids  # + "\n"
-    named = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice={"type": "function", "function": {"name": "add"}}), rt)
-    assert named.prompt.output.prefix == "add\n" and named.config.structure is None
-    assert rt.tokenizer.decode(named.prompt.ids[len(auto.prompt.ids):]) == "add\n"
+    add = {"type": "function", "function": {"name": "add"}}
+    named = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice=add), rt)  # the grammar: that tool, its schema
+    assert named.prompt.ids == auto.prompt.ids and [n for n, _ in named.config.structure.tools] == ["add"]
+    assert json.loads(named.config.structure.tools[0][1]) == ADD["function"]["parameters"]
     one = plan_chat(_chat(tools=[WEATHER], tool_choice="required"), rt)
-    assert one.prompt.output.prefix == "get_weather\n"
+    assert [n for n, _ in one.config.structure.tools] == ["get_weather"]
+    free = Scripted()
+    free.capabilities = Capabilities()  # no constrained decoding: the turn is started with the tool's name
+    unconstrained = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice=add), free)
+    assert unconstrained.prompt.output.prefix == "add\n" and unconstrained.config.structure is None
+    assert rt.tokenizer.decode(unconstrained.prompt.ids[len(auto.prompt.ids):]) == "add\n"
     several = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="required"), rt)
     assert [n for n, _ in several.config.structure.tools] == ["get_weather", "add"]
     assert "grammar" in vars(several.config.structure)  # compiled while planning, before anything is queued
@@ -72,9 +78,9 @@ def test_response_format_plans_a_json_answer(rt):
         "name": "w", "schema": {"type": "object", "properties": {"c": {"type": "number"}}}}}), rt)
     assert json.loads(plan.config.structure.json_schema)["properties"] == {"c": {"type": "number"}}
     assert plan.prompt.output.prefix == "\n" and plan.prompt.output.marker
-    with pytest.raises(APIError, match="cannot both constrain") as e:
-        plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="required", response_format={"type": "json_object"}), rt)
-    assert e.value.param == "response_format"
+    # a forced call leaves no text answer: its arguments follow the tool's schema, never response_format's
+    both = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="required", response_format={"type": "json_object"}), rt)
+    assert [n for n, _ in both.config.structure.tools] == ["get_weather", "add"]
 
 
 @pytest.mark.parametrize("body,param", [
@@ -136,3 +142,70 @@ def test_a_grammar_is_compiled_once_per_request(monkeypatch):
         r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "tool_calls"
     assert len(compiled) == 1 and len(rt.grammars) == 1
+
+
+def _post(client, path, **kw):
+    r = client.post(path, **kw)
+    return r.status_code, r.json()["error"]
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi \ud800"}]}, "messages.0.content"),
+    ("/v1/completions", {"prompt": "def f(\ud800):"}, "prompt"),
+    ("/v1/chat/completions", {"messages": USER, "tools": [{"type": "function", "function": {
+        "name": "get_weather", "description": "\udc00 bad"}}]}, "tools.0.function.description"),
+])
+def test_a_lone_surrogate_is_a_400_naming_the_field(path, body, param):
+    rt = Scripted()
+    with TestClient(create_app(rt, "m"), raise_server_exceptions=False) as client:
+        raw = json.dumps({"model": "m", **body})  # json.dumps writes the surrogate as the escape \ud800
+        status, error = _post(client, path, content=raw, headers={"content-type": "application/json"})
+    assert status == 400 and error["param"] == param and "surrogate" in error["message"]
+
+
+def test_every_error_is_an_openai_error_object():
+    with TestClient(create_app(Scripted(), "m"), raise_server_exceptions=False) as client:
+        r = client.get("/v1/nowhere")
+        assert r.status_code == 404 and "no route /v1/nowhere" in r.json()["error"]["message"]
+        r = client.get("/v1/chat/completions")
+        assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+        status, error = _post(client, "/v1/chat/completions", content=b'{"model": "m", "messages": \xff\xfe}',
+                              headers={"content-type": "application/json"})
+        assert status == 400 and "not valid" in error["message"]
+        status, error = _post(client, "/v1/chat/completions", content=b'{"model": "m", "messages": [}',
+                              headers={"content-type": "application/json"})
+        assert status == 400 and "not valid JSON" in error["message"] and error["param"] is None
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_reading():
+    rt = Scripted()
+    rendered = []
+    render = rt.tokenizer.render_chat
+    rt.tokenizer.render_chat = lambda *a, **k: rendered.append(1) or render(*a, **k)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
+    with TestClient(create_app(rt, "m", max_body_bytes=4096)) as client:
+        r = client.post("/v1/chat/completions", content=iter([body[:3000], body[3000:]]),
+                        headers={"content-type": "application/json"})  # an iterator: chunked, no Content-Length
+        assert "content-length" not in {k.lower() for k in r.request.headers}
+        assert r.status_code == 413 and "4096 bytes" in r.json()["error"]["message"] and not rendered
+        small = json.dumps({"model": "m", "messages": USER}).encode()
+        r = client.post("/v1/chat/completions", content=iter([small[:10], small[10:]]),
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "It is sunny."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_cut_by_max_tokens_is_length_without_a_partial_name(stream):
+    rt = Scripted('get_weather\n{"city": "Paris"}')
+    with TestClient(create_app(rt, "m")) as client:
+        body = {"model": "m", "messages": USER, "tools": [WEATHER, ADD], "max_tokens": 2, "stream": stream}
+        r = client.post("/v1/chat/completions", json=body)
+    if stream:
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        content = "".join(c["delta"].get("content") or "" for ch in chunks for c in ch["choices"])
+        finish = [c["finish_reason"] for ch in chunks for c in ch["choices"] if c["finish_reason"]]
+        assert content == "" and finish == ["length"]
+    else:
+        choice = r.json()["choices"][0]
+        assert not choice["message"]["content"] and choice["finish_reason"] == "length"
+        assert "tool_calls" not in choice["message"]

@@ -227,19 +227,32 @@ def test_beyond_the_queue_is_429_with_retry_after_and_a_disconnect_cancels(artif
         assert (health["generations_cancelled"], health["generations_finished"]) == (1, 1)
 
 
+def test_a_non_streamed_request_whose_client_leaves_is_cancelled(artifacts):
+    """The PyTorch reference takes tens of seconds for this 2,000-token greedy answer; the client gives up after
+    one second and the server stops the generation rather than running it to the end."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "import sys\nimport sys"}], "temperature": 0,
+            "max_tokens": 1900}
+    with serving(artifacts["transformers"]) as base:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1))
+        health = _wait_idle(base, seconds=120)
+        assert (health["generations_cancelled"], health["generations_finished"]) == (1, 0)
+
+
 # -- GLM-4 tool calls and Z1 reasoning on the embedded models (trained on both: scripts/train_glm4_tiny.py) -------
 
 def _ask(client, messages, stream: bool, **kw) -> dict:
     """One assistant turn as {content, reasoning, calls: [(id, name, args)], finish}, streamed or not."""
     kw.setdefault("max_tokens", 96)
+    kw.setdefault("temperature", 0)
     if not stream:
-        r = client.chat.completions.create(model="tiny", messages=messages, temperature=0, **kw)
+        r = client.chat.completions.create(model="tiny", messages=messages, **kw)
         m = r.choices[0].message
         return {"content": m.content, "reasoning": getattr(m, "reasoning_content", None),
                 "calls": [(c.id, c.function.name, json.loads(c.function.arguments)) for c in m.tool_calls or []],
                 "finish": r.choices[0].finish_reason}
     content, reasoning, calls, finish = "", "", {}, None
-    for ch in client.chat.completions.create(model="tiny", messages=messages, temperature=0, stream=True, **kw):
+    for ch in client.chat.completions.create(model="tiny", messages=messages, stream=True, **kw):
         if not ch.choices:
             continue
         d = ch.choices[0].delta
@@ -291,6 +304,23 @@ def test_tool_choice_required_named_and_none(gguf_server):
         assert [(n, a) for _, n, a in required["calls"]] == [("get_weather", {"city": "Oslo"})]
         none = _ask(client, sum_request, stream, tools=[WEATHER, ADD], tool_choice="none")
         assert none["calls"] == [] and none["content"] and none["finish"] in ("stop", "length")
+
+
+def test_a_forced_tool_yields_a_call_at_any_seed(gguf_server):
+    """A named function, and "required" with one tool, constrain the arguments to the tool's schema: sampled at
+    temperature 1 with any seed, every answer is a call of that tool with schema-valid arguments — also where the
+    model would rather answer in text (a code prompt: with only the name forced, 2 of these 8 were calls). The
+    city is bounded (maxLength), so a sampled string ends within the token budget."""
+    client = _client(gguf_server)
+    weather = {"type": "function", "function": {**WEATHER["function"], "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 24}}, "required": ["city"]}}}
+    for seed in range(4):
+        for choice in ({"type": "function", "function": {"name": "get_weather"}}, "required"):
+            turn = _ask(client, USER, seed % 2 == 1, tools=[weather] if choice == "required" else [weather, ADD],
+                        tool_choice=choice, temperature=1.0, seed=seed, max_tokens=200)
+            assert [n for _, n, _ in turn["calls"]] == ["get_weather"], (seed, choice, turn)
+            args = turn["calls"][0][2]
+            assert set(args) <= {"city"} and isinstance(args["city"], str) and turn["finish"] == "tool_calls"
 
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer"}},
