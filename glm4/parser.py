@@ -35,6 +35,7 @@ class OutputSpec:
     prefix: str = ""                # assistant text the prompt already holds (a forced tool name, an answer's "\n")
     tools: frozenset[str] = frozenset()  # declared tool names: a first line naming one starts a call
     stop: tuple[str, ...] = ()      # stop strings: the text ends before the first one
+    one_call: bool = False          # the turn ends after its first call (OpenAI's parallel_tool_calls false)
     syntax: ToolSyntax = GLM4
 
 
@@ -145,6 +146,8 @@ class OutputParser:
         self.buf = self.buf[len(safe):]
 
     def _release(self, text: str, out: list) -> None:
+        if self.stopped:
+            return
         if self.spec.thinks and not self._sent:
             text = text.lstrip()  # the template's "<think>\n" and the "\n" after </think> are not content
         if not text:
@@ -163,6 +166,8 @@ class OutputParser:
             return
         self.head += text
         if self.state == CALL:
+            if self.spec.one_call and (end := self.spec.syntax.first_call_end(self.head, self.spec.tools)):
+                self.head, self.stopped, self.buf = self.head[:end], True, ""  # the rest is a second call
             return
         syntax = self.spec.syntax
         if self.spec.tools:

@@ -69,6 +69,15 @@ class ToolSyntax:
                 piece = ""
         return calls if calls and not piece else None
 
+    def first_call_end(self, text: str, names: frozenset[str] | set[str]) -> int | None:
+        """Where the turn's first call ends, once a separator shows another follows; None until then."""
+        at = text.find(self.separator)
+        while at >= 0:
+            if self.parse_call(text[:at], names):
+                return at
+            at = text.find(self.separator, at + 1)
+        return None
+
     def strip_marker(self, text: str) -> str:
         return text[len(self.answer_marker):] if text.startswith(self.answer_marker) else text
 

@@ -6,7 +6,7 @@ What glm-serve cannot honour is refused here, by name, with a 400 — before any
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from glmkit.glm4.messages import template_reads_tools, to_glm_messages
 from glmkit.glm4.prompt import Prompt
@@ -43,6 +43,25 @@ def check_text(value, where: str = "") -> None:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             check_text(v, f"{where}.{i}" if where else str(i))
+
+
+TEXT_PARTS = ("text",)  # content parts a GLM-4 text model takes
+
+
+def refuse_unsupported(body) -> None:
+    """What glm-serve would otherwise ignore is refused by name, as OpenAI refuses what a model cannot do."""
+    for i, m in enumerate(getattr(body, "messages", None) or []):
+        for j, part in enumerate(m.content if isinstance(m.content, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in TEXT_PARTS:
+                raise APIError(400, f"messages.{i}.content.{j}: a {kind!r} part; this model reads text only",
+                               param=f"messages.{i}.content.{j}.type")
+    extra = body.model_extra or {}
+    if extra.get("logit_bias"):
+        raise APIError(400, "logit_bias is not supported", param="logit_bias")
+    for legacy, instead in (("functions", "tools"), ("function_call", "tool_choice")):
+        if extra.get(legacy) is not None:
+            raise APIError(400, f"{legacy} is OpenAI's deprecated form; send {instead}", param=legacy)
 
 
 def sampling(body, runtime, max_tokens: int | None, n_prompt: int,
@@ -109,6 +128,7 @@ def check_structure(structure: Structure, runtime, param: str) -> Structure:
 def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
     """Messages, tools and a forced start of the assistant's turn, rendered once; validated before it is queued."""
     check_text(body.model_dump(exclude_none=True))
+    refuse_unsupported(body)
     messages = to_glm_messages([m.model_dump(exclude_none=True) for m in body.messages])
     tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
     choice = body.tool_choice
@@ -141,12 +161,15 @@ def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
         if not prefix:
             prefix = ANSWER  # the JSON follows the answer's newline
     prompt = runtime.prompt(messages, tools=tools or None, assistant_prefix=prefix, calls=calls)
+    if body.parallel_tool_calls is False:  # honoured: the turn ends after its first call
+        prompt = replace(prompt, output=replace(prompt.output, one_call=True))
     config = sampling(body, runtime, body.max_completion_tokens or body.max_tokens, len(prompt.ids), structure)
     return RequestPlan(prompt, config, chat=True, stream=body.stream, include_usage=_usage_wanted(body))
 
 
 def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:
     check_text(body.model_dump(exclude_none=True))
+    refuse_unsupported(body)
     if body.echo or body.suffix:
         raise APIError(400, "echo and suffix are not supported", param="echo" if body.echo else "suffix")
     text = body.prompt

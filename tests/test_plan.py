@@ -87,6 +87,12 @@ def test_response_format_plans_a_json_answer(rt):
     (dict(n=2), "n"), (dict(stop=["a", "b", "c", "d", "e"]), "stop"), (dict(max_tokens=4096), "max_tokens"),
     (dict(tool_choice="required"), "tool_choice"), (dict(response_format={"type": "xml"}), "response_format"),
     (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+    (dict(messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, {
+        "type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]), "messages.0.content.1.type"),
+    (dict(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA"}}]}]),
+     "messages.0.content.0.type"),
+    (dict(logit_bias={"42": 5}), "logit_bias"),
+    (dict(functions=[WEATHER["function"]]), "functions"), (dict(function_call="auto"), "function_call"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(rt, body, param):
     with pytest.raises(APIError) as e:
@@ -209,3 +215,16 @@ def test_a_call_cut_by_max_tokens_is_length_without_a_partial_name(stream):
         choice = r.json()["choices"][0]
         assert not choice["message"]["content"] and choice["finish_reason"] == "length"
         assert "tool_calls" not in choice["message"]
+
+
+@pytest.mark.parametrize("parallel", [None, True, False])
+def test_parallel_tool_calls_false_ends_the_turn_after_its_first_call(parallel):
+    rt = Scripted('add\n{"a": 1}<|assistant|>get_weather\n{"city": "Oslo"}')
+    with TestClient(create_app(rt, "m")) as client:
+        body = {"model": "m", "messages": USER, "tools": [WEATHER, ADD]}
+        if parallel is not None:
+            body["parallel_tool_calls"] = parallel
+        choice = client.post("/v1/chat/completions", json=body).json()["choices"][0]
+    names = [c["function"]["name"] for c in choice["message"]["tool_calls"]]
+    assert names == (["add"] if parallel is False else ["add", "get_weather"])
+    assert choice["finish_reason"] == "tool_calls"
