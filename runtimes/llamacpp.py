@@ -176,7 +176,11 @@ class LlamaCppRuntime(Runtime):
         reused = stats.reused = self._reuse(prompt_ids)
         sampler = self._sampler(config, prompt_ids)
         try:
-            self._decode(prompt_ids[reused:])
+            # the last prompt token alone, cold or warm: its logits choose the first answer token, and a token
+            # computed inside a large batch can round differently from one decoded alone (a greedy answer then
+            # differed between a cold prompt and the same prompt found in the cache)
+            self._decode(prompt_ids[reused:-1])
+            self._decode(prompt_ids[-1:])
             for n in range(config.max_new_tokens):
                 tok = lc.llama_sampler_sample(sampler, self.ctx, -1)
                 yield tok

@@ -92,6 +92,23 @@ def test_streamed_deltas_join_to_the_result_with_stop_strings(kind, artifacts):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+def test_the_same_greedy_request_cold_and_cached_gives_the_same_answer(kind, artifacts):
+    """The cached run decodes only the last prompt token; the cold run decodes that token alone too, so its
+    logits, and the greedy answer, do not depend on whether the prompt was cached."""
+    rt = _open(kind, artifacts)
+    try:
+        msgs = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "class Stack:"}]
+        cfg = GenerationConfig(max_new_tokens=32, ignore_eos=True)
+        rt.reset_cache()
+        cold = rt.generate(msgs, cfg)
+        warm = rt.generate(msgs, cfg)
+        assert cold.cached_tokens == 0 and warm.cached_tokens == warm.prompt_tokens - 1
+        assert warm.token_ids == cold.token_ids
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_sampling_without_a_seed_draws_afresh_each_call(kind, artifacts):
     """No seed: every engine draws a new one per call (openvino-genai's own seed is otherwise fixed, so five
     sampled answers were one); with a seed, the same answer."""
