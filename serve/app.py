@@ -64,17 +64,17 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
 
     @app.exception_handler(APIError)
     async def api_error(request, e: APIError):
-        return _error(e)
+        return error_response(e)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
         if first.get("type") == "json_invalid":  # its loc is a byte offset, not a field
             at = [x for x in first.get("loc", ()) if isinstance(x, int)]
-            return _error(APIError(400, "the body is not valid JSON" + (f" (at byte {at[0]})" if at else "")))
+            return error_response(APIError(400, "the body is not valid JSON" + (f" (at byte {at[0]})" if at else "")))
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         message = first.get("msg", "invalid request")
-        return _error(APIError(400, f"{where + ': ' if where else ''}{message}", param=where or None))
+        return error_response(APIError(400, f"{where + ': ' if where else ''}{message}", param=where or None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
@@ -83,16 +83,16 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
                         "/v1/models and /health",
                    405: f"{request.method} is not allowed on {request.url.path}",
                    400: "the body is not valid UTF-8 JSON"}.get(e.status_code, str(e.detail))
-        return _error(APIError(e.status_code, message, headers=getattr(e, "headers", None)))
+        return error_response(APIError(e.status_code, message, headers=getattr(e, "headers", None)))
 
     @app.exception_handler(GlmkitError)
     async def glmkit_error(request, e: GlmkitError):
-        return _error(APIError(400, str(e)))
+        return error_response(APIError(400, str(e)))
 
     @app.exception_handler(Exception)
     async def unexpected(request, e: Exception):
         log.exception("unexpected error")  # the server log has the traceback; the client never does
-        return _error(APIError(500, f"internal error ({type(e).__name__}); see the server log",
+        return error_response(APIError(500, f"internal error ({type(e).__name__}); see the server log",
                                kind="server_error"))
 
     default_openapi = app.openapi
@@ -140,10 +140,6 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
         return await _respond(request, admission, plan_completion(body, runtime), name)
 
     return app
-
-
-def _error(e: APIError):
-    return error_response(e)
 
 
 def _check_model(given: str, name: str) -> None:
