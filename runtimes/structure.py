@@ -22,7 +22,8 @@ _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 @dataclass(frozen=True)
 class Structure:
     """What an answer must be. json_schema: JSON text of a schema; tools: ((name, JSON text of its parameters
-    schema), ...) — the answer is one call of one of them, GLM-4's way."""
+    schema), ...) — the answer is one call of one of them, GLM-4's way. Both: either a call, or a plain answer
+    (GLM-4's "\n", then JSON of the schema) — the response schema never constrains a call's arguments."""
 
     json_schema: str | None = None
     tools: tuple[tuple[str, str], ...] = ()
@@ -37,9 +38,9 @@ class Structure:
         return cls(json_schema=json.dumps(schema or ANY_OBJECT))
 
     @classmethod
-    def tool_call(cls, tools: list[dict]) -> Structure:
-        """From OpenAI `tools`: a call of one of them."""
-        return cls(tools=tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
+    def tool_call(cls, tools: list[dict], answer: Structure | None = None) -> Structure:
+        """From OpenAI `tools`: a call of one of them (or, with `answer`, an answer of its schema)."""
+        return cls(json_schema=answer.json_schema if answer else None, tools=tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
                                for t in tools))
 
 
@@ -48,10 +49,11 @@ def gbnf(structure: Structure) -> str:
     from llama_cpp.llama_grammar import SchemaConverter
 
     conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    if structure.json_schema is not None:
-        conv.visit(conv.resolve_refs(json.loads(structure.json_schema), "request"), "")
+    schema = None if structure.json_schema is None else conv.resolve_refs(json.loads(structure.json_schema), "request")
+    if schema is not None and not structure.tools:  # the prompt already holds the answer's "\n"
+        conv.visit(schema, "")
         return conv.format_grammar().replace(_LOOSE_CHAR, _JSON_CHAR)
-    branches = []
+    branches = [] if schema is None else [f'"\\n" {conv.visit(schema, "answer")}']
     for i, (name, params) in enumerate(structure.tools):
         rule = conv.visit(conv.resolve_refs(json.loads(params), f"tool{i}"), f"tool{i}")
         branches.append(f"{json.dumps(name + chr(10))} {rule}")

@@ -156,6 +156,9 @@ def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
         prefix, structure = forced[0]["function"]["name"] + "\n", None
     elif forced:
         structure = check_structure(Structure.tool_call(forced), runtime, "tool_choice")  # refused, with why
+    if formatted and tools and choice in (None, "auto"):
+        # one grammar: a call of a declared tool, or an answer of the response schema (tools stay on)
+        structure = check_structure(Structure.tool_call(tools, formatted), runtime, "response_format")
     if formatted and structure is formatted:
         check_structure(formatted, runtime, "response_format")
         if not prefix:

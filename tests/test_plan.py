@@ -78,6 +78,11 @@ def test_response_format_plans_a_json_answer(rt):
         "name": "w", "schema": {"type": "object", "properties": {"c": {"type": "number"}}}}}), rt)
     assert json.loads(plan.config.structure.json_schema)["properties"] == {"c": {"type": "number"}}
     assert plan.prompt.output.prefix == "\n" and plan.prompt.output.marker
+    # under auto with tools: one grammar, a declared call or an answer of the schema; tools stay on
+    agent = plan_chat(_chat(tools=[WEATHER], response_format={"type": "json_object"}), rt)
+    assert agent.prompt.output.tools == {"get_weather"} and agent.prompt.output.prefix == ""
+    assert agent.config.structure.json_schema and [n for n, _ in agent.config.structure.tools] == ["get_weather"]
+    assert 'root ::= "\\n" answer | "get_weather\\n" tool0' in agent.config.structure.grammar
     # a forced call leaves no text answer: its arguments follow the tool's schema, never response_format's
     both = plan_chat(_chat(tools=[WEATHER, ADD], tool_choice="required", response_format={"type": "json_object"}), rt)
     assert [n for n, _ in both.config.structure.tools] == ["get_weather", "add"]

@@ -323,6 +323,31 @@ def test_a_forced_tool_yields_a_call_at_any_seed(gguf_server):
             assert set(args) <= {"city"} and isinstance(args["city"], str) and turn["finish"] == "tool_calls"
 
 
+REPORT = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 40}},
+          "required": ["summary"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "openvino"])
+def test_response_format_with_tools_still_calls_tools_then_answers_in_the_schema(artifacts, backend):
+    """What the Agents SDK sends (output_type + a function tool): response_format no longer switches tools off —
+    the model calls the tool, and after the result its answer is JSON of the schema."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "report", "schema": REPORT}}
+    with serving(artifacts[backend]) as base:
+        client = _client(base)
+        for stream in (False, True):
+            messages = [{"role": "user", "content": "Tell me the weather for Oslo."}]
+            turn = _ask(client, messages, stream, tools=[WEATHER], response_format=fmt)
+            assert [n for _, n, _ in turn["calls"]] == ["get_weather"] and turn["finish"] == "tool_calls", turn
+            (cid, name, args), = turn["calls"]
+            messages += [{"role": "assistant", "content": None, "tool_calls": [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]},
+                {"role": "tool", "tool_call_id": cid, "content": "Sunny, 21 °C"}]
+            answer = _ask(client, messages, stream, tools=[WEATHER], response_format=fmt, max_tokens=120)
+            assert answer["calls"] == [] and answer["finish"] == "stop", answer
+            report = json.loads(answer["content"])
+            assert set(report) == {"summary"} and len(report["summary"]) <= 40
+
+
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24}, "age": {"type": "integer"}},
           "required": ["name", "age"], "additionalProperties": False}
 
