@@ -233,3 +233,35 @@ def test_parallel_tool_calls_false_ends_the_turn_after_its_first_call(parallel):
     names = [c["function"]["name"] for c in choice["message"]["tool_calls"]]
     assert names == (["add"] if parallel is False else ["add", "get_weather"])
     assert choice["finish_reason"] == "tool_calls"
+
+
+def test_a_unicode_and_transport_fuzz_finds_no_server_error():
+    """Bodies built from strings with lone surrogates, control characters and non-BMP text, in every field a
+    client fills, sent whole and chunked: every answer is a 200 or a 4xx error object, never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(codec=None, categories=None), max_size=12) | st.sampled_from(
+        ["\ud800", "\udfff x", "\x00\x1b[31m", "\u202e", "𝔊𝔏𝔐", "<|assistant|>", "\r\n\t"])
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "tool", "assistant"]),
+                                     "content": text | st.lists(st.fixed_dictionaries({"type": st.just("text"),
+                                                                                       "text": text}), max_size=2)})
+    body = st.fixed_dictionaries({"model": st.just("m") | text, "messages": st.lists(message, min_size=1, max_size=3)},
+                                 optional={"stop": text | st.lists(text, max_size=5), "max_tokens": st.integers(1, 64),
+                                           "tools": st.just([WEATHER]), "tool_choice": st.sampled_from(
+                                               ["auto", "none", "required"]), "user": text})
+    app = create_app(Scripted('get_weather\n{"city": "Paris"}'), "m", max_body_bytes=4096)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        @settings(max_examples=150, derandomize=True, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+        @given(body, st.booleans())
+        def check(data, chunked):
+            raw = json.dumps(data).encode()  # surrogates travel as JSON escapes, as a client would send them
+            content = iter([raw[: len(raw) // 2], raw[len(raw) // 2:]]) if chunked else raw
+            r = client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+            assert r.status_code < 500, (r.status_code, r.text[:300], data)
+            if r.status_code >= 400:
+                assert set(r.json()["error"]) >= {"message", "type", "param"}
+
+        check()
