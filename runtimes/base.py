@@ -64,6 +64,10 @@ class Runtime(ABC):
         """Yield generated token ids one by one until the caller stops iterating (or max_new_tokens); set
         stats.reused to the prompt tokens whose KV was reused, and the engine's own figures where it has them."""
 
+    def prompt_cache_stats(self) -> dict | None:
+        """The host-RAM cache of evicted conversations' KV, where the backend keeps one."""
+        return None
+
     def reset_cache(self) -> None:
         """Forget the KV the engine holds, so the next call prefills its whole prompt (a cold start)."""
 

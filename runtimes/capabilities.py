@@ -30,7 +30,8 @@ CAPABILITIES: dict[str, Capabilities] = {
         options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache", "cache_dir", "parallel"), properties=True),
     "llamacpp": Capabilities(
         constrained=True, penalties=True, kv_cache_types=("f16", "f32", "q8_0"), kv_cache_reduced=("f16", "q8_0"),
-        batching=True, options=("n_ctx", "threads", "prefix_cache", "kv_cache", "flash_attn", "n_batch", "parallel")),
+        batching=True, options=("n_ctx", "threads", "prefix_cache", "kv_cache", "flash_attn", "n_batch", "parallel",
+                                "prompt_cache_mb")),
     "transformers": Capabilities(penalties=True, options=("n_ctx", "threads", "prefix_cache", "dtype")),
 }
 

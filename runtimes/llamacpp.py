@@ -8,6 +8,7 @@ per step (llama-server's slots: one sampler per sequence, the free slot whose KV
 
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from .base import Runtime, shared_prefix
 from .batching import Scheduler
 from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
+from .promptcache import MIN_TOKENS, PromptCache
 from .types import EngineStats, GenerationConfig
 
 KV_TYPES = CAPABILITIES["llamacpp"].kv_cache_types
@@ -49,7 +51,7 @@ class LlamaCppRuntime(Runtime):
 
     def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, n_batch: int = 512,
                  kv_cache: str = "f16", flash_attn: bool = True, prefix_cache: bool = True,
-                 model_name: str | None = None, parallel: int = 1):
+                 model_name: str | None = None, parallel: int = 1, prompt_cache_mb: int = 1024):
         import llama_cpp
 
         from glmkit.glm4 import families
@@ -96,7 +98,8 @@ class LlamaCppRuntime(Runtime):
         self.kv_bytes_per_token = kv_bytes_per_token(*self.kv_shape, kv_cache)
         if parallel > 1:
             self.parallel = parallel
-            self._scheduler = Scheduler(_Sequences(self, parallel), "glmkit-llamacpp")
+            cache = PromptCache(prompt_cache_mb * 2**20) if prompt_cache_mb > 0 else None
+            self._scheduler = Scheduler(_Sequences(self, parallel, cache), "glmkit-llamacpp")
 
     def _sampler(self, config: GenerationConfig, prompt_ids: list[int]):
         """llama.cpp's own sampler chain, in C: llama-cpp-python's Llama.generate samples in Python over the whole
@@ -192,6 +195,11 @@ class LlamaCppRuntime(Runtime):
             stats.prefill_ms, stats.prompt_tokens_evaluated = p.t_p_eval_ms, p.n_p_eval
             stats.decode_tps = p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0
 
+    def prompt_cache_stats(self) -> dict | None:
+        """The host-RAM prompt cache behind parallel=N (None without one)."""
+        cache = self._scheduler.batch.cache if self._scheduler is not None else None
+        return cache.stats() if cache is not None else None
+
     def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.close()
@@ -215,8 +223,9 @@ class _Sequences:
     Each step puts one token of every decoding sequence into the batch, then fills the rest of n_batch with
     prompt chunks, so a long prompt arriving never stalls the others for more than a step."""
 
-    def __init__(self, rt: LlamaCppRuntime, n: int):
+    def __init__(self, rt: LlamaCppRuntime, n: int, cache: PromptCache | None = None):
         lc = rt.llama_cpp
+        self.cache = cache  # evicted sequences' KV in host RAM
         self.rt, self.lc = rt, lc
         self.n_batch = max(rt.n_batch, n)
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
@@ -231,6 +240,13 @@ class _Sequences:
         # the free sequence whose KV shares the longest prefix with the prompt (the same chat's earlier turn)
         seq = max(self.free, key=lambda s: shared_prefix(self.held[s], ids))
         n = shared_prefix(self.held[seq], ids) if self.rt.prefix_cache else 0
+        if self.cache is not None and self.rt.prefix_cache:
+            hit = self.cache.best(ids, n)  # a conversation evicted earlier shares more: restore it here
+            if hit is not None or len(self.held[seq]) - n >= MIN_TOKENS:
+                self._save(seq)  # what this sequence held goes to the cache before it is overwritten
+            if hit is not None:
+                n = hit[2] if self._restore(seq, hit[0], hit[1]) else 0
+                self.cache.restored_tokens += n
         if not self.lc.llama_memory_seq_rm(self.mem, seq, n, -1):
             self.lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
             n = 0
@@ -273,6 +289,28 @@ class _Sequences:
                 s.feed = [tok]
             results.append((req, [tok], done))
         return results
+
+    def _save(self, seq: int) -> None:
+        held, lc = self.held[seq], self.lc
+        if not self.cache.worth_saving(held):
+            return
+        size = lc.llama_state_seq_get_size(self.rt.ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        got = lc.llama_state_seq_get_data(self.rt.ctx, buf, size, seq)
+        if got:
+            self.cache.put(held, bytes(buf)[:got])
+
+    def _restore(self, seq: int, tokens: tuple[int, ...], data: bytes) -> bool:
+        lc = self.lc
+        lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if not lc.llama_state_seq_set_data(self.rt.ctx, buf, len(data), seq):
+            lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            self.held[seq] = []
+            return False
+        self.held[seq] = list(tokens)
+        self.cache.restored += 1
+        return True
 
     def release(self, req) -> None:
         self.lc.llama_sampler_free(req.state.sampler)

@@ -33,7 +33,8 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
     cache would need), threads, prefix_cache (False: every call prefills its whole prompt), dtype (transformers
     weights; OpenVINO inference precision), kv_cache (llama.cpp f16/f32/q8_0; OpenVINO f16/f32/u8), cache_dir
     (OpenVINO compiled-model cache), flash_attn and n_batch (llama.cpp), parallel (N generations at once, batched
-    in the engine; stream() may then be called from N threads); other keys are OpenVINO properties such as
+    in the engine; stream() may then be called from N threads), prompt_cache_mb (llama.cpp with parallel=N:
+    host RAM for evicted sequences' KV, default 1024); other keys are OpenVINO properties such as
     MAX_PROMPT_LEN (NPU)."""
     if backend not in BACKENDS:
         raise GlmkitError(f"backend {backend}: choose one of {', '.join(BACKENDS)}")

@@ -118,7 +118,8 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
                 "device": getattr(runtime, "device", "CPU"),
                 "requests_in_progress": admission.admitted, "generating": admission.generating,
                 "max_concurrency": admission.workers, "peak_generating": admission.peak,
-                "generations_finished": admission.finished, "generations_cancelled": admission.cancelled}
+                "generations_finished": admission.finished, "generations_cancelled": admission.cancelled,
+                "prompt_cache": runtime.prompt_cache_stats()}
 
     @app.get("/v1/models")
     async def models():

@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generations batched together in the engine (OpenVINO, llama.cpp; default 4)")
     p.add_argument("--max-queue", type=int, default=8,
                    help="requests that wait beyond those; more are answered 429 with Retry-After (default 8)")
+    p.add_argument("--cache-ram", type=int, default=1024, metavar="MIB",
+                   help="llama.cpp: host RAM for evicted conversations' KV, so one that returns when conversations "
+                        "outnumber --max-concurrency restores its prefix instead of prefilling it (default 1024; "
+                        "0 = off; reported in /health)")
     p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow browser calls from ORIGIN (repeatable)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     add_engine_flags(p)
@@ -45,8 +49,13 @@ def run(argv: list[str] | None = None) -> int:
 
         options = engine_options(args)
         kind = detect_backend(args.model) if args.backend == "auto" else args.backend
-        if capabilities.of(kind).batching and not args.device.upper().startswith("NPU"):
+        caps = capabilities.of(kind)
+        if caps.batching and not args.device.upper().startswith("NPU"):
             options["parallel"] = args.max_concurrency  # the others run one generation at a time
+        if args.cache_ram < 0:
+            raise GlmkitError(f"--cache-ram {args.cache_ram}: give MiB, 0 or more")
+        if "prompt_cache_mb" in caps.options:
+            options["prompt_cache_mb"] = args.cache_ram
         runtime = load(args.model, backend=args.backend, device=args.device, **options)
         app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_queue, args.cors)
         print(f"glm-serve · {args.model_name or args.model} on {runtime.backend} · "

@@ -200,3 +200,28 @@ def test_more_callers_than_parallel_slots_all_finish(artifacts):
         for t in threads:
             t.join(timeout=60)
         assert got == [alone] * 3
+
+
+@pytest.mark.parametrize("cache_mb", [0, 64])
+def test_a_returning_conversation_finds_its_prefix_when_conversations_outnumber_slots(artifacts, cache_mb):
+    """Three conversations on two llama.cpp sequences: the third takes the first's sequence. With the host-RAM
+    prompt cache, the first conversation's next turn restores its KV (it prefills only the new turn) and answers as
+    a cold run does; without it, that turn prefills everything again."""
+    config = GenerationConfig(max_new_tokens=24, ignore_eos=True)
+    chats = [[{"role": "system", "content": f"You write Python. Conversation {i}."},
+              {"role": "user", "content": line}] for i, line in enumerate(["def add(a, b):", "import os",
+                                                                            "class Stack:"])]
+    with load(str(artifacts["gguf"]), n_ctx=1024, parallel=2, prompt_cache_mb=cache_mb) as rt:
+        first = [rt.generate(c, config) for c in chats]
+        again = chats[0] + [{"role": "assistant", "content": first[0].text}, {"role": "user", "content": "x = 1"}]
+        turn = rt.generate(again, config)
+        stats = rt.prompt_cache_stats()
+    with load(str(artifacts["gguf"]), n_ctx=1024, prefix_cache=False) as rt:
+        cold = rt.generate(again, config)
+    assert turn.token_ids == cold.token_ids
+    held = first[0].prompt_tokens + len(first[0].token_ids)  # the first conversation's prompt and answer
+    if cache_mb:
+        assert turn.cached_tokens >= first[0].prompt_tokens and stats["restored"] == 1, (turn.cached_tokens, stats)
+        assert turn.prompt_tokens - turn.cached_tokens < turn.prompt_tokens - held + 8
+    else:
+        assert turn.cached_tokens < 16 and stats is None

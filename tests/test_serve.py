@@ -137,6 +137,11 @@ def test_tools_for_a_template_without_a_tools_block_are_refused():
         plan_chat(body, plain)
 
 
+def test_health_reports_the_host_ram_prompt_cache(gguf_server):
+    cache = httpx.get(f"{gguf_server}/health").json()["prompt_cache"]
+    assert cache["limit_bytes"] == 1024 * 2**20 and cache["bytes"] <= cache["limit_bytes"]
+
+
 def test_an_oversized_body_is_refused_before_it_is_read(gguf_server):
     r = httpx.post(f"{gguf_server}/v1/chat/completions", content=b"x" * (5 * 2**20),
                    headers={"content-type": "application/json"}, timeout=60)
