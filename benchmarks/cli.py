@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--n-ctx", type=int, default=4096)
     sv.add_argument("--threads", type=int)
     sv.add_argument("--no-peers", dest="peers", action="store_false", help="skip llama_cpp.server")
+    sv.add_argument("--slots", type=int, help="generations each server runs at once (default: the most clients); "
+                                             "fewer than clients measures over-subscription")
+    sv.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
+                    help="an extra glm-serve flag, e.g. --serve-flag=--cache-ram=0 (repeatable)")
     sv.add_argument("--vllm", nargs=2, metavar=("PYTHON", "HF_DIR"),
                     help="also vLLM (its venv's python) on HF_DIR, the same model as a --to hf output")
     sv.add_argument("-o", "--output", default="serve.json", help="result JSON; .md and .png are written beside it")
@@ -161,7 +165,8 @@ def run(argv: list[str] | None = None) -> int:
             from . import serve
 
             data = serve.run(args.model, args.clients, args.turns, args.user_chars, args.answer_tokens, args.n_ctx,
-                             args.threads, args.peers, args.quiet, tuple(args.vllm) if args.vllm else None)
+                             args.threads, args.peers, args.quiet, tuple(args.vllm) if args.vllm else None,
+                             slots=args.slots, serve_flags=tuple(args.serve_flag))
             return _write(data, Path(args.output), serve)
         if args.cmd == "kv":
             from . import kv

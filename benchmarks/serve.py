@@ -65,20 +65,20 @@ def _server(cmd: list[str], port: int, name: str, timeout: float = 600):
 
 
 def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers: bool,
-            vllm: tuple[str, str] | None = None):
+            vllm: tuple[str, str] | None = None, serve_flags: tuple[str, ...] = ()):
     """(name, command, port) for glm-serve, for a GGUF llama_cpp.server, and with `vllm` = (its venv's python,
     a transformers directory of the same model) vLLM's OpenAI server with glmkit's plugins."""
     bin_dir = Path(sys.executable).parent
     port = _free_port()
     glm = [str(bin_dir / "glm-serve"), model, "--port", str(port), "--model-name", "bench", "--n-ctx", str(n_ctx),
-           "--max-concurrency", str(max_clients), "--log-level", "warning"]
+           "--max-concurrency", str(max_clients), "--log-level", "warning", *serve_flags]
     if threads:
         glm += ["--threads", str(threads)]
     out = [("glm-serve", glm, port)]
     if peers and model.endswith(".gguf"):
         port = _free_port()
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "bench", "--port",
-               str(port), "--n_ctx", str(n_ctx), "--flash_attn", "true",
+               str(port), "--n_ctx", str(n_ctx), "--flash_attn", "true",  # one sequence: max_clients does not apply
                "--interrupt_requests", "false"]  # its default cuts a running answer off when another request arrives
         if threads:
             cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
@@ -174,20 +174,21 @@ def load_level(port: int, n: int, turns: int, user_chars: int, answer_tokens: in
 
 def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300, answer_tokens: int = 32,
         n_ctx: int = 4096, threads: int | None = None, peers: bool = True, quiet: bool = False,
-        vllm: tuple[str, str] | None = None) -> dict:
+        vllm: tuple[str, str] | None = None, slots: int | None = None, serve_flags: tuple[str, ...] = ()) -> dict:
     from glmkit.convert import progress
 
     from .environment import environment
 
     if not (Path(model).is_dir() or Path(model).is_file()):
         raise GlmkitError(f"{model}: give an OpenVINO IR directory or a .gguf file")
-    if min(clients) < 1 or turns < 1:
-        raise GlmkitError("--clients and --turns must be at least 1")
+    if min(clients) < 1 or turns < 1 or (slots is not None and slots < 1):
+        raise GlmkitError("--clients, --turns and --slots must be at least 1")
     data = {"schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
             "environment": environment(threads),
             "settings": {"clients": list(clients), "turns": turns, "user_chars": user_chars,
-                         "answer_tokens": answer_tokens, "n_ctx": n_ctx}, "servers": []}
-    for name, cmd, port in servers(model, n_ctx, threads, max(clients), peers, vllm):
+                         "answer_tokens": answer_tokens, "n_ctx": n_ctx, "slots": slots or max(clients),
+                         "serve_flags": list(serve_flags)}, "servers": []}
+    for name, cmd, port in servers(model, n_ctx, threads, slots or max(clients), peers, vllm, serve_flags):
         progress.say(f"starting {name}", quiet)
         with _server(cmd, port, name):
             _stream_turn(port, [{"role": "user", "content": "warm up"}], 4)
