@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from glmkit.glm4 import families
@@ -35,11 +36,11 @@ class Job:
     timings: dict = field(default_factory=dict)
     _native: Path | None = None
 
-    @property
-    def parameters(self) -> int:
+    @cached_property
+    def parameters(self) -> int:  # once: a pickled source is read whole to count them
         return self.ckpt.num_parameters()
 
-    @property
+    @cached_property
     def source_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.ckpt.weight_files)
 

@@ -25,9 +25,6 @@ class Prompt:
     ids: list[int]
     output: OutputSpec = field(default_factory=OutputSpec)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
 
 def from_ids(ids: Iterable[int]) -> Prompt:
     """Token ids as given: nothing is known of the turn, so the output is read as plain text."""
