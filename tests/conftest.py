@@ -39,3 +39,16 @@ def logits(path, ids):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False)
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, glmkit_cache):
+    """glm4-tiny as glm-serve's tests serve it, made once: GGUF f32, an fp16 IR, and the source itself."""
+    from glmkit.convert.gguf import to_gguf
+    from glmkit.convert.openvino import to_openvino
+
+    root = tmp_path_factory.mktemp("serve")
+    return {"llamacpp": str(to_gguf("glm4-tiny", root / "tiny.gguf", outtype="f32", verify=False, quiet=True)),
+            "openvino": str(to_openvino("glm4-tiny", root / "tiny-ov", weight_format="fp16", verify=False,
+                                        quiet=True)),
+            "transformers": "glm4-tiny"}

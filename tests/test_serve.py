@@ -25,15 +25,8 @@ ADD = {"type": "function", "function": {"name": "add", "description": "Add two n
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, glmkit_cache):
-    from glmkit.convert.gguf import to_gguf
-    from glmkit.convert.openvino import to_openvino
-
-    root = tmp_path_factory.mktemp("serve")
-    return {"llamacpp": str(to_gguf("glm4-tiny", root / "tiny.gguf", outtype="f32", verify=False, quiet=True)),
-            "openvino": str(to_openvino("glm4-tiny", root / "tiny-ov", weight_format="fp16", verify=False,
-                                        quiet=True)),
-            "transformers": "glm4-tiny"}
+def artifacts(tiny_artifacts):
+    return tiny_artifacts
 
 
 @pytest.fixture(scope="module")
