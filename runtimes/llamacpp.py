@@ -9,6 +9,7 @@ per step (llama-server's slots: one sampler per sequence, the free slot whose KV
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from typing import Iterator
 
@@ -101,6 +102,17 @@ class LlamaCppRuntime(Runtime):
             cache = PromptCache(prompt_cache_mb * 2**20) if prompt_cache_mb > 0 else None
             self._scheduler = Scheduler(_Sequences(self, parallel, cache), "glmkit-llamacpp")
 
+    @functools.cached_property
+    def _turn_markers(self) -> list[int]:
+        """Control tokens that do not end a turn (`<|assistant|>`, `<|system|>`, `[gMASK]`, …). llama.cpp's grammar
+        reads a control token as its text, so one could pass as a JSON string's characters and split a call or
+        open a turn inside an answer; a constrained answer bans them (the grammar already decides when an
+        end-of-generation token may come)."""
+        lc = self.llama_cpp
+        vocab = lc.llama_model_get_vocab(self.llm._model.model)
+        return [t for t in range(lc.llama_vocab_n_tokens(vocab))
+                if lc.llama_vocab_is_control(vocab, t) and not lc.llama_vocab_is_eog(vocab, t)]
+
     def _sampler(self, config: GenerationConfig, prompt_ids: list[int]):
         """llama.cpp's own sampler chain, in C: llama-cpp-python's Llama.generate samples in Python over the whole
         151,552-token vocabulary every step, which costs more than the forward pass of a small model. Order:
@@ -110,6 +122,9 @@ class LlamaCppRuntime(Runtime):
         vocab = lc.llama_model_get_vocab(self.llm._model.model)
         n_vocab = lc.llama_vocab_n_tokens(vocab)
         if config.structure is not None:
+            banned = self._turn_markers
+            bias = (lc.llama_logit_bias * len(banned))(*(lc.llama_logit_bias(t, float("-inf")) for t in banned))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
             grammar = lc.llama_sampler_init_grammar(vocab, config.structure.grammar.encode(), b"root")
             if not grammar:
                 lc.llama_sampler_free(chain)
