@@ -180,7 +180,7 @@ def test_parallel_generations_are_batched_and_equal_each_alone(artifacts, kind):
         early.close()
         again = rt.generate(prompts[1], config)
         assert again.token_ids == alone[1] and again.cached_tokens == (len(rt.prompt_ids(prompts[1])) - 1
-                                                                      if kind == "gguf" else 0)
+                                                                      if kind == "gguf" else None)  # uncounted
 
 
 def test_more_callers_than_parallel_slots_all_finish(artifacts):
@@ -225,3 +225,35 @@ def test_a_returning_conversation_finds_its_prefix_when_conversations_outnumber_
         assert turn.prompt_tokens - turn.cached_tokens < turn.prompt_tokens - held + 8
     else:
         assert turn.cached_tokens < 16 and stats is None
+
+
+def test_a_constrained_answer_never_holds_a_turn_marker(artifacts):
+    """llama.cpp's grammar reads a control token as its text: `<|assistant|>` passes as a JSON string's characters,
+    where it would split a tool call or open a turn. While a grammar runs, glmkit's chain bans the control tokens
+    that do not end a turn. Logits that favour `<|assistant|>` inside a JSON string: the chain picks a string
+    character; without a grammar it picks `<|assistant|>` as told."""
+    import ctypes
+
+    from glmkit.runtimes.structure import Structure
+
+    with load(str(artifacts["gguf"])) as rt:
+        lc, marker = rt.llama_cpp, rt.tokenizer.special_ids["<|assistant|>"]
+        quote, letter = rt.tokenizer.encode('"'), rt.tokenizer.encode("a")
+        n = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(rt.llm._model.model))
+
+        def pick(config) -> int:
+            chain = rt._sampler(config, [])
+            try:
+                data = (lc.llama_token_data * n)(*(lc.llama_token_data(i, 0.0, 0.0) for i in range(n)))
+                data[letter[0]].logit, data[marker].logit = 5.0, 10.0
+                arr = lc.llama_token_data_array(data, n, -1, False)
+                if config.structure is not None:
+                    lc.llama_sampler_accept(chain, quote[0])  # inside the string now
+                lc.llama_sampler_apply(chain, ctypes.byref(arr))
+                return data[arr.selected].id
+            finally:
+                lc.llama_sampler_free(chain)
+
+        assert len(quote) == 1 and len(letter) == 1
+        assert pick(GenerationConfig()) == marker
+        assert pick(GenerationConfig(structure=Structure.json({"type": "string"}))) == letter[0]
