@@ -150,7 +150,7 @@ class Runtime(ABC):
             yield from _deltas(parser.feed(decoder.flush()) + parser.close(truncated=finish == "length"))
         ttft = (stamps[0] if stamps else t_end) - t0
         decode_time = t_end - (stamps[0] if stamps else t_end)
-        evaluated = len(ids) - stats.reused
+        evaluated = len(ids) - (stats.reused or 0)
         yield GenerationResult(
             text=parser.content, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
             prefill_tps=evaluated / ttft if ttft > 0 else 0.0,

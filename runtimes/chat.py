@@ -69,7 +69,8 @@ def _stats(session) -> str:
         return "no answer yet"
     return (f"{session.runtime.backend} · prompt {r.prompt_tokens} tok · generated {len(r.token_ids)} tok · "
             f"TTFT {r.ttft_ms:.0f} ms · prefill {r.prefill_tps:.1f} t/s · decode {r.decode_tps:.1f} t/s · "
-            f"reused {r.cached_tokens} tok · peak RSS {r.peak_rss_mb:.0f} MB · {r.finish_reason} · history {len(session.history) // 2} turns"
+            f"reused {'?' if r.cached_tokens is None else r.cached_tokens} tok · peak RSS {r.peak_rss_mb:.0f} MB · "
+            f"{r.finish_reason} · history {len(session.history) // 2} turns"
             + (f" ({session.trimmed} trimmed)" if session.trimmed else ""))
 
 

@@ -226,6 +226,7 @@ class _Batch:
                                                  self.rt.generation_config(req.config))
         except RuntimeError as e:  # e.g. a schema its structured output cannot compile
             raise GlmkitError(f"openvino-genai refused the request: {str(e).strip().splitlines()[0][:300]}") from None
+        req.stats.reused = None  # its prefix cache hits are not counted (openvino-genai 2026.4)
         self.next_id += 1
         self.running += 1
         return True

@@ -53,7 +53,8 @@ class EngineStats:
     """What a backend reports for one generation (each call has its own, so generations may run at once):
     the prompt tokens whose KV it reused, and the engine's own figures where it has them (None: not reported)."""
 
-    reused: int = 0                              # prompt tokens whose KV the engine already held
+    reused: int | None = 0                       # prompt tokens whose KV the engine already held (None: it does
+                                                 # not say — openvino-genai's batching caches prefixes uncounted)
     prefill_ms: float | None = None              # llama.cpp's perf counter
     prompt_tokens_evaluated: int | None = None   # llama.cpp's perf counter
     decode_tps: float | None = None              # llama.cpp's / openvino-genai's perf metrics
@@ -88,7 +89,7 @@ class GenerationResult:
     decode_tps: float           # tokens after the first / time after the first
     peak_rss_mb: float          # this process's peak resident memory so far
     reasoning: str | None = None  # Z1 models: the <think>…</think> part, kept out of `text` and history
-    cached_tokens: int = 0      # prompt tokens whose KV the engine already held (prefix reuse across calls)
+    cached_tokens: int | None = 0  # prompt tokens whose KV the engine already held (None: the engine does not say)
     max_new_tokens: int = 0     # the answer budget used: the request's, or less when the context had less room
     clamped: bool = False       # the context left less room than the request's max_new_tokens
     engine: dict = field(default_factory=dict)  # the engine's own figures, as a cross-check

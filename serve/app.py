@@ -155,9 +155,11 @@ def _model_card(name: str, runtime, created: int) -> dict:
 
 
 def _usage(result: GenerationResult) -> dict:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.token_ids),
-            "total_tokens": result.prompt_tokens + len(result.token_ids),
-            "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}
+    usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.token_ids),
+             "total_tokens": result.prompt_tokens + len(result.token_ids)}
+    if result.cached_tokens is not None:  # an engine that does not count its cache hits claims none
+        usage["prompt_tokens_details"] = {"cached_tokens": result.cached_tokens}
+    return usage
 
 
 def _tool_calls(calls) -> list[dict]:

@@ -57,10 +57,13 @@ def test_chat_stream_and_not_equal_the_runtime_alone(artifacts, backend):
                                                 stream=True, stream_options={"include_usage": True}))
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == want.text
         assert chunks[-1].usage.completion_tokens == len(want.token_ids) and not chunks[-1].choices
-        assert r.usage.prompt_tokens_details.cached_tokens == 0
-        # the same prompt again: KV reused (openvino-genai's ContinuousBatchingPipeline caches prefixes but does
-        # not count its hits, so glm-serve on OpenVINO reports 0)
-        assert (chunks[-1].usage.prompt_tokens_details.cached_tokens > 0) == (backend != "openvino")
+        # the same prompt again: KV reused. openvino-genai's ContinuousBatchingPipeline caches prefixes but does
+        # not count its hits (2026.4.1), so glm-serve on OpenVINO says nothing rather than a false 0
+        if backend == "openvino":
+            assert r.usage.prompt_tokens_details is None and chunks[-1].usage.prompt_tokens_details is None
+        else:
+            assert r.usage.prompt_tokens_details.cached_tokens == 0
+            assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
 
 
 def test_completions_add_the_glm_prefix_and_equal_the_runtime(artifacts, gguf_server):
