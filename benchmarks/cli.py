@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--long-model", action="append", help="model for the long answer (default: the chat models)")
     ch.add_argument("--threads", type=int)
     ch.add_argument("-o", "--output", default="chat.json", help="result JSON; .md and .png are written beside it")
-    sv = sub.add_parser("serve", help="N concurrent clients over HTTP against glm-serve (and llama_cpp.server)")
+    sv = sub.add_parser("serve", help="N concurrent clients over HTTP against glm-serve (and llama.cpp's servers)")
     sv.add_argument("model", help="an OpenVINO IR dir or a .gguf file")
     sv.add_argument("--clients", type=_lengths, default=(1, 2, 4, 8), help="comma list, e.g. 1,2,4,8")
     sv.add_argument("--turns", type=int, default=3, help="streamed chat turns per client")
@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--answer-tokens", type=int, default=32)
     sv.add_argument("--n-ctx", type=int, default=4096)
     sv.add_argument("--threads", type=int)
-    sv.add_argument("--no-peers", dest="peers", action="store_false", help="skip llama_cpp.server")
+    sv.add_argument("--no-peers", dest="peers", action="store_false", help="skip llama-server and llama_cpp.server")
+    sv.add_argument("--llama-server", metavar="PATH",
+                    help="llama.cpp's llama-server binary for a GGUF (default: llama-server on PATH, if any)")
+    sv.add_argument("--in-process", action="store_true",
+                    help="also drive the runtime glm-serve serves from threads in this process (the engine, no HTTP)")
     sv.add_argument("--slots", type=int, help="generations each server runs at once (default: the most clients); "
                                              "fewer than clients measures over-subscription")
     sv.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
@@ -166,7 +170,8 @@ def run(argv: list[str] | None = None) -> int:
 
             data = serve.run(args.model, args.clients, args.turns, args.user_chars, args.answer_tokens, args.n_ctx,
                              args.threads, args.peers, args.quiet, tuple(args.vllm) if args.vllm else None,
-                             slots=args.slots, serve_flags=tuple(args.serve_flag))
+                             slots=args.slots, serve_flags=tuple(args.serve_flag), llama_server=args.llama_server,
+                             in_process=args.in_process)
             return _write(data, Path(args.output), serve)
         if args.cmd == "kv":
             from . import kv

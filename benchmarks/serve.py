@@ -3,14 +3,18 @@
 N clients (for each N in `clients`) each replay their own multi-turn chat against the server at the same time,
 streaming every answer: aggregate output tokens/s over the level's wall time, time to first token p50/p99, the
 inter-token latency between streamed chunks, and errors (429s included). The same load goes to glm-serve and, for
-a GGUF, to llama-cpp-python's own OpenAI server (`llama_cpp.server`) on the same file, one after the other in the
-same run. Clients speak plain HTTP/SSE (http.client), so the figures include what any client pays.
+a GGUF, to llama.cpp's own C++ server (`llama-server`, when one is on PATH or given) and llama-cpp-python's OpenAI
+server (`llama_cpp.server`) on the same file, one after the other in the same run. Clients speak plain HTTP/SSE
+(http.client), so the figures include what any client pays. With `in_process`, the same clients also drive the
+runtime glm-serve serves (the same load() options) from threads in this process: the engine without HTTP, which
+says what glm-serve itself costs.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -64,10 +68,21 @@ def _server(cmd: list[str], port: int, name: str, timeout: float = 600):
         log.close()
 
 
+def llama_server_binary(given: str | None = None) -> str | None:
+    """llama.cpp's llama-server: the one given (a path, or a name on PATH), else one on PATH, else None."""
+    if given is None:
+        return shutil.which("llama-server")
+    found = shutil.which(given)
+    if not found:
+        raise GlmkitError(f"--llama-server {given}: not an executable; give the path of llama.cpp's llama-server")
+    return found
+
+
 def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers: bool,
-            vllm: tuple[str, str] | None = None, serve_flags: tuple[str, ...] = ()):
-    """(name, command, port) for glm-serve, for a GGUF llama_cpp.server, and with `vllm` = (its venv's python,
-    a transformers directory of the same model) vLLM's OpenAI server with glmkit's plugins."""
+            vllm: tuple[str, str] | None = None, serve_flags: tuple[str, ...] = (), llama_server: str | None = None):
+    """(name, command, port) for glm-serve, for a GGUF llama-server (the binary `llama_server`) and
+    llama_cpp.server, and with `vllm` = (its venv's python, a transformers directory of the same model) vLLM's
+    OpenAI server with glmkit's plugins."""
     bin_dir = Path(sys.executable).parent
     port = _free_port()
     glm = [str(bin_dir / "glm-serve"), model, "--port", str(port), "--model-name", "bench", "--n-ctx", str(n_ctx),
@@ -75,6 +90,15 @@ def servers(model: str, n_ctx: int, threads: int | None, max_clients: int, peers
     if threads:
         glm += ["--threads", str(threads)]
     out = [("glm-serve", glm, port)]
+    if peers and model.endswith(".gguf") and llama_server:
+        port = _free_port()
+        # -c is shared by its slots: each slot gets n_ctx, as each glm-serve sequence does; its host-RAM prompt
+        # cache (--cache-ram) and slot choice by prompt similarity stay at their defaults
+        cmd = [llama_server, "-m", model, "--alias", "bench", "--host", "127.0.0.1", "--port", str(port),
+               "-c", str(n_ctx * max_clients), "-np", str(max_clients), "-fa", "on", "--no-webui"]
+        if threads:
+            cmd += ["-t", str(threads), "-tb", str(threads)]
+        out.append(("llama-server", cmd, port))
     if peers and model.endswith(".gguf"):
         port = _free_port()
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "bench", "--port",
@@ -128,15 +152,32 @@ def _stream_turn(port: int, messages: list[dict], answer_tokens: int) -> dict:
             "tokens": tokens if tokens is not None else len(parts), "text": "".join(parts)}
 
 
-def _client(port: int, user: list[str], answer_tokens: int, out: list[dict]) -> None:
+def _runtime_turn(runtime, messages: list[dict], answer_tokens: int) -> dict:
+    """One turn on a runtime in this process, measured as _stream_turn measures an HTTP one."""
+    from glmkit.runtimes import GenerationConfig, GenerationResult, TextDelta
+
+    t0 = time.perf_counter()
+    stamps, parts, tokens = [], [], 0
+    for item in runtime.stream(messages, GenerationConfig(max_new_tokens=answer_tokens)):
+        if isinstance(item, TextDelta) and item.text and not item.reasoning:
+            stamps.append(time.perf_counter())
+            parts.append(item.text)
+        elif isinstance(item, GenerationResult):
+            tokens = len(item.token_ids)
+    first = stamps[0] if stamps else time.perf_counter()
+    return {"ttft_ms": (first - t0) * 1000, "gaps_ms": [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])],
+            "tokens": tokens, "text": "".join(parts)}
+
+
+def _client(turn, user: list[str], answer_tokens: int, out: list[dict]) -> None:
     messages: list[dict] = []
     for text in user:
         messages.append({"role": "user", "content": text})
-        turn = _stream_turn(port, messages, answer_tokens)
-        out.append(turn)
-        if "error" in turn:
+        result = turn(messages, answer_tokens)
+        out.append(result)
+        if "error" in result:
             return
-        messages.append({"role": "assistant", "content": turn["text"]})
+        messages.append({"role": "assistant", "content": result["text"]})
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -146,13 +187,14 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def load_level(port: int, n: int, turns: int, user_chars: int, answer_tokens: int) -> dict:
-    """n clients at once, each its own conversation (cut from different places of the held-out text)."""
+def load_level(turn, n: int, turns: int, user_chars: int, answer_tokens: int) -> dict:
+    """n clients at once, each its own conversation (cut from different places of the held-out text); `turn`
+    (messages, answer_tokens) -> one measured turn."""
     from .chat import user_messages
 
     texts = user_messages(turns * n, user_chars)
     results: list[list[dict]] = [[] for _ in range(n)]
-    threads = [threading.Thread(target=_client, args=(port, texts[i * turns:(i + 1) * turns], answer_tokens,
+    threads = [threading.Thread(target=_client, args=(turn, texts[i * turns:(i + 1) * turns], answer_tokens,
                                                       results[i])) for i in range(n)]
     t0 = time.perf_counter()
     for t in threads:
@@ -172,9 +214,25 @@ def load_level(port: int, n: int, turns: int, user_chars: int, answer_tokens: in
             "error_kinds": sorted({str(t["error"]) for r in results for t in r if "error" in t})}
 
 
+def _levels(turn, name: str, clients, turns: int, user_chars: int, answer_tokens: int, quiet: bool) -> list[dict]:
+    """Each load level in turn after one warm-up turn; scaling relative to the first level."""
+    from glmkit.convert import progress
+
+    turn([{"role": "user", "content": "warm up"}], 4)
+    levels = []
+    for n in clients:
+        progress.say(f"{name}: {n} client(s) × {turns} turns", quiet)
+        levels.append(load_level(turn, n, turns, user_chars, answer_tokens))
+    base = levels[0]["output_tps"] or 1.0
+    for level in levels:
+        level["scaling"] = round(level["output_tps"] / base, 2)
+    return levels
+
+
 def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300, answer_tokens: int = 32,
         n_ctx: int = 4096, threads: int | None = None, peers: bool = True, quiet: bool = False,
-        vllm: tuple[str, str] | None = None, slots: int | None = None, serve_flags: tuple[str, ...] = ()) -> dict:
+        vllm: tuple[str, str] | None = None, slots: int | None = None, serve_flags: tuple[str, ...] = (),
+        llama_server: str | None = None, in_process: bool = False) -> dict:
     from glmkit.convert import progress
 
     from .environment import environment
@@ -183,22 +241,29 @@ def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300,
         raise GlmkitError(f"{model}: give an OpenVINO IR directory or a .gguf file")
     if min(clients) < 1 or turns < 1 or (slots is not None and slots < 1):
         raise GlmkitError("--clients, --turns and --slots must be at least 1")
+    llama_server = llama_server_binary(llama_server) if peers else None
     data = {"schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
             "environment": environment(threads),
             "settings": {"clients": list(clients), "turns": turns, "user_chars": user_chars,
                          "answer_tokens": answer_tokens, "n_ctx": n_ctx, "slots": slots or max(clients),
-                         "serve_flags": list(serve_flags)}, "servers": []}
-    for name, cmd, port in servers(model, n_ctx, threads, slots or max(clients), peers, vllm, serve_flags):
+                         "serve_flags": list(serve_flags), "in_process": in_process, "llama_server": llama_server},
+            "servers": []}
+    for name, cmd, port in servers(model, n_ctx, threads, slots or max(clients), peers, vllm, serve_flags,
+                                   llama_server):
         progress.say(f"starting {name}", quiet)
         with _server(cmd, port, name):
-            _stream_turn(port, [{"role": "user", "content": "warm up"}], 4)
-            levels = []
-            for n in clients:
-                progress.say(f"{name}: {n} client(s) × {turns} turns", quiet)
-                levels.append(load_level(port, n, turns, user_chars, answer_tokens))
-        base = levels[0]["output_tps"] or 1.0
-        for level in levels:
-            level["scaling"] = round(level["output_tps"] / base, 2)
+            levels = _levels(lambda messages, n: _stream_turn(port, messages, n), name, clients, turns, user_chars,
+                             answer_tokens, quiet)
+        data["servers"].append({"server": name, "levels": levels})
+    if in_process:
+        from glmkit.runtimes import load
+
+        name = "engine in-process"
+        progress.say(f"loading {name}", quiet)
+        options = {"n_ctx": n_ctx, "parallel": slots or max(clients), **({"threads": threads} if threads else {})}
+        with load(model, **options) as runtime:
+            levels = _levels(lambda messages, n: _runtime_turn(runtime, messages, n), name, clients, turns,
+                             user_chars, answer_tokens, quiet)
         data["servers"].append({"server": name, "levels": levels})
     return data
 

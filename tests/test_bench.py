@@ -290,15 +290,22 @@ def test_ci_suite_writes_reports_and_gates_on_its_baseline(tmp_path, monkeypatch
 
 def test_glm_bench_serve_loads_glm_serve_and_llama_cpp_server_alike(tmp_path, glmkit_cache):
     """Every client's every turn answered by both servers (no 429, no cut-off answers), tokens counted from the
-    servers' own usage, and the scaling column relative to one client."""
+    servers' own usage, and the scaling column relative to one client. llama.cpp's C++ llama-server joins them
+    when one is on PATH, and --in-process drives the same runtime from threads without HTTP; a --llama-server
+    that is not one is a clear error before any server starts."""
+    import shutil
+
     from glmkit.convert.gguf import to_gguf
 
     gguf = to_gguf("glm4-tiny", tmp_path / "tiny.gguf", outtype="q8_0", verify=False, quiet=True)
+    r = glm_bench("serve", gguf, "--llama-server", tmp_path / "nowhere", "-q", "-o", tmp_path / "x.json")
+    assert r.returncode == 2 and "--llama-server" in r.stderr and "Traceback" not in r.stderr
     r = glm_bench("serve", gguf, "--clients", "1,2", "--turns", "2", "--answer-tokens", "8", "--n-ctx", "1024",
-                  "-q", "-o", tmp_path / "serve.json")
+                  "--in-process", "-q", "-o", tmp_path / "serve.json")
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "serve.json").read_text())
-    assert [s["server"] for s in data["servers"]] == ["glm-serve", "llama_cpp.server"]
+    peers = ["llama-server"] if shutil.which("llama-server") else []
+    assert [s["server"] for s in data["servers"]] == ["glm-serve", *peers, "llama_cpp.server", "engine in-process"]
     for s in data["servers"]:
         assert [(lv["clients"], lv["turns"], lv["errors"]) for lv in s["levels"]] == [(1, 2, 0), (2, 4, 0)]
         assert all(0 < lv["output_tokens"] <= lv["turns"] * 8 for lv in s["levels"])
