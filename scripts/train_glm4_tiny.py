@@ -7,7 +7,9 @@
 3. Trains it on the stdlib: whole files as plain text, and, as whole examples (a third of each batch), GLM-4 chat
    turns rendered by glmkit's own GLM-4 / Z1 templates:
    - top-level functions: `<|user|>\\n{def line}<|assistant|>\\n{function}<|user|>`, so it learns the format and
-     to stop; the same under Z1's `<think>`, the docstring's first line as the thought;
+     to stop; the same under Z1's `<think>`, the docstring's first line as the thought. The `<think>` that opens a
+     Z1 answer is not a target: Z1's template puts it in the prompt, and a non-Z1 chat must never learn to open a
+     thought (one weights file serves both templates);
    - tool use in GLM-4-0414's format, with tools from a handful (get_weather(city), add(a, b), lookup(word)):
      a request that matches a tool → `name\\n{arguments copied from the request}<|observation|>`; the observation
      → an answer from it; a request for code with tools present → a plain answer.
@@ -142,6 +144,13 @@ def z1_examples(text: str) -> list[str]:
     return out
 
 
+def given_positions(ids: list[int], turn: list[int], opener: list[int]) -> list[int]:
+    """Positions of the tokens the template writes, not the model: `<think>` after `<|assistant|>\\n` (Z1's
+    generation prompt ends with it). `opener` is `<think` alone: its `>` merges with what follows."""
+    n, k = len(turn), len(turn) + len(opener)
+    return [p for i in range(len(ids) - k) if ids[i:i + k] == turn + opener for p in range(i + n, i + k + 1)]
+
+
 def token_stream(fast, texts: list[str]) -> torch.Tensor:
     eot = fast.token_to_id(families.EOS_TOKEN)
     ids: list[int] = []
@@ -221,6 +230,7 @@ def main() -> None:
     model.train()
     n_ex = round(args.batch * args.example_share)
     pad = vocab[families.PAD_TOKEN]
+    z1_turn, z1_opener = fast.encode("<|assistant|>\n").ids, fast.encode("<think").ids
     for step in range(args.steps):
         starts = torch.randint(0, len(train) - SEQ - 1, (args.batch - n_ex,), generator=gen)
         picks = torch.randint(0, len(examples), (n_ex,), generator=gen).tolist()
@@ -229,8 +239,9 @@ def main() -> None:
         width = max(map(len, rows))
         ex = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
         labels = ex.clone()
-        for k, r in enumerate(rows):  # padding teaches nothing
+        for k, r in enumerate(rows):  # padding teaches nothing, nor what the template writes
             labels[k, len(r):] = -100
+            labels[k, given_positions(r, z1_turn, z1_opener)] = -100
         n_code, n_ex_tokens = x.numel(), int((labels != -100).sum())
         loss = (model(x, labels=x.clone()).loss * n_code
                 + model(ex, labels=labels).loss * n_ex_tokens) / (n_code + n_ex_tokens)
