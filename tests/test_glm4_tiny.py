@@ -92,7 +92,7 @@ def test_verification_gate_catches_a_silently_broken_conversion(model, tok):
                                                       rope_theta=500_000.0)
         bad = broken(torch.tensor([ids])).logits[0].numpy()
     result = verify.compare(ref, bad, "int4")
-    assert not result.passed and result.mean_kl > 0.1, result  # honest int4 on glm4-tiny: KL ~0.007
+    assert not result.passed and result.mean_kl > 0.1, result  # honest int4 on glm4-tiny: KL ~0.015
     assert verify.compare(ref, ref, "fp16").passed
 
 
