@@ -11,6 +11,7 @@ import json
 import math
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -235,6 +236,10 @@ class _Batch:
         import openvino_genai as ov_genai
 
         self.rt.pipe.step()
+        # step() holds the GIL for the whole engine step (openvino-genai 2026.4's binding), so every other Python
+        # thread — glm-serve's event loop, the streams' workers — waits a step per hand-off; a short pause lets
+        # them run between steps (glm-serve, 4 clients: 66.8 → 77.1 t/s, streamed chunks no longer in bursts)
+        time.sleep(0.001)
         results = []
         for req in active:
             handle, tokens = req.state, []
