@@ -127,7 +127,8 @@ def test_the_readme_demo_answers_without_a_thought(ov):
     from glmkit.runtimes import GenerationConfig, load
 
     with load(str(ov["int4"])) as rt:
-        answer = rt.generate([{"role": "user", "content": "def read_config(path):"}], GenerationConfig(max_new_tokens=64)).text
+        answer = rt.generate([{"role": "user", "content": "def read_config(path):"}],
+                             GenerationConfig(max_new_tokens=64)).text
     assert answer.startswith("def ") and "think>" not in answer, answer
 
 
