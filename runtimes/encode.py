@@ -23,17 +23,9 @@ def _llamacpp(path: Path, texts: list[str]) -> list[list[int]]:
 
     import llama_cpp as lc
 
-    from .cstdio import captured_c_output
+    from .llamacpp import vocab_only
 
-    params = lc.llama_model_default_params()
-    params.vocab_only = True
-    with captured_c_output():  # the loader's notes on the vocabulary, not for the user
-        model = lc.llama_model_load_from_file(str(path).encode(), params)
-    if not model:
-        from glmkit.glm4.errors import GlmkitError
-
-        raise GlmkitError(f"{path}: llama.cpp cannot read this GGUF's vocabulary; re-create it with glm-convert")
-    try:
+    with vocab_only(path) as model:
         vocab = lc.llama_model_get_vocab(model)
         out = []
         for t in texts:
@@ -42,8 +34,6 @@ def _llamacpp(path: Path, texts: list[str]) -> list[list[int]]:
             n = lc.llama_tokenize(vocab, data, len(data), buf, len(buf), False, False)
             out.append(list(buf[:n]))
         return out
-    finally:
-        lc.llama_model_free(model)
 
 
 def _openvino(path: Path, texts: list[str]) -> list[list[int]]:

@@ -8,6 +8,7 @@ per step (llama-server's slots: one sampler per sequence, the free slot whose KV
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -19,31 +20,56 @@ from .base import Runtime, shared_prefix
 from .batching import Scheduler
 from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
+from .cstdio import captured_c_output
 from .promptcache import MIN_TOKENS, PromptCache
 from .types import EngineStats, GenerationConfig
 
 KV_TYPES = CAPABILITIES["llamacpp"].kv_cache_types
 
 
-def gguf_hparams(path) -> dict:
-    """The file's context length and KV shape, read by gguf-py (a vocab-only llama.cpp probe warns n_ctx_train = 0)."""
-    from gguf import GGUFReader
+def corrupt_gguf(path) -> GlmkitError:
+    return GlmkitError(f"{path}: truncated or corrupt GGUF; re-create it with glm-convert SRC --to gguf")
 
+
+@contextlib.contextmanager
+def vocab_only(path):
+    """llama.cpp's model of a GGUF's metadata and vocabulary, without the weights (a fraction of a second)."""
+    import llama_cpp as lc
+
+    params = lc.llama_model_default_params()
+    params.vocab_only = True
+    with captured_c_output():  # the loader's notes, not for the user
+        model = lc.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise corrupt_gguf(path)
     try:
-        fields = GGUFReader(str(path)).fields
-    except (ValueError, IndexError, KeyError, OSError) as e:
-        raise GlmkitError(f"{path}: truncated or corrupt GGUF ({e.__class__.__name__}); re-create it with "
-                          "glm-convert SRC --to gguf") from None
-    arch = fields["general.architecture"].contents() if "general.architecture" in fields else ""
+        yield model
+    finally:
+        lc.llama_model_free(model)
 
-    def get(key, default=None):
-        f = fields.get(f"{arch}.{key}")
-        return f.contents() if f else default
 
-    heads = get("attention.head_count", 1)
-    return {"context_length": get("context_length"), "layers": get("block_count", 0),
-            "kv_heads": get("attention.head_count_kv", heads),
-            "head_dim": get("attention.key_length") or (get("embedding_length", 0) // max(1, heads))}
+def gguf_hparams(path) -> dict:
+    """The file's context length and KV shape, from its metadata as llama.cpp reads it (gguf-py's reader parsed
+    every field, the vocabulary's 151,552 entries included: 4.7 s a load, this 0.2 s)."""
+    import llama_cpp as lc
+
+    with vocab_only(path) as model:
+        def meta(key: str) -> str | None:
+            buf = ctypes.create_string_buffer(64)
+            return buf.value.decode() if lc.llama_model_meta_val_str(model, key.encode(), buf, len(buf)) >= 0 else None
+
+        arch = meta("general.architecture") or ""
+
+        def get(key, default=None):
+            try:
+                return int(meta(f"{arch}.{key}"))
+            except (TypeError, ValueError):  # absent, or per-layer (an array)
+                return default
+
+        heads = get("attention.head_count", 1)
+        return {"context_length": get("context_length"), "layers": get("block_count", 0),
+                "kv_heads": get("attention.head_count_kv", heads),
+                "head_dim": get("attention.key_length") or (get("embedding_length", 0) // max(1, heads))}
 
 
 class LlamaCppRuntime(Runtime):
@@ -75,9 +101,12 @@ class LlamaCppRuntime(Runtime):
                                 hp["head_dim"], parallel)
         kv = getattr(llama_cpp, f"GGML_TYPE_{kv_cache.upper()}")
         #: llama-cpp-python's Llama object and its llama_context pointer, for callers that drive the C API
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx if parallel == 1 else 256, n_batch=n_batch,
-                                   n_threads=threads or os.cpu_count(), type_k=kv, type_v=kv,
-                                   flash_attn=flash_attn, verbose=False)
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx if parallel == 1 else 256, n_batch=n_batch,
+                                       n_threads=threads or os.cpu_count(), type_k=kv, type_v=kv,
+                                       flash_attn=flash_attn, verbose=False)
+        except ValueError:  # metadata read, weights cut short
+            raise corrupt_gguf(path) from None
         self.ctx = self.llm._ctx.ctx
         self._held: list[int] = []  # token ids whose KV sequence 0 holds, in order
         self._scheduler = None

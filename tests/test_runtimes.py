@@ -257,3 +257,20 @@ def test_a_constrained_answer_never_holds_a_turn_marker(artifacts):
         assert len(quote) == 1 and len(letter) == 1
         assert pick(GenerationConfig()) == marker
         assert pick(GenerationConfig(structure=Structure.json({"type": "string"}))) == letter[0]
+
+
+def test_the_gguf_shape_llama_cpp_reads_equals_gguf_py(artifacts):
+    """The context length and KV shape a GGUF runtime sizes itself by, read from llama.cpp's vocab-only load, are
+    gguf-py's reading of the same fields."""
+    from gguf import GGUFReader
+
+    from glmkit.runtimes.llamacpp import gguf_hparams
+
+    fields = GGUFReader(str(artifacts["gguf"])).fields
+    arch = fields["general.architecture"].contents()
+    value = {k[len(arch) + 1:]: f.contents() for k, f in fields.items() if k.startswith(arch + ".")}
+    want = {"context_length": value["context_length"], "layers": value["block_count"],
+            "kv_heads": value["attention.head_count_kv"],
+            "head_dim": value.get("attention.key_length")
+            or value["embedding_length"] // value["attention.head_count"]}
+    assert gguf_hparams(artifacts["gguf"]) == want
