@@ -23,15 +23,19 @@ class Capabilities:
     properties: bool = False           # other load() keys pass through as engine properties (OpenVINO)
 
 
+SPECULATIVE = ("speculative", "draft", "draft_tokens", "ngram_size")  # load() options of speculative decoding
+
+
 CAPABILITIES: dict[str, Capabilities] = {
     "openvino": Capabilities(
         constrained=True, penalties=True, kv_cache_types=("f16", "f32", "u8", "q8_0", "bf16"),
         kv_cache_reduced=("f16", "u8"), batching=True, devices=("CPU", "GPU", "NPU", "AUTO"),
-        options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache", "cache_dir", "parallel"), properties=True),
+        options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache", "cache_dir", "parallel", *SPECULATIVE),
+        properties=True),
     "llamacpp": Capabilities(
         constrained=True, penalties=True, kv_cache_types=("f16", "f32", "q8_0"), kv_cache_reduced=("f16", "q8_0"),
         batching=True, options=("n_ctx", "threads", "prefix_cache", "kv_cache", "flash_attn", "n_batch", "parallel",
-                                "prompt_cache_mb")),
+                                "prompt_cache_mb", *SPECULATIVE)),
     "transformers": Capabilities(penalties=True, options=("n_ctx", "threads", "prefix_cache", "dtype")),
 }
 

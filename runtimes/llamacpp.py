@@ -22,6 +22,7 @@ from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
 from .cstdio import captured_c_output
 from .promptcache import MIN_TOKENS, PromptCache
+from .speculative import PROMPT_LOOKUP, NgramLookup, Speculation, same_vocabulary
 from .types import EngineStats, GenerationConfig
 
 KV_TYPES = CAPABILITIES["llamacpp"].kv_cache_types
@@ -46,6 +47,16 @@ def vocab_only(path):
         yield model
     finally:
         lc.llama_model_free(model)
+
+
+def gguf_vocabulary(path) -> list[str]:
+    """Every token's text as llama.cpp reads it from the GGUF (what a draft must share with its model)."""
+    import llama_cpp as lc
+
+    with vocab_only(path) as model:
+        vocab = lc.llama_model_get_vocab(model)
+        return [lc.llama_vocab_get_text(vocab, t).decode("utf-8", "replace")
+                for t in range(lc.llama_vocab_n_tokens(vocab))]
 
 
 def gguf_hparams(path) -> dict:
@@ -78,7 +89,9 @@ class LlamaCppRuntime(Runtime):
 
     def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, n_batch: int = 512,
                  kv_cache: str = "f16", flash_attn: bool = True, prefix_cache: bool = True,
-                 model_name: str | None = None, parallel: int = 1, prompt_cache_mb: int = 1024):
+                 model_name: str | None = None, parallel: int = 1, prompt_cache_mb: int = 1024,
+                 speculative: str | None = None, draft: str | None = None, draft_tokens: int | None = None,
+                 ngram_size: int | None = None):
         import llama_cpp
 
         from glmkit.glm4 import families
@@ -96,6 +109,18 @@ class LlamaCppRuntime(Runtime):
         self.n_batch = n_batch
         self.flash_attn = flash_attn
         self.prefix_cache = prefix_cache
+        self.speculation = Speculation.from_options(speculative, draft, draft_tokens, ngram_size)
+        if self.speculation and self.speculation.draft:
+            if parallel > 1:
+                raise GlmkitError("a draft model on llama.cpp runs one generation at a time: use --prompt-lookup "
+                                  "with --max-concurrency above 1, or the OpenVINO backend")
+            from .load import detect_backend
+
+            if detect_backend(self.speculation.draft) != "llamacpp":
+                raise GlmkitError(f"draft {self.speculation.draft}: a GGUF model takes a GGUF draft; convert it "
+                                  "with glm-convert DRAFT --to gguf")
+            same_vocabulary(gguf_vocabulary(path), gguf_vocabulary(self.speculation.draft), str(path),
+                            self.speculation.draft)
         hp = gguf_hparams(path)
         n_ctx = default_context(hp["context_length"] or 4096, n_ctx, kv_cache, hp["layers"], hp["kv_heads"],
                                 hp["head_dim"], parallel)
@@ -126,6 +151,11 @@ class LlamaCppRuntime(Runtime):
                          model_name or str(path))
         self.kv_shape = (hp["layers"], hp["kv_heads"], hp["head_dim"])
         self.kv_bytes_per_token = kv_bytes_per_token(*self.kv_shape, kv_cache)
+        self._verify = llama_cpp.llama_batch_init(max(n_batch, 65), 0, 1)  # a speculation's [token, proposals]
+        self._draft = None
+        if self.speculation and self.speculation.draft:  # its own context, as long as the model's
+            self._draft = LlamaCppRuntime(self.speculation.draft, n_ctx=self.context_length, threads=threads,
+                                          n_batch=n_batch, kv_cache=kv_cache, flash_attn=flash_attn)
         if parallel > 1:
             self.parallel = parallel
             cache = PromptCache(prompt_cache_mb * 2**20) if prompt_cache_mb > 0 else None
@@ -228,6 +258,11 @@ class LlamaCppRuntime(Runtime):
             # differed between a cold prompt and the same prompt found in the cache)
             self._decode(prompt_ids[reused:-1])
             self._decode(prompt_ids[-1:])
+            if self.speculation:  # its verification passes count as llama.cpp's prompt evaluation: report the
+                p = lc.llama_perf_context(self.ctx)  # prompt's figures alone, and no decode rate of llama.cpp's
+                stats.prefill_ms, stats.prompt_tokens_evaluated = p.t_p_eval_ms, p.n_p_eval
+                yield from self._speculate(prompt_ids, config, stats, sampler)
+                return
             for n in range(config.max_new_tokens):
                 tok = lc.llama_sampler_sample(sampler, self.ctx, -1)
                 yield tok
@@ -235,9 +270,79 @@ class LlamaCppRuntime(Runtime):
                     self._decode([tok])  # only when the caller asks for the next token
         finally:
             lc.llama_sampler_free(sampler)
-            p = lc.llama_perf_context(self.ctx)
-            stats.prefill_ms, stats.prompt_tokens_evaluated = p.t_p_eval_ms, p.n_p_eval
-            stats.decode_tps = p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0
+            if not self.speculation:
+                p = lc.llama_perf_context(self.ctx)
+                stats.prefill_ms, stats.prompt_tokens_evaluated = p.t_p_eval_ms, p.n_p_eval
+                stats.decode_tps = p.n_eval / (p.t_eval_ms / 1000) if p.t_eval_ms else 0.0
+
+    def _propose(self, history: list[int], lookup: NgramLookup | None, k: int) -> list[int]:
+        """Up to k tokens to follow `history` (its last token not yet decoded): prompt lookup's, or the draft
+        model's greedy continuation, decoded in the draft's own context (its KV follows the conversation)."""
+        if lookup is not None:
+            return lookup.propose(k)
+        d, lc = self._draft, self.llama_cpp
+        n = d._reuse(history)
+        d._decode(history[n:])
+        greedy = lc.llama_sampler_init_greedy()
+        try:
+            out = [lc.llama_sampler_sample(greedy, d.ctx, -1)]
+            while len(out) < k and out[-1] not in d.stop_ids:
+                d._decode(out[-1:])
+                out.append(lc.llama_sampler_sample(greedy, d.ctx, -1))
+        finally:
+            lc.llama_sampler_free(greedy)
+        return out
+
+    def _speculate(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
+                   sampler) -> Iterator[int]:
+        """Decoding with proposals (see runtimes/speculative.py): one llama_decode over [token, p1 … pk] with
+        logits at each, the request's own sampler picks each next token in order, a proposal is kept while it
+        equals the pick; the KV of the rest is removed, so the context holds exactly the emitted text."""
+        lc, spec, b = self.llama_cpp, self.speculation, self._verify
+        mem = lc.llama_get_memory(self.ctx)
+        lookup = NgramLookup(spec.ngram, prompt_ids) if spec.kind == PROMPT_LOOKUP else None
+        stats.proposed = stats.accepted = 0
+        made, tok = 0, lc.llama_sampler_sample(sampler, self.ctx, -1)
+        history = list(prompt_ids)
+        while True:
+            yield tok
+            made += 1
+            history.append(tok)
+            if lookup is not None:
+                lookup.extend([tok])
+            if made >= config.max_new_tokens:
+                return
+            k = min(spec.tokens, config.max_new_tokens - made - 1, self.context_length - len(self._held) - 1)
+            drafts = self._propose(history, lookup, k) if k > 0 else []
+            stats.proposed += len(drafts)
+            base = len(self._held)
+            for j, t in enumerate([tok] + drafts):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, base + j, 1, True
+                b.seq_id[j][0] = 0
+            b.n_tokens = len(drafts) + 1
+            if lc.llama_decode(self.ctx, b) != 0:
+                self.reset_cache()
+                raise GlmkitError(f"llama.cpp could not decode {b.n_tokens} tokens at position {base}")
+            self._held += [tok] + drafts
+            keep = base + 1  # the KV that matches what was emitted: tok, then each accepted proposal
+            try:
+                for j in range(len(drafts) + 1):
+                    tok = lc.llama_sampler_sample(sampler, self.ctx, j)
+                    if j == len(drafts) or tok != drafts[j]:
+                        break  # tok is the target's own choice: emitted next, decoded in the next pass
+                    keep += 1
+                    stats.accepted += 1
+                    yield tok
+                    made += 1
+                    history.append(tok)
+                    if lookup is not None:
+                        lookup.extend([tok])
+                    if made >= config.max_new_tokens:
+                        return
+            finally:  # also when the caller stops inside the accepted run (a stop token, a stop string)
+                if keep < len(self._held):
+                    lc.llama_memory_seq_rm(mem, 0, keep, -1)
+                    self._held = self._held[:keep]
 
     def prompt_cache_stats(self) -> dict | None:
         """The host-RAM prompt cache behind parallel=N (None without one)."""
@@ -250,14 +355,21 @@ class LlamaCppRuntime(Runtime):
             self._scheduler.batch.close()
             self.llama_cpp.llama_free(self.ctx)
             self._scheduler = None
+        if self._verify is not None:
+            self.llama_cpp.llama_batch_free(self._verify)
+            self._verify = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
         self.llm.close()
 
 
 class _Seq:
-    """One generation in a shared context: its sequence id, the tokens it still has to feed, its sampler."""
+    """One generation in a shared context: its sequence id, the tokens it still has to feed, its sampler, and with
+    prompt lookup its n-gram index."""
 
-    def __init__(self, seq: int, feed: list[int], pos: int, sampler):
-        self.seq, self.feed, self.pos, self.sampler = seq, feed, pos, sampler
+    def __init__(self, seq: int, feed: list[int], pos: int, sampler, lookup: NgramLookup | None = None):
+        self.seq, self.feed, self.pos, self.sampler, self.lookup = seq, feed, pos, sampler, lookup
         self.made = 0
 
 
@@ -296,8 +408,12 @@ class _Sequences:
             n = 0
         self.free.remove(seq)
         self.held[seq] = list(ids[:n])
-        req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids))
+        spec = self.rt.speculation
+        lookup = NgramLookup(spec.ngram, ids) if spec else None
+        req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids), lookup)
         req.stats.reused = n
+        if spec:
+            req.stats.proposed = req.stats.accepted = 0
         return True
 
     def step(self, active) -> list:
@@ -306,16 +422,24 @@ class _Sequences:
         room, k, outputs = self.n_batch, 0, []
         for req in order:
             s = req.state
-            take = s.feed[:room]
+            drafts = []
+            if s.lookup is not None and s.made and len(s.feed) == 1:  # decoding: verify proposals with the token
+                n = min(self.rt.speculation.tokens, req.config.max_new_tokens - s.made - 1, room - 1,
+                        self.rt.context_length - s.pos - 1)
+                drafts = s.lookup.propose(n) if n > 0 else []
+            take = (s.feed + drafts)[:room]
             if not take:
                 continue
+            first = None
             for j, t in enumerate(take):
                 b.token[k], b.pos[k], b.n_seq_id[k] = t, s.pos + j, 1
                 b.seq_id[k][0] = s.seq
-                b.logits[k] = j == len(s.feed) - 1  # logits only where the next token is chosen
-                if b.logits[k]:
-                    outputs.append((req, k))
+                b.logits[k] = j >= len(s.feed) - 1  # logits where the next token is chosen (and each proposal's)
+                if b.logits[k] and first is None:
+                    first = k
                 k += 1
+            if first is not None:
+                outputs.append((req, first, drafts))
             s.feed, s.pos, room = s.feed[len(take):], s.pos + len(take), room - len(take)
             self.held[s.seq] += take
             if room == 0:
@@ -324,14 +448,30 @@ class _Sequences:
         if lc.llama_decode(self.rt.ctx, b) != 0:
             raise GlmkitError(f"llama.cpp could not decode a batch of {k} tokens for {len(active)} sequences")
         results = []
-        for req, i in outputs:
-            s = req.state
-            tok = lc.llama_sampler_sample(s.sampler, self.rt.ctx, i)
-            s.made += 1
-            done = s.made >= req.config.max_new_tokens or (tok in self.rt.stop_ids and not req.config.ignore_eos)
+        for req, i, drafts in outputs:
+            s, made, done = req.state, [], False
+            for j in range(len(drafts) + 1):  # the request's sampler picks each next token; proposals kept while
+                tok = lc.llama_sampler_sample(s.sampler, self.rt.ctx, i + j)  # they equal its picks
+                made.append(tok)
+                s.made += 1
+                done = s.made >= req.config.max_new_tokens or (tok in self.rt.stop_ids and not req.config.ignore_eos)
+                if done or j == len(drafts) or tok != drafts[j]:
+                    break
+            if drafts:
+                accepted = next((j for j, (a, d) in enumerate(zip(made, drafts)) if a != d),
+                                min(len(made), len(drafts)))
+                req.stats.proposed += len(drafts)
+                req.stats.accepted += accepted
+                keep = s.pos - len(drafts) + accepted  # the rejected proposals' KV goes
+                if keep < s.pos:
+                    lc.llama_memory_seq_rm(self.mem, s.seq, keep, -1)
+                    self.held[s.seq] = self.held[s.seq][:keep]
+                    s.pos = keep
+            if s.lookup is not None:
+                s.lookup.extend(made)
             if not done:
-                s.feed = [tok]
-            results.append((req, [tok], done))
+                s.feed = [made[-1]]
+            results.append((req, made, done))
         return results
 
     def _save(self, seq: int) -> None:

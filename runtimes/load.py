@@ -34,7 +34,9 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
     weights; OpenVINO inference precision), kv_cache (llama.cpp f16/f32/q8_0; OpenVINO f16/f32/u8), cache_dir
     (OpenVINO compiled-model cache), flash_attn and n_batch (llama.cpp), parallel (N generations at once, batched
     in the engine; stream() may then be called from N threads), prompt_cache_mb (llama.cpp with parallel=N:
-    host RAM for evicted sequences' KV, default 1024); other keys are OpenVINO properties such as
+    host RAM for evicted sequences' KV, default 1024); speculative="prompt-lookup" or draft=PATH (a smaller model
+    of the same tokenizer, in the model's own format), with draft_tokens (proposed per step) and ngram_size
+    (runtimes/speculative.py: the output stays the plain run's); other keys are OpenVINO properties such as
     MAX_PROMPT_LEN (NPU)."""
     if backend not in BACKENDS:
         raise GlmkitError(f"backend {backend}: choose one of {', '.join(BACKENDS)}")

@@ -21,6 +21,7 @@ from .base import Runtime, shared_prefix
 from .batching import Scheduler
 from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
+from .speculative import PROMPT_LOOKUP, Speculation, same_vocabulary
 from .types import EngineStats, GenerationConfig
 
 DEVICES = CAPABILITIES["openvino"].devices
@@ -28,6 +29,20 @@ DEVICES = CAPABILITIES["openvino"].devices
 NPU_DEFAULTS = {"MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
 KV_TYPES = {"f16": "f16", "f32": "f32", "u8": "u8", "q8_0": "u8", "bf16": "bf16"}
 DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def ir_vocabulary(path) -> list[str]:
+    """Every token of an IR's tokenizer.json by id (what a draft must share with its model)."""
+    from tokenizers import Tokenizer
+
+    try:
+        vocab = Tokenizer.from_file(str(Path(path) / "tokenizer.json")).get_vocab(with_added_tokens=True)
+    except Exception:  # tokenizers raises its own Exception type for a missing or corrupt file
+        raise GlmkitError(f"{path}: cannot read its tokenizer.json; re-convert it with glm-convert") from None
+    out = [""] * (max(vocab.values()) + 1)
+    for text, i in vocab.items():
+        out[i] = text
+    return out
 
 
 def available_devices() -> list[str]:
@@ -42,7 +57,9 @@ class OpenVINORuntime(Runtime):
 
     def __init__(self, path, device: str = "CPU", cache_dir: str | None = None, n_ctx: int | None = None,
                  threads: int | None = None, kv_cache: str | None = None, dtype: str | None = None,
-                 prefix_cache: bool = True, model_name: str | None = None, parallel: int = 1, **properties):
+                 prefix_cache: bool = True, model_name: str | None = None, parallel: int = 1,
+                 speculative: str | None = None, draft: str | None = None, draft_tokens: int | None = None,
+                 ngram_size: int | None = None, **properties):
         import openvino_genai as ov_genai
 
         from glmkit.glm4 import families
@@ -73,6 +90,18 @@ class OpenVINORuntime(Runtime):
             props["INFERENCE_PRECISION_HINT"] = DTYPES[dtype]
         self.prefix_cache = prefix_cache
         self.device = device
+        self.speculation = Speculation.from_options(speculative, draft, draft_tokens, ngram_size)
+        if self.speculation and self.speculation.draft:
+            if not (Path(self.speculation.draft) / "openvino_model.xml").is_file():
+                raise GlmkitError(f"draft {self.speculation.draft}: an OpenVINO model takes an OpenVINO IR draft; "
+                                  "convert it with glm-convert DRAFT --to openvino")
+            same_vocabulary(ir_vocabulary(path), ir_vocabulary(self.speculation.draft), str(path),
+                            self.speculation.draft)
+        if self.speculation:  # openvino-genai's own: a draft model in its own pipeline, or prompt lookup
+            if self.speculation.kind == PROMPT_LOOKUP:
+                props["prompt_lookup"] = True
+            else:
+                props["draft_model"] = ov_genai.draft_model(self.speculation.draft, device)
         cfg = json.loads((Path(path) / "config.json").read_text())
         heads = cfg.get("num_attention_heads", 1)
         shape = (cfg.get("num_hidden_layers", 0), cfg.get("num_key_value_heads", heads),
@@ -124,6 +153,10 @@ class OpenVINORuntime(Runtime):
             g.structured_output_config = openvino_config(config.structure)  # the request's compiled grammar
         if config.seed is not None:
             g.rng_seed = config.seed
+        if self.speculation:
+            g.num_assistant_tokens = self.speculation.tokens
+            if self.speculation.kind == PROMPT_LOOKUP:
+                g.max_ngram_size = self.speculation.ngram
         g.ignore_eos = config.ignore_eos
         if not config.ignore_eos:
             g.stop_token_ids = set(self.stop_ids)
@@ -161,8 +194,11 @@ class OpenVINORuntime(Runtime):
         cancel = threading.Event()
         done = object()
 
+        writes = [0]
+
         class Streamer(ov_genai.StreamerBase):
             def write(self, token):
+                writes[0] += 1  # with speculation, one write per pass: its kept proposals and the model's token
                 for t in token if isinstance(token, (list, tuple)) else [token]:
                     q.put(int(t))
                 return ov_genai.StreamingStatus.CANCEL if cancel.is_set() else ov_genai.StreamingStatus.RUNNING
@@ -197,6 +233,8 @@ class OpenVINORuntime(Runtime):
             if "error" in box:
                 self._held = []
                 raise box["error"]
+            if self.speculation:  # openvino-genai reports no counts: the kept proposals are what came in bulk
+                stats.accepted = max(0, len(answer) - writes[0])  # (how many it proposed, it does not say)
             pm = getattr(box.get("result"), "perf_metrics", None)
             if pm is not None:
                 stats.ttft_ms, stats.decode_tps = pm.get_ttft().mean, pm.get_throughput().mean
@@ -246,6 +284,8 @@ class _Batch:
             if handle.can_read():
                 for output in handle.read().values():
                     tokens += [int(t) for t in output.generated_ids]
+            if tokens and self.rt.speculation:  # a step's kept proposals come with the model's own token
+                req.stats.accepted = (req.stats.accepted or 0) + len(tokens) - 1
             done = handle.get_status() != ov_genai.GenerationStatus.RUNNING and not handle.can_read()
             if tokens or done:
                 results.append((req, tokens, done))

@@ -62,6 +62,8 @@ class EngineStats:
     prompt_tokens: int | None = None             # openvino-genai's count of input tokens
     cache_tokens_before: int | None = None       # transformers' KV cache length when the new tokens went in
     batched_max: int | None = None               # the most generations that shared an engine step with this one
+    proposed: int | None = None                  # speculative decoding: tokens proposed for verification
+    accepted: int | None = None                  # … and how many of them the model kept
 
     def figures(self) -> dict:
         """The engine's own figures, as GenerationResult.engine holds them."""

@@ -159,6 +159,11 @@ def _usage(result: GenerationResult) -> dict:
              "total_tokens": result.prompt_tokens + len(result.token_ids)}
     if result.cached_tokens is not None:  # an engine that does not count its cache hits claims none
         usage["prompt_tokens_details"] = {"cached_tokens": result.cached_tokens}
+    proposed, accepted = result.engine.get("proposed"), result.engine.get("accepted")
+    if accepted is not None:  # speculative decoding, in OpenAI's predicted-output fields (openvino-genai does not
+        usage["completion_tokens_details"] = {"accepted_prediction_tokens": accepted}  # say what it proposed)
+        if proposed is not None:
+            usage["completion_tokens_details"]["rejected_prediction_tokens"] = proposed - accepted
     return usage
 
 
