@@ -111,9 +111,6 @@ class LlamaCppRuntime(Runtime):
         self.prefix_cache = prefix_cache
         self.speculation = Speculation.from_options(speculative, draft, draft_tokens, ngram_size)
         if self.speculation and self.speculation.draft:
-            if parallel > 1:
-                raise GlmkitError("a draft model on llama.cpp runs one generation at a time: use --prompt-lookup "
-                                  "with --max-concurrency above 1, or the OpenVINO backend")
             from .load import detect_backend
 
             if detect_backend(self.speculation.draft) != "llamacpp":
@@ -159,7 +156,8 @@ class LlamaCppRuntime(Runtime):
         if parallel > 1:
             self.parallel = parallel
             cache = PromptCache(prompt_cache_mb * 2**20) if prompt_cache_mb > 0 else None
-            self._scheduler = Scheduler(_Sequences(self, parallel, cache), "glmkit-llamacpp")
+            drafter = _DraftSequences(self._draft, parallel) if self._draft is not None else None
+            self._scheduler = Scheduler(_Sequences(self, parallel, cache, drafter), "glmkit-llamacpp")
 
     @functools.cached_property
     def _turn_markers(self) -> list[int]:
@@ -379,8 +377,9 @@ class _Sequences:
     Each step puts one token of every decoding sequence into the batch, then fills the rest of n_batch with
     prompt chunks, so a long prompt arriving never stalls the others for more than a step."""
 
-    def __init__(self, rt: LlamaCppRuntime, n: int, cache: PromptCache | None = None):
+    def __init__(self, rt: LlamaCppRuntime, n: int, cache: PromptCache | None = None, drafter=None):
         lc = rt.llama_cpp
+        self.drafter = drafter  # a draft model's sequences, one per ours
         self.cache = cache  # evicted sequences' KV in host RAM
         self.rt, self.lc = rt, lc
         self.n_batch = max(rt.n_batch, n)
@@ -420,13 +419,22 @@ class _Sequences:
         lc, b = self.lc, self.batch
         order = sorted(active, key=lambda r: len(r.state.feed) > 1)  # decoding sequences first
         room, k, outputs = self.n_batch, 0, []
+        wants = {}  # decoding sequences: how many proposals to verify with their token
         for req in order:
             s = req.state
-            drafts = []
-            if s.lookup is not None and s.made and len(s.feed) == 1:  # decoding: verify proposals with the token
-                n = min(self.rt.speculation.tokens, req.config.max_new_tokens - s.made - 1, room - 1,
-                        self.rt.context_length - s.pos - 1)
-                drafts = s.lookup.propose(n) if n > 0 else []
+            if self.rt.speculation and s.made and len(s.feed) == 1:
+                n = min(self.rt.speculation.tokens, req.config.max_new_tokens - s.made - 1,
+                        self.rt.context_length - s.pos - 1, self.n_batch // max(1, len(active)) - 1)
+                if n > 0:
+                    wants[req] = n
+        if self.drafter is not None and wants:
+            proposals = self.drafter.propose({req.state.seq: (self.held[req.state.seq] + req.state.feed, n)
+                                              for req, n in wants.items()})
+        else:
+            proposals = {req.state.seq: req.state.lookup.propose(n) for req, n in wants.items()}
+        for req in order:
+            s = req.state
+            drafts = proposals.get(s.seq, []) if req in wants else []
             take = (s.feed + drafts)[:room]
             if not take:
                 continue
@@ -502,3 +510,67 @@ class _Sequences:
 
     def close(self) -> None:
         self.lc.llama_batch_free(self.batch)
+        if self.drafter is not None:
+            self.drafter.close()
+
+
+class _DraftSequences:
+    """A draft model's N sequences for the batch: each follows its main sequence's conversation (its KV is cut
+    back to the shared prefix, then the rest fed), and all propose their greedy continuations in one llama_decode
+    per proposed token."""
+
+    def __init__(self, draft: LlamaCppRuntime, n: int):
+        lc = draft.llama_cpp
+        self.lc, self.draft = lc, draft
+        params = draft.llm.context_params
+        params.n_ctx, params.n_seq_max, params.kv_unified = draft.context_length * n, n, False
+        params.n_batch = params.n_ubatch = self.n_batch = max(draft.n_batch, n)
+        self.ctx = lc.llama_init_from_model(draft.llm._model.model, params)
+        if not self.ctx:
+            raise GlmkitError(f"llama.cpp could not make the draft's context of {n} x {draft.context_length} tokens")
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self.greedy = lc.llama_sampler_init_greedy()
+        self.held: dict[int, list[int]] = {s: [] for s in range(n)}
+
+    def propose(self, wants: dict[int, tuple[list[int], int]]) -> dict[int, list[int]]:
+        """{seq: (its conversation, the last token not yet decoded; how many to propose)} → {seq: proposals}."""
+        lc, b = self.lc, self.batch
+        feed = {}
+        for seq, (history, _) in wants.items():
+            n = shared_prefix(self.held[seq], history)
+            lc.llama_memory_seq_rm(self.mem, seq, n, -1)
+            self.held[seq] = history[:n]
+            feed[seq] = history[n:]
+        out: dict[int, list[int]] = {seq: [] for seq in wants}
+        while feed:
+            k, outputs = 0, {}
+            for seq, tokens in list(feed.items()):
+                take = tokens[:self.n_batch - k]
+                for j, t in enumerate(take):
+                    b.token[k], b.pos[k], b.n_seq_id[k] = t, len(self.held[seq]) + j, 1
+                    b.seq_id[k][0] = seq
+                    b.logits[k] = len(take) == len(tokens) and j == len(take) - 1
+                    if b.logits[k]:
+                        outputs[seq] = k
+                    k += 1
+                self.held[seq] += take
+                feed[seq] = tokens[len(take):]
+                if k == self.n_batch:
+                    break
+            b.n_tokens = k
+            if lc.llama_decode(self.ctx, b) != 0:
+                raise GlmkitError(f"llama.cpp could not decode a batch of {k} tokens in the draft model")
+            for seq, i in outputs.items():  # a sequence's next proposal, fed next round until it has enough
+                tok = lc.llama_sampler_sample(self.greedy, self.ctx, i)
+                out[seq].append(tok)
+                del feed[seq]
+                if len(out[seq]) < wants[seq][1] and tok not in self.draft.stop_ids:
+                    feed[seq] = [tok]
+            feed = {seq: t for seq, t in feed.items() if t}
+        return out
+
+    def close(self) -> None:
+        self.lc.llama_sampler_free(self.greedy)
+        self.lc.llama_batch_free(self.batch)
+        self.lc.llama_free(self.ctx)
