@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", default="results.json",
                    help="result JSON; .md, .csv and -decode/-quality.png are written beside it")
     r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("--speculative", metavar="prompt-lookup|draft:PATH",
+                   help="instead: decode t/s with and without speculation on input-grounded edits and free text")
+    r.add_argument("--draft-tokens", type=int, help="with --speculative: tokens proposed per step")
+    r.add_argument("--ngram-size", type=int, help="with --speculative prompt-lookup: the longest n-gram matched")
+    r.add_argument("--tasks", type=int, default=5, help="with --speculative: requests of each kind (default 5)")
+    r.add_argument("--verification-cost", action="store_true",
+                   help="with --speculative: also time a pass of k+1 tokens against one (the ceiling)")
     rep = sub.add_parser("report", help="print a result file as a Markdown table (or CSV); optionally plot it")
     rep.add_argument("results")
     rep.add_argument("--csv", action="store_true")
@@ -148,6 +155,16 @@ def run(argv: list[str] | None = None) -> int:
     from . import run as run_mod
 
     try:
+        if args.cmd == "run" and args.speculative:
+            from . import speculative
+
+            if len(args.models) != 1 or args.backends != "auto":
+                raise GlmkitError("--speculative measures one model on its own backend: give one MODEL")
+            data = speculative.run(args.models[0], args.speculative, args.tasks, args.gen, threads=args.threads,
+                                   draft_tokens=args.draft_tokens, ngram_size=args.ngram_size, quiet=args.quiet)
+            if args.verification_cost:
+                data["verification_cost"] = speculative.verification_cost(args.models[0], threads=args.threads)
+            return _write(data, Path(args.output), speculative)
         if args.cmd == "run":
             data = run_mod.run(args.models, tuple(args.backends.split(",")),
                                args.prompt_lengths, args.gen, args.reps,

@@ -71,7 +71,14 @@ def _stats(session) -> str:
             f"TTFT {r.ttft_ms:.0f} ms · prefill {r.prefill_tps:.1f} t/s · decode {r.decode_tps:.1f} t/s · "
             f"reused {'?' if r.cached_tokens is None else r.cached_tokens} tok · peak RSS {r.peak_rss_mb:.0f} MB · "
             f"{r.finish_reason} · history {len(session.history) // 2} turns"
-            + (f" ({session.trimmed} trimmed)" if session.trimmed else ""))
+            + (f" ({session.trimmed} trimmed)" if session.trimmed else "") + _speculation(r.engine))
+
+
+def _speculation(engine: dict) -> str:
+    if engine.get("accepted") is None:
+        return ""
+    proposed = engine.get("proposed")
+    return f" · kept {engine['accepted']}" + (f" of {proposed} proposed" if proposed is not None else "") + " tok"
 
 
 def run(argv: list[str] | None = None) -> int:

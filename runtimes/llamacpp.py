@@ -4,6 +4,7 @@ The KV cache is kept between calls: a prompt that shares a prefix with what the 
 a chat) prefills only the rest, as llama-server's slots do. With parallel=N the context holds N sequences, each
 with its own KV and the runtime's whole context length, and every active generation advances in one llama_decode
 per step (llama-server's slots: one sampler per sequence, the free slot whose KV shares most of the prompt).
+With speculation (runtimes/speculative.py) a step verifies a token and its proposals in the same llama_decode.
 """
 
 from __future__ import annotations

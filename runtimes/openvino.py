@@ -2,7 +2,8 @@
 
 LLMPipeline keeps the KV cache of the previous call and prefills only what a new prompt adds to it (its own
 prefix reuse), so a chat's next turn costs only its new tokens. With parallel=N the model runs in openvino-genai's
-ContinuousBatchingPipeline instead: paged KV with prefix caching, every active generation in each step.
+ContinuousBatchingPipeline instead: paged KV with prefix caching, every active generation in each step. Both take
+openvino-genai's own speculative decoding (prompt lookup, or a draft IR in a pipeline of its own).
 """
 
 from __future__ import annotations
