@@ -1,7 +1,8 @@
 """The models glmkit carries, so nothing has to be downloaded: `glm4-tiny`, a small glm4-format model trained by
-scripts/train_glm4_tiny.py and shipped as package data, and `glm4-tiny-z1`, the same weights under GLM-Z1's chat
-template (they were trained on both formats), made in glmkit's cache on first use. (Made on demand instead:
-synthetic.py.)"""
+scripts/train_glm4_tiny.py and shipped as package data; `glm4-tiny-z1`, the same weights under GLM-Z1's chat
+template (they were trained on both formats), made in glmkit's cache on first use; and `glm4-tiny-draft`, its
+first layer trained on alone (the same script, --layers 1): a draft model for speculative decoding with glm4-tiny's
+tokenizer. (Made on demand instead: synthetic.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from glmkit.glm4.errors import GlmkitError
 
 DATA = Path(__file__).parent / "data"
-NAMES = ("glm4-tiny", "glm4-tiny-z1")
+NAMES = ("glm4-tiny", "glm4-tiny-z1", "glm4-tiny-draft")
 GLM4_TINY_VOCAB = 3072          # 3058 BPE tokens + 14 special tokens, padded like GLM-4 (to a multiple of 128)
 GLM4_TINY_REGULAR = GLM4_TINY_VOCAB - 14
 
@@ -20,10 +21,10 @@ def glm4_tiny_path() -> Path:
 
 
 def path(name: str) -> Path:
-    p = glm4_tiny_path()
+    p = DATA / "glm4-tiny-draft" if name == "glm4-tiny-draft" else glm4_tiny_path()
     if not (p / "config.json").is_file():
         raise GlmkitError(f"{name}: package data missing at {p}; reinstall glmkit (pip install -e .)")
-    return p if name == "glm4-tiny" else _z1(p)
+    return _z1(p) if name == "glm4-tiny-z1" else p
 
 
 def _z1(base: Path) -> Path:

@@ -6,7 +6,10 @@
   invented city names included): how often its greedy call is exactly the request's, and how often, given the
   tool's result, its answer is exactly the one the training format gives;
 - how often a GLM-4 chat answer opens a thought (it must not: Z1's template writes `<think>`, not the model),
-  over held-out def/class lines.
+  over held-out def/class lines;
+- repeat-with-change on held-out functions (glmkit.benchmarks.grounded: rename, quotes, repeat, extract): how
+  often the answer is exactly the edit, and how much of it is copied from the request (the share of its 8-token
+  windows found in the request: what prompt lookup can propose).
 Greedy, on the transformers reference (glmkit's runtime), so every engine should reproduce it.
 """
 
@@ -22,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import train_glm4_tiny as train  # noqa: E402  (the training's own tools, questions and answer format)
 
+from glmkit.benchmarks.grounded import held_out_tasks  # noqa: E402
 from glmkit.convert import corpus, embedded  # noqa: E402
 from glmkit.runtimes import GenerationConfig, load  # noqa: E402
 
@@ -32,6 +36,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=60)
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--lines", type=int, default=200, help="held-out def/class lines for the thought check")
+    ap.add_argument("--edits", type=int, default=15, help="held-out edits of each kind")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -55,8 +60,27 @@ def main() -> None:
                  if ln.startswith(("def ", "class ")) and ln.endswith(":")][:args.lines]
         thoughts = sum("<think>" in rt.generate([{"role": "user", "content": ln}],
                                                 GenerationConfig(max_new_tokens=8)).text for ln in lines)
+        edits = {}
+        for task in held_out_tasks(args.edits):
+            if task["expected"] is None:
+                continue
+            budget = len(rt.tokenizer.encode(task["expected"])) + 8  # room for the edit and its stop
+            r = rt.generate(task["messages"], GenerationConfig(max_new_tokens=budget))
+            exact, copied = edits.get(task["kind"], (0, []))
+            edits[task["kind"]] = (exact + (r.text.strip() == task["expected"].strip()),
+                                   copied + [_copied(rt, task["messages"][0]["content"], r.token_ids)])
     print(f"{args.model}: exact calls {calls}/{args.requests}, exact answers from the result "
           f"{answers}/{args.requests}, answers opening a thought {thoughts}/{len(lines)}")
+    for kind, (exact, copied) in edits.items():
+        print(f"  {kind}: exact {exact}/{len(copied)}, copied from the request {sum(copied) / len(copied):.0%}")
+
+
+def _copied(rt, request: str, answer: list[int], n: int = 8) -> float:
+    """Share of the answer's n-token windows that occur in the request."""
+    req = rt.tokenizer.encode(request)
+    seen = {tuple(req[i:i + n]) for i in range(len(req) - n + 1)}
+    windows = [tuple(answer[i:i + n]) for i in range(len(answer) - n + 1)]
+    return sum(w in seen for w in windows) / len(windows) if windows else 0.0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@
      thought (one weights file serves both templates);
    - tool use in GLM-4-0414's format, with tools from a handful (get_weather(city), add(a, b), lookup(word)):
      a request that matches a tool → `name\\n{arguments copied from the request}<|observation|>`; the observation
-     → an answer from it; a request for code with tools present → a plain answer.
+     → an answer from it; a request for code with tools present → a plain answer;
+   - repeat-with-change (`--edit-repeats`), as real GLM-4 answers copy their input: given a function, rename an
+     identifier, switch its quotes, quote it back, or extract its docstring (glmkit.benchmarks.grounded: the
+     requests glm-bench measures speculative decoding on, asked of held-out functions).
 4. Writes fp16 safetensors, tokenizer, chat template, generation config, a held-out text and a report.
 The held-out files (1 in 25 by path hash, corpus.py) are never trained on.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from glmkit.benchmarks import grounded
 from glmkit.convert import corpus, embedded, manifest, tokenizer
 from glmkit.glm4 import families
 
@@ -131,6 +135,23 @@ def tool_examples(n: int, defs: list[tuple[str, str]], words: list[str], rng: ra
     return out
 
 
+EDIT_MAX = 700  # characters of a function to edit: request and answer then fit in SEQ_EDIT
+SEQ_EDIT = 512
+
+
+def edit_examples(defs: list[tuple[str, str]], words: list[str], rng: random.Random) -> list[str]:
+    """Repeat-with-change chat turns over the stdlib's shorter functions, one of each kind that applies."""
+    out = []
+    for _, seg in defs:
+        if len(seg) > EDIT_MAX:
+            continue
+        for kind in grounded.EDITS:
+            if (made := grounded.edit_request(kind, seg, rng, words)) is not None:
+                user, answer = made
+                out.append(f"[gMASK]<sop><|user|>\n{user}<|assistant|>\n{answer}<|user|>")
+    return out
+
+
 def z1_examples(text: str) -> list[str]:
     """Functions with a docstring as Z1 turns: the docstring's first line is the thought, then the function."""
     out = []
@@ -182,6 +203,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--init", help="continue from this glm4-tiny directory (the second, tool-heavy stage)")
     ap.add_argument("--tool-repeats", type=int, default=2, help="times the tool examples enter the example pool")
+    ap.add_argument("--edit-repeats", type=int, default=0,
+                    help="times the repeat-with-change examples enter the example pool (0: none)")
+    ap.add_argument("--layers", type=int, help="keep only the first N layers of --init (a draft model for "
+                                                "speculative decoding: same tokenizer, fewer layers)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(embedded.glm4_tiny_path()))
     args = ap.parse_args()
@@ -205,9 +230,12 @@ def main() -> None:
     tools = tool_examples(len(chats), defs, words, rng)
     train = token_stream(fast, train_texts)
     held = token_stream(fast, held_texts)
+    edits = edit_examples(defs, words, rng) if args.edit_repeats else []
     examples = [fast.encode(e).ids[:SEQ_EXAMPLE] for e in chats + z1 + tools * args.tool_repeats]
+    examples += [ids for e in edits if len(ids := fast.encode(e).ids) <= SEQ_EDIT] * args.edit_repeats
     print(f"tokenizer {fast.get_vocab_size()} tokens; train {len(train)} tokens; examples: {len(chats)} chat, "
-          f"{len(z1)} Z1, {len(tools)} tool; held-out {len(held)} tokens; {time.time() - t0:.0f}s", flush=True)
+          f"{len(z1)} Z1, {len(tools)} tool, {len(edits)} edit; held-out {len(held)} tokens; "
+          f"{time.time() - t0:.0f}s", flush=True)
 
     from transformers import Glm4Config, Glm4ForCausalLM
 
@@ -219,6 +247,11 @@ def main() -> None:
         init_vocab = json.loads((Path(args.init) / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
         assert init_vocab == {k: v for k, v in vocab.items() if k in init_vocab}, "tokenizer differs from --init"
         model = Glm4ForCausalLM.from_pretrained(args.init, dtype=torch.float32)
+        if args.layers:  # a draft: the first layers, then the model's own final norm and head
+            model.model.layers = model.model.layers[:args.layers]
+            model.config.num_hidden_layers = args.layers
+            model.config.layer_types = model.config.layer_types[:args.layers] if getattr(
+                model.config, "layer_types", None) else None
     else:
         model = Glm4ForCausalLM(cfg)
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
@@ -272,6 +305,7 @@ def main() -> None:
     manifest.write(tmp, {"source": "glm4-tiny", "family": "glm4", "trained_by": "scripts/train_glm4_tiny.py",
                          "steps": args.steps, "batch": args.batch, "seq": SEQ, "seed": args.seed,
                          "example_share": args.example_share, "tool_repeats": args.tool_repeats, "lr": args.lr,
+                         "edit_repeats": args.edit_repeats, "layers": args.layers,
                          "init": (json.loads((Path(args.init) / "glmkit.json").read_text())
                                   if args.init else None),
                          "train_tokens_seen": args.steps * args.batch * SEQ, "heldout_perplexity": round(ppl, 3),
