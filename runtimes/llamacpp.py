@@ -23,7 +23,7 @@ from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
 from .cstdio import captured_c_output
 from .promptcache import MIN_TOKENS, PromptCache
-from .speculative import PROMPT_LOOKUP, NgramLookup, Speculation, same_vocabulary
+from .speculative import PROMPT_LOOKUP, NgramLookup, Pacer, Speculation, same_vocabulary
 from .types import EngineStats, GenerationConfig
 
 KV_TYPES = CAPABILITIES["llamacpp"].kv_cache_types
@@ -301,19 +301,24 @@ class LlamaCppRuntime(Runtime):
         mem = lc.llama_get_memory(self.ctx)
         lookup = NgramLookup(spec.ngram, prompt_ids) if spec.kind == PROMPT_LOOKUP else None
         stats.proposed = stats.accepted = 0
-        made, tok = 0, lc.llama_sampler_sample(sampler, self.ctx, -1)
+        pacer = Pacer(spec.tokens)
         history = list(prompt_ids)
+
+        def emitted(t: int) -> int:  # the tokens still to make after t: the conversation and the lookup grow
+            history.append(t)
+            if lookup is not None:
+                lookup.extend([t])
+            return config.max_new_tokens - (len(history) - len(prompt_ids))
+
+        tok = lc.llama_sampler_sample(sampler, self.ctx, -1)
         while True:
             yield tok
-            made += 1
-            history.append(tok)
-            if lookup is not None:
-                lookup.extend([tok])
-            if made >= config.max_new_tokens:
+            if (left := emitted(tok)) <= 0:
                 return
-            k = min(spec.tokens, config.max_new_tokens - made - 1, self.context_length - len(self._held) - 1)
+            k = min(pacer.want(), left - 1, self.context_length - len(self._held) - 1)
             drafts = self._propose(history, lookup, k) if k > 0 else []
             stats.proposed += len(drafts)
+            kept_before = stats.accepted
             base = len(self._held)
             for j, t in enumerate([tok] + drafts):
                 b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, base + j, 1, True
@@ -332,13 +337,10 @@ class LlamaCppRuntime(Runtime):
                     keep += 1
                     stats.accepted += 1
                     yield tok
-                    made += 1
-                    history.append(tok)
-                    if lookup is not None:
-                        lookup.extend([tok])
-                    if made >= config.max_new_tokens:
+                    if emitted(tok) <= 0:
                         return
             finally:  # also when the caller stops inside the accepted run (a stop token, a stop string)
+                pacer.kept(len(drafts), stats.accepted - kept_before)
                 if keep < len(self._held):
                     lc.llama_memory_seq_rm(mem, 0, keep, -1)
                     self._held = self._held[:keep]
@@ -367,8 +369,9 @@ class _Seq:
     """One generation in a shared context: its sequence id, the tokens it still has to feed, its sampler, and with
     prompt lookup its n-gram index."""
 
-    def __init__(self, seq: int, feed: list[int], pos: int, sampler, lookup: NgramLookup | None = None):
-        self.seq, self.feed, self.pos, self.sampler, self.lookup = seq, feed, pos, sampler, lookup
+    def __init__(self, seq: int, feed: list[int], pos: int, sampler, lookup: NgramLookup | None = None,
+                 pacer: Pacer | None = None):
+        self.seq, self.feed, self.pos, self.sampler, self.lookup, self.pacer = seq, feed, pos, sampler, lookup, pacer
         self.made = 0
 
 
@@ -410,7 +413,8 @@ class _Sequences:
         self.held[seq] = list(ids[:n])
         spec = self.rt.speculation
         lookup = NgramLookup(spec.ngram, ids) if spec else None
-        req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids), lookup)
+        req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids), lookup,
+                         Pacer(spec.tokens) if spec else None)
         req.stats.reused = n
         if spec:
             req.stats.proposed = req.stats.accepted = 0
@@ -424,7 +428,7 @@ class _Sequences:
         for req in order:
             s = req.state
             if self.rt.speculation and s.made and len(s.feed) == 1:
-                n = min(self.rt.speculation.tokens, req.config.max_new_tokens - s.made - 1,
+                n = min(s.pacer.want(), req.config.max_new_tokens - s.made - 1,
                         self.rt.context_length - s.pos - 1, self.n_batch // max(1, len(active)) - 1)
                 if n > 0:
                     wants[req] = n
@@ -471,6 +475,7 @@ class _Sequences:
                                 min(len(made), len(drafts)))
                 req.stats.proposed += len(drafts)
                 req.stats.accepted += accepted
+                s.pacer.kept(len(drafts), accepted)
                 keep = s.pos - len(drafts) + accepted  # the rejected proposals' KV goes
                 if keep < s.pos:
                     lc.llama_memory_seq_rm(self.mem, s.seq, keep, -1)

@@ -83,6 +83,29 @@ class NgramLookup:
         return []
 
 
+class Pacer:
+    """How many tokens to propose before the next pass: all of them while proposals are kept; after a pass that
+    kept none, that many plain steps before the next try, doubling up to 16 while none is kept. A pass over k+1
+    tokens costs more than one over a token (llama.cpp, bench shape: 1.46× for k=1, 5.7× for k=8), so text that
+    does not repeat its context must not pay for proposals on every step."""
+
+    def __init__(self, tokens: int):
+        self.tokens, self.wait, self.backoff = tokens, 0, 0
+
+    def want(self) -> int:
+        if self.wait:
+            self.wait -= 1
+            return 0
+        return self.tokens
+
+    def kept(self, proposed: int, accepted: int) -> None:
+        if proposed and not accepted:
+            self.backoff = min(16, max(1, 2 * self.backoff))
+            self.wait = self.backoff
+        elif accepted:
+            self.backoff = 0
+
+
 def same_vocabulary(main: list[str], draft: list[str], main_name: str, draft_name: str) -> None:
     """A draft proposes token ids; they mean the same text only under the same vocabulary."""
     if main == draft:
