@@ -40,12 +40,13 @@ def _row(rows: list[dict]) -> dict:
         return tokens / secs if secs else 0.0
 
     plain, spec = [r["plain"] for r in rows], [r["speculative"] for r in rows]
-    proposed, accepted = sum(r["proposed"] for r in spec), sum(r["accepted"] for r in spec)
+    proposed, accepted = sum(r["proposed"] or 0 for r in spec), sum(r["accepted"] for r in spec)
     passes = sum(r["tokens"] - r["accepted"] for r in spec)  # each pass emits its accepted run plus one token
     return {"requests": len(rows), "tokens": sum(r["tokens"] for r in spec),
             "plain_tps": tps(plain), "speculative_tps": tps(spec),
             "speedup": tps(spec) / tps(plain) if tps(plain) else 0.0,
-            "acceptance": accepted / proposed if proposed else 0.0, "proposed": proposed, "accepted": accepted,
+            "acceptance": accepted / proposed if proposed else None,  # None: the engine does not say (OpenVINO)
+            "proposed": proposed if any(r["proposed"] is not None for r in spec) else None, "accepted": accepted,
             "tokens_per_pass": sum(r["tokens"] for r in spec) / passes if passes else 0.0,
             "identical": sum(r["identical"] for r in rows),
             "exact_answers": sum(r["exact"] for r in rows if r["exact"] is not None)}
@@ -69,7 +70,7 @@ def run(model: str, spec: str, count: int = 5, max_new_tokens: int = 256, backen
                 r = rt.generate(task["messages"], config)
                 wall = time.perf_counter() - t0
                 got[label] = {"tokens": len(r.token_ids), "ids": r.token_ids, "text": r.text,
-                              "decode_s": wall - r.ttft_ms / 1000, "proposed": r.engine.get("proposed", 0),
+                              "decode_s": wall - r.ttft_ms / 1000, "proposed": r.engine.get("proposed"),
                               "accepted": r.engine.get("accepted", 0)}
             rows.append({"kind": task["kind"], "plain": got["plain"], "speculative": got["speculative"],
                          "identical": got["plain"]["ids"] == got["speculative"]["ids"],
@@ -77,8 +78,9 @@ def run(model: str, spec: str, count: int = 5, max_new_tokens: int = 256, backen
                                    if task["expected"] is not None else None)})
             if not quiet:
                 s = got["speculative"]
-                print(f"[{i + 1}/{len(tasks)}] {task['kind']}: {s['tokens']} tokens, {s['accepted']}/{s['proposed']} "
-                      f"kept, identical {rows[-1]['identical']}", flush=True)
+                print(f"[{i + 1}/{len(tasks)}] {task['kind']}: {s['tokens']} tokens, {s['accepted']} kept of "
+                      f"{s['proposed'] if s['proposed'] is not None else '?'}, identical {rows[-1]['identical']}",
+                      flush=True)
         backend_used = fast.backend
     for r in rows:
         for side in ("plain", "speculative"):
@@ -169,7 +171,8 @@ def to_markdown(data: dict) -> str:
         rows["all input-grounded"] = data["grounded"]
     for kind, r in rows.items():
         lines.append(f"| {kind} | {r['requests']} | {r['plain_tps']:.1f} | {r['speculative_tps']:.1f} | "
-                     f"{r['speedup']:.2f}× | {r['acceptance']:.0%} | {r['tokens_per_pass']:.2f} | "
+                     f"{r['speedup']:.2f}× | {'—' if r['acceptance'] is None else format(r['acceptance'], '.0%')} | "
+                     f"{r['tokens_per_pass']:.2f} | "
                      f"{r['identical']}/{r['requests']} |")
     if cost := data.get("verification_cost"):
         lines += ["", f"Verification cost after {cost['context']} tokens ({data['backend']}):", "",
