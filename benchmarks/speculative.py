@@ -115,22 +115,28 @@ def _llamacpp_pass(model: str, context: int, threads: int | None):
     import llama_cpp as lc
 
     with load(model, "llamacpp", threads=threads, prefix_cache=False) as rt:
-        ids = (rt.tokenizer.encode("def main():\n    return 0\n") * context)[:context]
-        b = rt._verify
+        ids = (rt.tokenizer.encode("def main():\n    return 0\n") * context)[:context + 17]
+        b = lc.llama_batch_init(context, 0, 1)
+
+        def decode(tokens: list[int], start: int) -> None:  # every position with logits, as a speculative pass
+            for j, t in enumerate(tokens):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, start + j, 1, True
+                b.seq_id[j][0] = 0
+            b.n_tokens = len(tokens)
+            if lc.llama_decode(rt.ctx, b) != 0:
+                raise GlmkitError(f"llama.cpp could not decode {len(tokens)} tokens")
 
         def timed(n: int) -> float:
             rt.reset_cache()
-            rt._decode(ids)
-            for j in range(n):
-                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = ids[j], context + j, 1, True
-                b.seq_id[j][0] = 0
-            b.n_tokens = n
+            decode(ids[:context], 0)
             t0 = time.perf_counter()
-            if lc.llama_decode(rt.ctx, b) != 0:
-                raise GlmkitError(f"llama.cpp could not decode {n} tokens")
+            decode(ids[context:context + n], context)
             return (time.perf_counter() - t0) * 1000
 
-        yield timed
+        try:
+            yield timed
+        finally:
+            lc.llama_batch_free(b)
 
 
 @contextlib.contextmanager

@@ -52,6 +52,14 @@ def vocab_only(path):
         lc.llama_model_free(model)
 
 
+def _is_gguf(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:  # a directory (an IR), or nothing there
+        return False
+
+
 def gguf_vocabulary(path) -> list[str]:
     """Every token's text as llama.cpp reads it from the GGUF (what a draft must share with its model)."""
     import llama_cpp as lc
@@ -114,9 +122,7 @@ class LlamaCppRuntime(Runtime):
         self.prefix_cache = prefix_cache
         self.speculation = Speculation.from_options(speculative, draft, draft_tokens, ngram_size)
         if self.speculation and self.speculation.draft:
-            from .load import detect_backend
-
-            if detect_backend(self.speculation.draft) != "llamacpp":
+            if not _is_gguf(self.speculation.draft):
                 raise GlmkitError(f"draft {self.speculation.draft}: a GGUF model takes a GGUF draft; convert it "
                                   "with glm-convert DRAFT --to gguf")
             same_vocabulary(gguf_vocabulary(path), gguf_vocabulary(self.speculation.draft), str(path),
