@@ -29,7 +29,7 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                                                    "GGUF, an OpenVINO IR for an IR)")
     s.add_argument("--draft-tokens", type=int, metavar="N", help="tokens proposed per step (default: 8 for prompt "
                                                                  "lookup, 4 for a draft)")
-    s.add_argument("--ngram-size", type=int, metavar="N", help="prompt lookup's longest n-gram (default 3)")
+    s.add_argument("--ngram-size", type=int, metavar="N", help="prompt lookup's longest n-gram (default 4)")
 
 
 def engine_options(args) -> dict:

@@ -180,13 +180,13 @@ def test_the_transformers_reference_refuses_speculation():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=40), st.integers(1, 4), st.integers(1, 6))
-def test_prompt_lookup_proposes_what_followed_the_latest_match(tokens, ngram, k):
-    """Against a direct search: the longest suffix (up to ngram) seen earlier, its latest occurrence's next k."""
+def test_prompt_lookup_proposes_what_followed_the_earliest_match(tokens, ngram, k):
+    """Against a direct search: the longest suffix (up to ngram) seen earlier, its earliest occurrence's next k."""
     want = []
     for n in range(min(ngram, len(tokens) - 1), 0, -1):
         ends = [e for e in range(n, len(tokens)) if tokens[e - n:e] == tokens[-n:]]
         if ends:
-            want = tokens[ends[-1]:ends[-1] + k]
+            want = tokens[ends[0]:ends[0] + k]
             break
     lookup = NgramLookup(ngram, tokens[:len(tokens) // 2])
     lookup.propose(k)  # an early proposal indexes the first half: growing the text afterwards must not matter
