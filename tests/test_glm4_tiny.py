@@ -122,6 +122,20 @@ def test_the_draft_shares_the_tokenizer_and_predicts_the_models_tokens(model, to
     assert agree > MIN_DRAFT_AGREEMENT, agree
 
 
+def test_the_wide_variant_computes_glm4_tiny(model, tok, tmp_path):
+    """glm4-tiny-wide (zero-widened MLPs, for speculation on a memory-bound model): transformers gives the same
+    logits as glm4-tiny's; a narrower widening than the shipped 65,536 keeps the test small."""
+    from transformers import AutoModelForCausalLM
+
+    wide_dir = embedded.widened(embedded.glm4_tiny_path(), intermediate=1024, out=tmp_path / "wide")
+    wide = AutoModelForCausalLM.from_pretrained(wide_dir, dtype=torch.float32).eval()
+    assert wide.config.intermediate_size == 1024
+    ids = torch.tensor([tok(embedded.held_out_text(), add_special_tokens=False)["input_ids"][:256]])
+    with torch.no_grad():
+        torch.testing.assert_close(wide(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+    assert embedded.widened(embedded.glm4_tiny_path(), intermediate=1024, out=tmp_path / "wide") == wide_dir
+
+
 def test_verification_gate_catches_a_silently_broken_conversion(model, tok):
     """A conversion that loses the rope base (a classic silent failure) falls far below the int4 threshold."""
     from transformers import AutoModelForCausalLM
