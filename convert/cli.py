@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "interrupted",
     )
     p.add_argument("src", nargs="?", help="checkpoint directory, hub id (THUDM/GLM-4-9B-0414), glm4-tiny, or "
-                                          "synthetic:<glm4|glm|chatglm>:<tiny|bench|glm-4-9b>")
+                                          "synthetic:<glm4|glm|chatglm>:<tiny|bench|glm-4-9b> or "
+                                          "synthetic:glm4v:<tiny|glm-4v-9b>")
     p.add_argument("--to", choices=TARGETS, default="hf", help="output format (default: hf)")
     p.add_argument("-o", "--output", help="output path (default: ./NAME-<format>)")
     p.add_argument("--info", metavar="OUT", help="print the manifest of an output glmkit made, and exit")

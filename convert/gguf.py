@@ -208,6 +208,11 @@ def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
 
 class GGUF(Target):
     kind = "gguf"
+
+    def refuse_vision(self, src: str) -> GlmkitError:
+        return GlmkitError(f"{src} is GLM-4V, a vision model: llama.cpp has no path for its vision tower "
+                           "(mtmd's GLM4V projector is GLM-4.1V's; its cogvlm graph lacks GLM-4V's 2×2 downsample "
+                           "and shared image positions), so a GGUF would lose the images; no --to gguf for GLM-4V")
     is_dir = False
 
     def __init__(self, outtype: str, rope_scaling: str | None):

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from glmkit.glm4 import families
+from glmkit.glm4.errors import GlmkitError
 
 from . import manifest, progress
 from .atomic import atomic_output, check_output, stage_dir
@@ -69,6 +70,11 @@ class Target:
     kind = "?"
     is_dir = True
 
+    def refuse_vision(self, src: str) -> GlmkitError:
+        """The clear error for a GLM-4V source, where this target has no way to carry its vision tower."""
+        return GlmkitError(f"{src} is GLM-4V, a vision model: glmkit cannot convert it with "
+                           f"--to {self.kind} yet; text GLM-4 checkpoints convert")
+
     def validate(self) -> None:
         """Refuse impossible settings before any work."""
 
@@ -104,6 +110,8 @@ def convert(target: Target, src: str, output: str | Path | None = None, *, rope_
     out = check_output(output or target.default_output(src), force)
     t0 = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
+    if ckpt.family.vision:
+        raise target.refuse_vision(src)
     job = Job(src, out, source, ckpt, rope_scaling, quiet)
     target.preflight(job)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)

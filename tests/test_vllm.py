@@ -118,3 +118,35 @@ def test_glm_vllm_prints_the_plugin_command(checkpoints, tmp_path):
     assert tiny[tiny.index("--host") + 1] == "127.0.0.1" and tiny[tiny.index("--max-model-len") + 1] == "2048"
     with pytest.raises(GlmkitError, match="--to hf"):
         vllm_command(tmp_path)
+
+
+@needs_vllm
+def test_glm4v_vision_features_equal_vllms(tmp_path, glmkit_cache):
+    """glmkit's vision tower and vLLM's (an independent implementation) on the same tiny GLM-4V checkpoint and
+    the same pixels of a drawn image: the same features."""
+    import subprocess
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from glmkit.convert import synthetic, vision_tower
+    from glmkit.convert.checkpoint import open_checkpoint
+    from glmkit.glm4 import vision
+
+    ckpt = open_checkpoint(synthetic.path("synthetic:glm4v:tiny", quiet=True))
+    image = Image.new("RGB", (160, 120), "white")
+    ImageDraw.Draw(image).ellipse((20, 10, 90, 80), fill="red")
+    pixels = vision.preprocess(image, ckpt.config["vision_config"]["image_size"])
+    np.save(tmp_path / "pixels.npy", pixels)
+    script = Path(__file__).parent / "vllm_glm4v_tower.py"
+    r = subprocess.run([VLLM_PYTHON, str(script), str(ckpt.path), str(tmp_path / "pixels.npy"),
+                        str(tmp_path / "vllm.npy")], capture_output=True, text=True, env={**os.environ,
+                                                                                          "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    with torch.no_grad():
+        ours = vision_tower.load(ckpt)(torch.from_numpy(pixels)).numpy()
+    theirs = np.load(tmp_path / "vllm.npy")
+    assert ours.shape == theirs.shape == (1, 18, ckpt.config["hidden_size"])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
