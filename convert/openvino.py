@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 
 from . import preflight, progress
+from .openvino_ir import ir_weight_precisions, rope_frequencies_in_f32, write_generation_config
 from .paths import default_output
 from .pipeline import Job, Target, convert
 
@@ -136,22 +138,6 @@ def _nncf_config(settings: dict, source_dir: Path, config: dict, quiet: bool) ->
     return q
 
 
-def ir_weight_precisions(xml: Path) -> dict[str, int]:
-    """Number of weights stored in each element type in the IR (constants of 1024+ elements)."""
-    import openvino as ov
-
-    counts: dict[str, int] = {}
-    for op in ov.Core().read_model(xml).get_ops():
-        if op.get_type_name() != "Constant":
-            continue
-        n = 1
-        for d in op.get_output_shape(0):
-            n *= d
-        if n >= 1024:
-            et = op.get_element_type().get_type_name()
-            counts[et] = counts.get(et, 0) + n
-    return dict(sorted(counts.items()))
-
 
 @contextlib.contextmanager
 def _no_offline_probe_warning():
@@ -168,18 +154,26 @@ def _no_offline_probe_warning():
         log.setLevel(level)
 
 
-def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
+@contextlib.contextmanager
+def _exporting(quiet: bool):
     import warnings
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # tracing prints dozens of TracerWarnings that say nothing to a user
+    # OpenVINO's PyTorch frontend logs an error when it cannot wrap a model's dict inputs, then converts anyway
+    logging.getLogger("openvino.frontend.pytorch.utils").setLevel(logging.CRITICAL)
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         warnings.simplefilter("ignore")
         if quiet:  # NNCF's bit-width table and progress bars write to the Python streams
             sink = stack.enter_context(open(os.devnull, "w"))
             stack.enter_context(contextlib.redirect_stdout(sink))
             stack.enter_context(contextlib.redirect_stderr(sink))
+        yield
+
+
+def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
+    with _exporting(quiet):
         _export_and_compress(source_dir, out, settings, config, quiet)
 
 
@@ -202,59 +196,14 @@ def _export_and_compress(source_dir: Path, out: Path, settings: dict, config: di
         raise GlmkitError(f"export produced no {', '.join(missing)}; openvino-tokenizers may be missing or "
                           "mismatched — reinstall glmkit's pinned stack")
     if not q:
-        _rope_frequencies_in_f32(out, source_dir)
+        rope_frequencies_in_f32(out, source_dir)
 
 
-def _rope_frequencies_in_f32(out: Path, source_dir: Path) -> None:
-    """An fp16 IR stores every float constant in f16, the rotary inverse frequencies too: their rounding error is
-    multiplied by the position, so rope angles drift as the context grows (KL 2e-3 against transformers at
-    positions 1,024–1,800 of glm4-tiny; OpenVINO's own fix, openvinotoolkit/openvino PR 35674, is not released).
-    Put them back in f32, as transformers' own rope initialisation computes them (YaRN included)."""
-    import numpy as np
-    import openvino as ov
-    from transformers import AutoConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-    cfg = AutoConfig.from_pretrained(str(source_dir), trust_remote_code=False)
-    scaling = getattr(cfg, "rope_scaling", None) or {}
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))  # as Glm4RotaryEmbedding reads it
-    inv_freq = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu")[0].numpy().astype(np.float32)
-    xml = out / "openvino_model.xml"
-    model = ov.Core().read_model(xml)
-    found = 0
-    for op in model.get_ops():
-        if op.get_type_name() != "Constant" or "rotary_emb" not in op.get_friendly_name():
-            continue
-        if op.get_element_type() != ov.Type.f16 or list(op.get_output_shape(0))[-2:] != [inv_freq.size, 1]:
-            continue
-        if not np.allclose(op.get_data().astype(np.float32).reshape(-1), inv_freq, rtol=2e-3):
-            continue  # not the frequencies: leave it
-        exact = ov.op.Constant(inv_freq.reshape(list(op.get_output_shape(0))))
-        for target in op.output(0).get_target_inputs():
-            target.replace_source_output(exact.output(0))
-        found += 1
-    if found:
-        staged = out / "rope-f32"
-        ov.save_model(model, staged / "openvino_model.xml", compress_to_fp16=False)
-        del model
-        for f in ("openvino_model.xml", "openvino_model.bin"):
-            (staged / f).replace(out / f)
-        staged.rmdir()
-
-
-def _write_generation_config(out: Path, source_dir: Path, fmt: families.ChatFormat) -> None:
-    """GLM-4's three stop tokens must be in generation_config.json: LLMPipeline stops on nothing else."""
-    from .tokenizer import added_token_ids
-
-    ids = added_token_ids(source_dir / "tokenizer.json")
-    path = out / "generation_config.json"
-    gen = json.loads(path.read_text()) if path.is_file() else {}
-    gen.update({k: v for k, v in families.generation_config(ids, fmt).items() if k in ("eos_token_id", "pad_token_id")})
-    path.write_text(json.dumps(gen, indent=2) + "\n")
 
 
 class OpenVINO(Target):
     kind = "openvino"
+    takes_vision = True  # GLM-4V: openvino_glm4v.py
 
     def __init__(self, compression: Compression):
         self.compression = compression
@@ -274,11 +223,22 @@ class OpenVINO(Target):
         preflight.check_export_memory(parameters, job.quiet)
 
     def export(self, job: Job) -> dict:
+        if job.ckpt.family.vision:
+            from . import openvino_glm4v
+
+            openvino_glm4v.check_settings(self.settings)
+            source_dir = job.native_dir()
+            q = _nncf_config(self.settings, source_dir, json.loads((source_dir / "config.json").read_text()),
+                             job.quiet)
+            with _exporting(job.quiet):
+                fields = openvino_glm4v.export(job, self.settings, q)
+            self.size = fields["size_bytes"]
+            return fields
         source_dir = job.native_dir()
         job.config = json.loads((source_dir / "config.json").read_text())
         _export(source_dir, job.tmp, self.settings, job.config, job.quiet)
         fmt = families.chat_format(job.config, job.src)
-        _write_generation_config(job.tmp, source_dir, fmt)
+        write_generation_config(job.tmp, source_dir, fmt)
         self.size = sum(f.stat().st_size for f in job.tmp.iterdir() if f.is_file())
         return {"chat_format": fmt.name, "settings": self.settings,
                 "weight_precisions": ir_weight_precisions(job.tmp / "openvino_model.xml"), "size_bytes": self.size}
@@ -286,9 +246,15 @@ class OpenVINO(Target):
     def verify(self, job: Job):
         from . import verify
 
-        result, record = verify.check(job.native_dir(), job.tmp, self.settings["weight_format"],
-                                      parameters=job.parameters, candidate_bytes=self.size,
-                                      gated=job.source.kind != "synthetic", quiet=job.quiet)
+        if job.ckpt.family.vision:
+            from . import openvino_glm4v
+
+            result, record = openvino_glm4v.verify(job, self.settings["weight_format"],
+                                                   gated=job.source.kind != "synthetic")
+        else:
+            result, record = verify.check(job.native_dir(), job.tmp, self.settings["weight_format"],
+                                          parameters=job.parameters, candidate_bytes=self.size,
+                                          gated=job.source.kind != "synthetic", quiet=job.quiet)
         # glmkit's runtime tokenizes with tokenizer.json (gated); openvino-genai and OVMS use the IR tokenizer,
         # whose BPE ignores tokenizer.json's ignore_merges (measured and recorded)
         record["tokenizer"] = verify.tokenization(job.ckpt.path, job.tmp, ir=False)

@@ -69,6 +69,7 @@ class Target:
 
     kind = "?"
     is_dir = True
+    takes_vision = False  # can carry GLM-4V's vision tower
 
     def refuse_vision(self, src: str) -> GlmkitError:
         """The clear error for a GLM-4V source, where this target has no way to carry its vision tower."""
@@ -110,7 +111,7 @@ def convert(target: Target, src: str, output: str | Path | None = None, *, rope_
     out = check_output(output or target.default_output(src), force)
     t0 = time.perf_counter()
     source, ckpt = open_source(src, revision=revision, allow_pickle=allow_pickle, quiet=quiet)
-    if ckpt.family.vision:
+    if ckpt.family.vision and not target.takes_vision:
         raise target.refuse_vision(src)
     job = Job(src, out, source, ckpt, rope_scaling, quiet)
     target.preflight(job)

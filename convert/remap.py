@@ -27,6 +27,9 @@ CHATGLM_REQUIRED = {"rmsnorm": True, "apply_residual_connection_post_layernorm":
                     "post_layer_norm": True, "original_rope": True}
 
 
+VISION_PREFIX = "transformer.vision."
+
+
 def chatglm_to_glm_config(c: dict) -> dict:
     """GlmConfig dict for a ChatGLM config (field names as transformers' convert_glm_weights_to_hf.py maps them)."""
     from transformers import GlmConfig
@@ -74,7 +77,10 @@ def glm_config_and_tensors(ckpt: Checkpoint) -> tuple[dict, Iterator]:
     """The checkpoint's config and (name, tensor) stream in the glm/glm4 layout transformers loads."""
     if not ckpt.family.native:
         config = chatglm_to_glm_config(ckpt.config)
-        return config, chatglm_to_glm_tensors(ckpt.tensors(), config)
+        tensors = ckpt.tensors()
+        if ckpt.family.vision:  # GLM-4V: the language part (its vision tower goes through vision_tower.py)
+            tensors = ((n, t) for n, t in tensors if not n.startswith(VISION_PREFIX))
+        return config, chatglm_to_glm_tensors(tensors, config)
     return dict(ckpt.config), ckpt.tensors()
 
 

@@ -15,12 +15,42 @@ from . import families
 
 
 def text_of(content) -> str:
-    """OpenAI content: a string, None, or a list of parts of which only text parts exist for GLM-4 here."""
+    """OpenAI content: a string, None, or a list of parts, whose text parts this joins (images: image_of)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+def images_of(content) -> list:
+    """The images among a message's content parts: OpenAI's `image_url` (a data: URL, or a URL the caller may
+    refuse) and glmkit's `image` (a local path or a PIL image), as given; read by runtimes/images.py."""
+    if not isinstance(content, list):
+        return []
+    found = []
+    for p in content:
+        if isinstance(p, dict) and p.get("type") == "image_url":
+            url = p.get("image_url")
+            found.append(url.get("url") if isinstance(url, dict) else url)
+        elif isinstance(p, dict) and p.get("type") == "image":
+            found.append(p.get("image"))
+    return found
+
+
+def split_images(messages: list[dict]) -> tuple[list[dict], list]:
+    """Messages whose content parts hold images, as GLM-4V turns: the text as content and `image` marking the
+    turn the image belongs to (where the template places it); and the images, in order."""
+    out, images = [], []
+    for m in messages:
+        found = images_of(m.get("content")) + ([m["image"]] if m.get("image") not in (None, True, False) else [])
+        if found or isinstance(m.get("content"), list):
+            m = {**m, "content": text_of(m.get("content"))}
+            if found:
+                m["image"] = True
+        images += found
+        out.append(m)
+    return out, images
 
 
 def to_glm_messages(messages: list[dict]) -> list[dict]:
@@ -40,6 +70,8 @@ def to_glm_messages(messages: list[dict]) -> list[dict]:
                 out.append({"role": "assistant", "metadata": fn.get("name", ""), "content": fn.get("arguments", "")})
         elif role == "developer":
             out.append({"role": "system", "content": text_of(m.get("content"))})
+        elif images_of(m.get("content")):  # kept as parts: prompt.from_messages places the image (GLM-4V)
+            out.append({"role": role, "content": m["content"]})
         else:
             out.append({"role": role, "content": text_of(m.get("content"))})
     return out

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import families
-from .messages import attach_tools
+from . import families, vision
+from .errors import GlmkitError
+from .messages import attach_tools, split_images
 from .parser import OutputSpec
 from .toolcalls import SYNTAXES
 
@@ -24,6 +25,7 @@ ASSISTANT = "<|assistant|>"
 class Prompt:
     ids: list[int]
     output: OutputSpec = field(default_factory=OutputSpec)
+    image: object = None  # GLM-4V: the conversation's image as given (runtimes/images.py reads it)
 
 
 def from_ids(ids: Iterable[int]) -> Prompt:
@@ -45,9 +47,16 @@ def from_messages(tokenizer, messages: list[dict], chat_format: families.ChatFor
     """GLM-4 turns (role, content, metadata) through the tokenizer's chat template, rendered once. `tools`: OpenAI
     tools described to the model; `calls`: the names a reply may call (default: every tool's; empty: none);
     `assistant_prefix`: text the assistant's turn is forced to start with."""
-    messages, tools_arg = attach_tools(list(messages), tools, tokenizer.chat_template)
+    messages, images = split_images(list(messages))
+    if images and chat_format.name != "glm4v":
+        raise GlmkitError("this model reads text only; an image needs a GLM-4V model (glm-convert THUDM/glm-4v-9b "
+                          "--to openvino)")
+    if len(images) > vision.IMAGES_PER_CONVERSATION:
+        raise GlmkitError(f"GLM-4V reads one image per conversation and this one has {len(images)}; start a new "
+                          "conversation for another image")
+    messages, tools_arg = attach_tools(messages, tools, tokenizer.chat_template)
     text = tokenizer.render_chat(messages, tools=tools_arg)
     names = frozenset(calls if calls is not None else (t["function"]["name"] for t in tools or ()))
     output = OutputSpec(thinks=chat_format.thinks and not assistant_prefix, marker=text.endswith(ASSISTANT),
                         prefix=assistant_prefix, tools=names, syntax=SYNTAXES[chat_format.tool_syntax])
-    return Prompt(tokenizer.encode(text + assistant_prefix), output)
+    return Prompt(tokenizer.encode(text + assistant_prefix), output, images[0] if images else None)

@@ -28,7 +28,8 @@ DOWNSAMPLE = 2  # the 2×2 stride-2 conv after the transformer merges 4 patches 
 # tokenizer_config.json does not carry as Jinja.
 GLM4V_CHAT_TEMPLATE = (
     "[gMASK]<sop>{% for item in messages %}{% if item['tools'] is defined %}<|system|>\n"
-    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。"
+    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+    "你的任务是针对用户的问题和要求提供适当的答复和支持。"
     "\n\n# 可用工具{% for tool in item['tools'] %}{% if tool['type'] == 'function' %}\n\n"
     "## {{ tool['function']['name'] }}\n\n{{ tool['function'] | tojson(indent=4) }}\n"
     "在调用上述函数时，请使用 Json 格式表示调用的参数。{% endif %}{% endfor %}{% endif %}"

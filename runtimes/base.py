@@ -122,7 +122,9 @@ class Runtime(ABC):
         stats = EngineStats()
         t0 = time.perf_counter()
         stamps: list[float] = []
-        tokens = self._token_stream(ids, dataclasses.replace(config, max_new_tokens=budget), stats)
+        run = dataclasses.replace(config, max_new_tokens=budget)
+        tokens = (self._token_stream(ids, run, stats) if rendered.image is None  # GLM-4V: with its image
+                  else self._token_stream(ids, run, stats, image=rendered.image))
         try:
             for tok in tokens:
                 stamps.append(time.perf_counter())

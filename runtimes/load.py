@@ -21,8 +21,8 @@ def detect_backend(model: str) -> str:
         raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
     if p.suffix == ".gguf":
         raise GlmkitError(f"{model}: not a GGUF file (no GGUF magic); re-create it with glm-convert --to gguf")
-    if p.is_dir() and (p / "openvino_model.xml").is_file():
-        return "openvino"
+    if p.is_dir() and ((p / "openvino_model.xml").is_file() or (p / "openvino_language_model.xml").is_file()):
+        return "openvino"  # a text IR, or GLM-4V's three
     return "transformers"
 
 
@@ -59,6 +59,13 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
         raise GlmkitError(f"--device {device} needs the {' or '.join(able)} backend; {kind} runs on the "
                           f"{'/'.join(caps.devices)} here")
     name = str(model)
+    if kind == "openvino" and (Path(model) / "openvino_language_model.xml").is_file():  # GLM-4V's three IRs
+        from .glm4v import OPTIONS, Glm4vRuntime
+
+        for key in options:
+            if key not in OPTIONS:
+                raise GlmkitError(f"{key} is not available for a GLM-4V model; it takes {', '.join(OPTIONS)}")
+        return Glm4vRuntime(model, device=device, model_name=name, **options)
     if kind == "openvino":
         from .openvino import OpenVINORuntime
 

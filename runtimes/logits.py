@@ -36,6 +36,17 @@ def logits(model: str | Path, ids: list[int], backend: str = "auto", kv_cache: s
     return ENGINES[kind](model, ids, kv_cache)
 
 
+def image_prompt_logits(path, ids: list[int], pixels) -> np.ndarray:
+    """[expanded length, vocab] logits of a GLM-4V IR (runtimes/glm4v.py) for a prompt and its image's pixels
+    (None: text alone), in one f32 pass: a conversion's verification, as logits() is for text."""
+    from .glm4v import Glm4vIR
+
+    ir = Glm4vIR(path, properties=OPENVINO_EXACT)
+    embeds, positions = ir.splice(ids, ir.image_features(pixels) if pixels is not None else None)
+    ir.reset()
+    return np.array(ir.forward(embeds, positions), dtype=np.float32)
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-probabilities in float64 (GLM-4's 151,552-way softmax loses precision in float32)."""
     x = np.asarray(x, dtype=np.float64)

@@ -64,6 +64,7 @@ class EngineStats:
     batched_max: int | None = None               # the most generations that shared an engine step with this one
     proposed: int | None = None                  # speculative decoding: tokens proposed for verification
     accepted: int | None = None                  # … and how many of them the model kept
+    image_encode_ms: float | None = None         # GLM-4V: the vision tower's run for this call (0: cached)
 
     def figures(self) -> dict:
         """The engine's own figures, as GenerationResult.engine holds them."""

@@ -122,8 +122,8 @@ def test_glm_vllm_prints_the_plugin_command(checkpoints, tmp_path):
 
 @needs_vllm
 def test_glm4v_vision_features_equal_vllms(tmp_path, glmkit_cache):
-    """glmkit's vision tower and vLLM's (an independent implementation) on the same tiny GLM-4V checkpoint and
-    the same pixels of a drawn image: the same features."""
+    """glmkit's vision tower and its fp16 IR against vLLM's (an independent implementation), on the same tiny
+    GLM-4V checkpoint and the same pixels of a drawn image: the same features (the IR to its fp16 rounding)."""
     import subprocess
     from pathlib import Path
 
@@ -150,3 +150,10 @@ def test_glm4v_vision_features_equal_vllms(tmp_path, glmkit_cache):
     theirs = np.load(tmp_path / "vllm.npy")
     assert ours.shape == theirs.shape == (1, 18, ckpt.config["hidden_size"])
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+    from glmkit.convert.openvino import to_openvino
+    from glmkit.runtimes.glm4v import Glm4vIR
+
+    ir = Glm4vIR(to_openvino("synthetic:glm4v:tiny", tmp_path / "ir", weight_format="fp16", quiet=True),
+                 properties={"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(ir.image_features(pixels), theirs, atol=2e-3, rtol=0)

@@ -1,0 +1,189 @@
+"""`--to openvino` for GLM-4V-9B: three IRs, as optimum-intel lays out the vision-language models it knows.
+
+optimum-intel 1.27 has no GLM-4V export, so glmkit assembles one from its parts: the language model (remapped into
+the glm layout, no remote code) and its text embeddings through optimum-intel's own inputs-embeds helpers — the
+ones its VLM exports use: a stateful IR taking `inputs_embeds` and `position_ids` — and the vision tower as
+glmkit's own torch module (vision_tower.py) through `openvino.convert_model`. NNCF compresses each: the language
+model as asked, the text embeddings and the vision tower in int8 unless fp16 was asked. Verification runs an image
+prompt through the IRs and through the source (transformers' model of the language part, the torch tower) and
+compares the logits as for text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from glmkit.glm4 import families, vision
+from glmkit.glm4.errors import GlmkitError
+from glmkit.runtimes import glm4v as ir
+
+from . import progress, vision_tower
+
+DATA_FREE = ("awq", "scale_estimation", "gptq", "dataset")
+
+
+def vision_format(settings: dict) -> str:
+    """The vision tower's and text embeddings' precision: fp16 with an fp16 language model, else int8."""
+    return "fp16" if settings["weight_format"] == "fp16" else "int8"
+
+
+def check_settings(settings: dict) -> None:
+    used = [k for k in DATA_FREE if settings.get(k)]
+    if used:
+        raise GlmkitError(f"--{used[0].replace('_', '-')} needs text calibration of a text model; GLM-4V converts "
+                          "with data-free compression (drop it)")
+
+
+def _quantize(xml: Path, q: dict) -> None:
+    import openvino as ov
+    from optimum.intel.openvino.quantization import _weight_only_quantization
+
+    model = _weight_only_quantization(ov.Core().read_model(xml), q)
+    staged = xml.parent / "nncf-staged"
+    ov.save_model(model, staged / xml.name, compress_to_fp16=False)
+    del model
+    for f in (xml.name, xml.with_suffix(".bin").name):
+        (staged / f).replace(xml.parent / f)
+    staged.rmdir()
+
+
+def _language(source_dir: Path, out: Path, fp16: bool, quiet: bool) -> dict:
+    """The language model and its text embeddings, through optimum-intel's VLM helpers; returns its config."""
+    import torch
+    from optimum.exporters.openvino.convert import export_models
+    from optimum.exporters.openvino.model_configs import (
+        get_vlm_text_embeddings_config,
+        get_vlm_text_generation_config,
+    )
+    from optimum.intel import OVConfig
+    from transformers import AutoModelForCausalLM
+
+    progress.say(f"exporting the language model with optimum-intel ({'fp16' if fp16 else 'fp32 → NNCF'})", quiet)
+    model = AutoModelForCausalLM.from_pretrained(str(source_dir), dtype=torch.float32).eval()
+    config = model.config.to_dict()
+    embeddings = model.get_input_embeddings()
+    embeddings.config = model.config  # optimum's exporter reads a config from every model it is given
+    models = {"openvino_language_model": (model, get_vlm_text_generation_config("glm", model.config, "int64",
+                                                                                  "fp32")),
+              "openvino_text_embeddings_model": (embeddings, get_vlm_text_embeddings_config("glm", model.config,
+                                                                                            "int64", "fp32"))}
+    export_models(models, out, stateful=True, library_name="transformers",
+                  ov_config=OVConfig(dtype="fp16") if fp16 else None)
+    return config
+
+
+def _vision(ckpt, out: Path, fmt: str, quiet: bool) -> None:
+    import openvino as ov
+    import torch
+
+    progress.say(f"converting the vision tower with openvino.convert_model ({fmt})", quiet)
+    tower = vision_tower.load(ckpt)
+    size = ckpt.config["vision_config"]["image_size"]
+    with torch.no_grad():
+        model = ov.convert_model(tower, example_input=torch.zeros(1, 3, size, size))
+    model.inputs[0].get_tensor().set_names({"pixel_values"})
+    model.outputs[0].get_tensor().set_names({"image_features"})
+    ov.save_model(model, out / ir.VISION_XML, compress_to_fp16=fmt == "fp16")
+
+
+def export(job, settings: dict, nncf_config: dict | None) -> dict:
+    """Write the GLM-4V IR at job.tmp; returns the manifest fields."""
+    from optimum.exporters.openvino.convert import export_tokenizer
+
+    from .openvino_ir import ir_weight_precisions, rope_frequencies_in_f32, write_generation_config
+    from .tokenizer import load_hf_tokenizer
+
+    source_dir, out, fp16 = job.native_dir(), job.tmp, settings["weight_format"] == "fp16"
+    config = _language(source_dir, out, fp16, job.quiet)
+    _vision(job.ckpt, out, vision_format(settings), job.quiet)
+    if nncf_config:
+        progress.say(f"compressing weights with NNCF (language model {settings['weight_format']}, vision tower and "
+                     "text embeddings int8)", job.quiet)
+        _quantize(out / ir.LANGUAGE_XML, nncf_config)
+        for xml in (ir.VISION_XML, ir.TEXT_EMBEDDINGS_XML):
+            _quantize(out / xml, {"bits": 8, "sym": False, "group_size": -1, "ratio": 1.0, "dtype": "int8"})
+    else:
+        rope_frequencies_in_f32(out, source_dir, ir.LANGUAGE_XML)
+    tok = load_hf_tokenizer(source_dir)
+    tok.save_pretrained(out)
+    export_tokenizer(tok, out)
+    src = job.ckpt.config
+    job.config = {**config, "vision_config": src["vision_config"], "boi_token_id": src["boi_token_id"],
+                  "eoi_token_id": src["eoi_token_id"]}
+    (out / "config.json").write_text(json.dumps(job.config, indent=2) + "\n")
+    fmt = families.CHAT_FORMATS["glm4v"]
+    write_generation_config(out, source_dir, fmt)
+    return {"chat_format": fmt.name, "settings": {**settings, "vision_weight_format": vision_format(settings)},
+            "weight_precisions": {Path(x).stem: ir_weight_precisions(out / x) for x in ir.FILES},
+            "size_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file())}
+
+
+def verification_prompt(tokenizer_dir: Path, image_size: int, n: int = 512):
+    """An image prompt: a drawn image (shapes, colours, a word) and the chat format around it, then held-out
+    text as the answer, so the compared positions read the image and go on as text."""
+    from PIL import Image, ImageDraw
+
+    from glmkit.glm4 import template
+
+    from .embedded import held_out_text
+    from .tokenizer import load_hf_tokenizer
+
+    image = Image.new("RGB", (320, 240), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 30, 140, 150), fill="red")
+    draw.rectangle((180, 60, 300, 200), fill="blue")
+    draw.text((40, 190), "GLM", fill="black")
+    msgs = [{"role": "user", "content": "Describe the image.", "image": True}]
+    text = template.render(vision.GLM4V_CHAT_TEMPLATE, msgs) + "\n" + held_out_text()[:4000]
+    ids = load_hf_tokenizer(tokenizer_dir)(text, add_special_tokens=False)["input_ids"][:n]
+    return ids, vision.preprocess(image, image_size)
+
+
+def reference_logits(source_dir: Path, ckpt, ids: list[int], pixels: np.ndarray) -> np.ndarray:
+    """The source's logits for an image prompt: the torch vision tower and transformers' own model of the language
+    part, positions as the original computes them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    v = ckpt.config["vision_config"]
+    boi = ckpt.config["boi_token_id"]
+    b = ids.index(boi)
+    model = AutoModelForCausalLM.from_pretrained(str(source_dir), dtype=torch.float32).eval()
+    with torch.no_grad():
+        features = vision_tower.load(ckpt)(torch.from_numpy(pixels))
+        embeds = model.get_input_embeddings()(torch.tensor([ids]))
+        spliced = torch.cat([embeds[:, :b], features, embeds[:, b + vision.MARKER_TOKENS:]], dim=1)
+        positions = torch.tensor([vision.positions(ids, boi, v["image_size"], v["patch_size"])])
+        return model(inputs_embeds=spliced, position_ids=positions).logits[0].numpy()
+
+
+def text_rows(ids: list[int], boi: int, image_tokens: int) -> np.ndarray:
+    """Rows of the expanded sequence that predict text: all but the patches (the eoi vector's row predicts the
+    first token after the image)."""
+    b = ids.index(boi)
+    n = len(ids) - vision.MARKER_TOKENS + image_tokens
+    return np.array([r for r in range(n) if not b < r < b + image_tokens - 1])
+
+
+def verify(job, precision: str, gated: bool):
+    """(Verification, manifest record) for the IR at job.tmp against the source."""
+    from glmkit.runtimes.logits import image_prompt_logits
+
+    from . import verify as verify_mod
+
+    skipped = verify_mod.reference_fits(job.parameters, sum(f.stat().st_size for f in job.tmp.iterdir()))
+    if skipped:
+        progress.say(skipped, job.quiet)
+        return None, {"skipped": skipped}
+    progress.say("verifying an image prompt against the source (transformers + the torch vision tower, fp32)",
+                 job.quiet)
+    v = job.ckpt.config["vision_config"]
+    ids, pixels = verification_prompt(job.native_dir(), v["image_size"])
+    rows = text_rows(ids, job.ckpt.config["boi_token_id"], vision.image_tokens(v["image_size"], v["patch_size"]))
+    ref = reference_logits(job.native_dir(), job.ckpt, ids, pixels)[rows]
+    result = verify_mod.compare(ref, image_prompt_logits(job.tmp, ids, pixels)[rows], precision, gated=gated)
+    progress.say(result.summary(), job.quiet)
+    return result, {**result.to_dict(), "image_prompt": True}

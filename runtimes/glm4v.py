@@ -1,0 +1,193 @@
+"""A GLM-4V OpenVINO IR directory, run with OpenVINO's own runtime: three models, as glm-convert writes them.
+
+    openvino_vision_embeddings_model   pixel_values [1, 3, S, S] → image_features [1, (S/28)² + 2, hidden]
+    openvino_text_embeddings_model     input [1, n] token ids → [1, n, hidden]
+    openvino_language_model            stateful: inputs_embeds, attention_mask, position_ids, beam_idx → logits
+
+openvino-genai's VLMPipeline refuses the `chatglm` type and no optimum-intel class knows GLM-4V, so glmkit drives
+the three itself: the image's 3 marker tokens are replaced by its features, and positions are the original's
+(glm4/vision.py). The stateful language model keeps the conversation's KV across calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from glmkit.glm4 import vision
+from glmkit.glm4.errors import GlmkitError
+
+from .base import Runtime, shared_prefix
+from .capabilities import Capabilities
+from .types import EngineStats, GenerationConfig
+
+VISION_XML = "openvino_vision_embeddings_model.xml"
+TEXT_EMBEDDINGS_XML = "openvino_text_embeddings_model.xml"
+LANGUAGE_XML = "openvino_language_model.xml"
+FILES = (VISION_XML, TEXT_EMBEDDINGS_XML, LANGUAGE_XML)
+OPTIONS = ("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache")  # load() options a GLM-4V IR takes
+
+
+def is_glm4v_ir(path) -> bool:
+    p = Path(str(path))
+    return p.is_dir() and all((p / f).is_file() for f in FILES)
+
+
+class Glm4vIR:
+    """The three compiled models of a GLM-4V IR and the splice of an image into a prompt."""
+
+    def __init__(self, path, device: str = "CPU", properties: dict | None = None):
+        import openvino as ov
+
+        path = Path(path)
+        missing = [f for f in FILES if not (path / f).is_file()]
+        if missing:
+            raise GlmkitError(f"{path}: not a GLM-4V IR (no {', '.join(missing)}); convert the checkpoint with "
+                              "glm-convert SRC --to openvino")
+        self.config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        v = self.config["vision_config"]
+        self.image_size, self.patch_size = v["image_size"], v["patch_size"]
+        self.boi_id = self.config["boi_token_id"]
+        core = ov.Core()
+        props = dict(properties or {})
+        self.vision = core.compile_model(str(path / VISION_XML), device, props)
+        self.text = core.compile_model(str(path / TEXT_EMBEDDINGS_XML), device, props)
+        self.language = core.compile_model(str(path / LANGUAGE_XML), device, props)
+        self.request = self.language.create_infer_request()
+        self.held = 0  # embeddings the language model's KV holds
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self.vision(pixels)[0], dtype=np.float32)
+
+    def embed(self, ids: list[int]) -> np.ndarray:
+        return np.asarray(self.text(np.asarray([ids], dtype=np.int64))[0], dtype=np.float32)
+
+    def splice(self, ids: list[int], features: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+        """The embeddings and positions the language model sees for `ids`: the image's features in place of its
+        3 marker tokens, positions as the original gives them; text alone: its own embeddings, sequential."""
+        embeds = self.embed(ids)
+        if features is None:
+            return embeds, list(range(len(ids)))
+        b = ids.index(self.boi_id)
+        spliced = np.concatenate([embeds[:, :b], features, embeds[:, b + vision.MARKER_TOKENS:]], axis=1)
+        return spliced, vision.positions(ids, self.boi_id, self.image_size, self.patch_size)
+
+    def reset(self) -> None:
+        self.request.reset_state()
+        self.held = 0
+
+    def trim(self, n: int) -> None:
+        """Keep the KV of the first n embeddings (states are [batch, kv heads, sequence, head dim])."""
+        import openvino as ov
+
+        if n >= self.held:
+            return
+        if n == 0:
+            return self.reset()
+        for state in self.request.query_state():
+            state.state = ov.Tensor(np.ascontiguousarray(state.state.data[:, :, :n]))
+        self.held = n
+
+    def forward(self, embeds: np.ndarray, positions: list[int]) -> np.ndarray:
+        """Logits [n, vocab] for n more embeddings after what the KV holds."""
+        n = embeds.shape[1]
+        self.request.infer({"inputs_embeds": embeds, "attention_mask": np.ones((1, self.held + n), dtype=np.int64),
+                            "position_ids": np.asarray([positions], dtype=np.int64),
+                            "beam_idx": np.zeros(1, dtype=np.int32)})
+        self.held += n
+        return self.request.get_tensor("logits").data[0]
+
+
+class Glm4vRuntime(Runtime):
+    """GLM-4V chat: messages with an image part (OpenAI's `image_url` with a data: URL, a local path, a PIL image),
+    the same sampling, streaming, stop strings and limits as every backend. The language model's KV is kept
+    across calls: a prompt that shares a prefix with what it holds (the next turn of the chat) runs only the rest,
+    and an image's features are computed once per image (`images_encoded` counts the encodings)."""
+
+    backend = "openvino"
+    capabilities = Capabilities(penalties=True, kv_cache_types=("f16", "f32", "u8"), devices=("CPU", "GPU"),
+                                options=OPTIONS)
+
+    def __init__(self, path, device: str = "CPU", n_ctx: int | None = None, threads: int | None = None,
+                 kv_cache: str | None = None, dtype: str | None = None, prefix_cache: bool = True,
+                 model_name: str | None = None):
+        from glmkit.glm4 import families
+
+        from .openvino import DTYPES, KV_TYPES, available_devices
+        from .tokenizer import from_hf
+
+        have = available_devices()
+        if not any(d.startswith(device.upper().split(".")[0]) for d in have):
+            raise GlmkitError(f"device {device} is not available on this machine (it has: {', '.join(have)}); "
+                              f"pass --device {have[0]}")
+        if kv_cache and kv_cache not in self.capabilities.kv_cache_types:
+            raise GlmkitError(f"kv_cache {kv_cache}: choose one of {', '.join(self.capabilities.kv_cache_types)}")
+        if dtype and dtype not in DTYPES:
+            raise GlmkitError(f"dtype {dtype}: choose one of {', '.join(DTYPES)}")
+        props = {k: v for k, v in {"INFERENCE_NUM_THREADS": int(threads) if threads else None,
+                                   "KV_CACHE_PRECISION": KV_TYPES[kv_cache] if kv_cache else None,
+                                   "INFERENCE_PRECISION_HINT": DTYPES[dtype] if dtype else None}.items() if v}
+        self.ir = Glm4vIR(path, device, props)
+        tok = from_hf(path)
+        fmt = families.chat_format(self.ir.config, model_name or str(path), tok.chat_template)
+        native = families.context_length(self.ir.config) or 8192
+        super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
+        self.prefix_cache = prefix_cache
+        self.images_encoded = 0
+        self._features: tuple[str, np.ndarray] | None = None  # the last image's key and features
+        self._held: list[int] = []  # token ids whose KV the language model holds
+        self._held_image: str | None = None
+
+    def reset_cache(self) -> None:
+        self.ir.reset()
+        self._held, self._held_image = [], None
+
+    def image_features(self, image, stats: EngineStats | None = None) -> tuple[str, np.ndarray]:
+        from . import images
+
+        img = images.read(image)
+        t0 = time.perf_counter()
+        if self._features is None or self._features[0] != img.key:
+            pixels = vision.preprocess(img.rgb, self.ir.image_size)
+            self._features = (img.key, self.ir.image_features(pixels))
+            self.images_encoded += 1
+        if stats is not None:
+            stats.image_encode_ms = (time.perf_counter() - t0) * 1000
+        return self._features
+
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
+                      image=None) -> Iterator[int]:
+        from .sampling import Sampler
+
+        key, features = self.image_features(image, stats) if image is not None else (None, None)
+        if image is None and self.ir.boi_id in prompt_ids:
+            raise GlmkitError("the prompt holds an image marker but no image came with it; send the image")
+        n = shared_prefix(self._held, prompt_ids) if self.prefix_cache and key == self._held_image else 0
+        b = prompt_ids.index(self.ir.boi_id) if key is not None else None
+        if b is not None and n < b + vision.MARKER_TOKENS:
+            n = 0  # the image itself would be cut: run it all again (its features are kept)
+        expanded = n + (features.shape[1] - vision.MARKER_TOKENS if b is not None and n else 0)
+        if n:  # keep the KV of the shared prefix; positions go on from the unexpanded length
+            self.ir.trim(expanded)
+            embeds, positions = self.ir.embed(prompt_ids[n:]), list(range(n, len(prompt_ids)))
+        else:
+            self.reset_cache()
+            embeds, positions = self.ir.splice(prompt_ids, features)
+        stats.reused = n
+        self._held, self._held_image = list(prompt_ids), key
+        t0 = time.perf_counter()
+        logits = self.ir.forward(embeds, positions)[-1]
+        stats.prefill_ms = (time.perf_counter() - t0) * 1000
+        stats.prompt_tokens_evaluated = len(prompt_ids) - n
+        sample = Sampler(config, prompt_ids)
+        for n in range(config.max_new_tokens):
+            tok = sample(logits)
+            sample.accept(tok)
+            yield tok
+            if n + 1 < config.max_new_tokens:  # only when the caller asks for the next token
+                logits = self.ir.forward(self.ir.embed([tok]), [len(self._held)])[-1]
+                self._held.append(tok)
