@@ -10,7 +10,8 @@ from glmkit.glm4.errors import GlmkitError
 from .flags import add_engine_flags, engine_options
 from .types import GenerationConfig, GenerationResult, TextDelta
 
-HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /stats, /exit"
+HELP = ("commands: /reset (forget the conversation), /system TEXT (set the system prompt), /image PATH (send an "
+        "image with the next message, GLM-4V), /stats, /exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past stop tokens (benchmarks)")
     p.add_argument("--show-thinking", action="store_true", help="print Z1 models' <think> reasoning")
     p.add_argument("--prompt", help="answer this one message and exit")
+    p.add_argument("--image", metavar="PATH", help="an image sent with the first message (GLM-4V models)")
     add_engine_flags(p)
     return p
 
@@ -71,7 +73,9 @@ def _stats(session) -> str:
             f"TTFT {r.ttft_ms:.0f} ms · prefill {r.prefill_tps:.1f} t/s · decode {r.decode_tps:.1f} t/s · "
             f"reused {'?' if r.cached_tokens is None else r.cached_tokens} tok · peak RSS {r.peak_rss_mb:.0f} MB · "
             f"{r.finish_reason} · history {len(session.history) // 2} turns"
-            + (f" ({session.trimmed} trimmed)" if session.trimmed else "") + _speculation(r.engine))
+            + (f" ({session.trimmed} trimmed)" if session.trimmed else "") + _speculation(r.engine)
+            + (f" · images encoded {session.runtime.images_encoded}" if hasattr(session.runtime, "images_encoded")
+               else ""))
 
 
 def _speculation(engine: dict) -> str:
@@ -81,6 +85,14 @@ def _speculation(engine: dict) -> str:
     return f" · kept {engine['accepted']}" + (f" of {proposed} proposed" if proposed is not None else "") + " tok"
 
 
+def _attach(session, path: str) -> None:
+    if session.runtime.chat_format.name != "glm4v":
+        raise GlmkitError(f"{session.runtime.name} reads text only; --image needs a GLM-4V model")
+    if not path:
+        raise GlmkitError("/image PATH: give the image's path")
+    session.attach(path)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .load import load
@@ -88,6 +100,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         runtime = load(args.model, backend=args.backend, device=args.device, **engine_options(args))
         session = runtime.chat(system=args.system, config=_config(args, runtime))
+        if args.image:
+            _attach(session, args.image)
         if args.prompt is not None:
             return 0 if _answer(session, args.prompt, args.show_thinking) else 130
         print(f"glm-chat · {args.model} on {runtime.backend} · {HELP}", file=sys.stderr)
@@ -108,6 +122,12 @@ def run(argv: list[str] | None = None) -> int:
             elif cmd.startswith("/system"):
                 session.set_system(cmd[len("/system"):].strip())
                 print(f"[system prompt {'set' if session.system else 'cleared'}]")
+            elif cmd.startswith("/image"):
+                try:
+                    _attach(session, cmd[len("/image"):].strip())
+                    print("[image attached to your next message]")
+                except GlmkitError as e:
+                    print(f"[{e}]")
             elif cmd == "/stats":
                 print(_stats(session))
             elif cmd.startswith("/"):

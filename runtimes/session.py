@@ -23,10 +23,25 @@ class ChatSession:
         self.history: list[dict] = []   # user/assistant turns, answers without their reasoning
         self.trimmed = 0                # turns dropped so far to fit the context
         self.last: GenerationResult | None = None
+        self.image = None               # GLM-4V: an image to send with the next message (attach())
 
     def reset(self) -> None:
         self.history.clear()
         self.trimmed = 0
+        self.image = None
+
+    def attach(self, image) -> None:
+        """Send `image` (a path, a data: URL, a PIL image) with the next message; read now, so a bad one is an
+        error here rather than after the message is typed."""
+        from . import images
+
+        images.read(image)
+        self.image = image
+
+    def _content(self, user):
+        if self.image is None or not isinstance(user, str):
+            return user
+        return [{"type": "image", "image": self.image}, {"type": "text", "text": user}]
 
     def set_system(self, text: str | None) -> None:
         self.system = text or None
@@ -46,7 +61,7 @@ class ChatSession:
         system = [{"role": "system", "content": self.system}] if self.system else []
         budget = self.runtime.context_length - max_new
         while True:
-            msgs = system + self.history + [{"role": "user", "content": user}]
+            msgs = system + self.history + [{"role": "user", "content": self._content(user)}]
             rendered = self.runtime.prompt(msgs)
             n = len(rendered.ids)
             if n <= budget:
@@ -63,7 +78,9 @@ class ChatSession:
         config = config or self.config
         for event in self.runtime.stream(self.prompt(user, config), config):
             if isinstance(event, GenerationResult):
-                self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": event.text}]
+                self.history += [{"role": "user", "content": self._content(user)},
+                                 {"role": "assistant", "content": event.text}]
+                self.image = None  # it stays in the history, so later turns still see it
                 self.last = event
             yield event
 

@@ -116,3 +116,253 @@ def test_glm4v_is_refused_where_no_engine_carries_its_vision_tower(glmkit_cache,
                         str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "llama.cpp has no path for its vision tower" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def irs(tmp_path_factory, glmkit_cache):
+    from glmkit.convert.openvino import to_openvino
+
+    root = tmp_path_factory.mktemp("glm4v-ir")
+    return {w: to_openvino("synthetic:glm4v:tiny", root / w, weight_format=w, quiet=True)
+            for w in ("fp16", "int8", "int4")}
+
+
+def _manifest(path):
+    import json
+
+    return json.loads((path / "glmkit.json").read_text())
+
+
+@pytest.mark.parametrize("weights,least", [("fp16", 0.98), ("int8", 0.93), ("int4", 0.6)])
+def test_each_precision_verifies_an_image_prompt_against_the_source(irs, weights, least):
+    """The IR's logits for an image prompt (features spliced in, the original's positions) against
+    transformers' model of the language part with glmkit's torch tower; random weights, so int4 only reported."""
+    m = _manifest(irs[weights])
+    assert m["family"] == "glm4v" and m["chat_format"] == "glm4v"
+    assert m["verification"]["image_prompt"] and m["verification"]["top1_agreement"] >= least, m["verification"]
+    assert m["verification"]["tokens"] > 400
+    assert m["verification"]["tokenizer"]["passed"] and m["verification"]["ir_tokenizer"]["identical"] > 0
+    vision_bits = m["weight_precisions"]["openvino_vision_embeddings_model"]
+    assert set(vision_bits) == ({"f16"} if weights == "fp16" else {"u8"} | ({"f32"} & set(vision_bits)))
+
+
+def test_the_ir_reads_images_at_the_originals_positions(irs, tiny):
+    """Through the fp16 IR: with the original's positions the logits follow the source; with vLLM's sequential
+    positions they do not (the failure this guards against)."""
+    from glmkit.convert.openvino_glm4v import reference_logits, text_rows, verification_prompt
+    from glmkit.convert.source import transformers_dir
+    from glmkit.runtimes import glm4v
+    from glmkit.runtimes.logits import image_prompt_logits
+
+    path = irs["fp16"]
+    v = tiny.config["vision_config"]
+    ids, pixels = verification_prompt(path, v["image_size"], n=64)
+    ref = reference_logits(transformers_dir("synthetic:glm4v:tiny"), tiny, ids, pixels)
+    got = image_prompt_logits(path, ids, pixels)
+    assert np.abs(got - ref).max() < 0.05
+
+    ir = glm4v.Glm4vIR(path, properties={"INFERENCE_PRECISION_HINT": "f32"})
+    embeds, _ = ir.splice(ids, ir.image_features(pixels))
+    ir.reset()
+    sequential = ir.forward(embeds, list(range(embeds.shape[1])))
+    rows = text_rows(ids, tiny.config["boi_token_id"], vision.image_tokens(v["image_size"], v["patch_size"]))
+    assert np.abs(sequential[rows] - ref[rows]).max() > 20 * np.abs(got[rows] - ref[rows]).max()
+
+
+def _drawn(colour="red", size=(160, 120)):
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).ellipse((20, 10, 90, 80), fill=colour)
+    return image
+
+
+def _data_url(image, fmt="PNG") -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _ask(image, text="What is in the picture?"):
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(image)}},
+                                         {"type": "text", "text": text}]}]
+
+
+EXACT = {"dtype": "float32", "kv_cache": "f32"}
+
+
+def _reference_greedy(tiny, ids, pixels, n):
+    """Greedy decoding through the source, every step a full forward with the original's positions: the vision
+    tower, then transformers' model of the language part (no KV, no glmkit runtime)."""
+    from glmkit.convert.openvino_glm4v import reference_logits
+    from glmkit.convert.source import transformers_dir
+
+    out = []
+    for _ in range(n):
+        out.append(int(reference_logits(transformers_dir("synthetic:glm4v:tiny"), tiny, ids + out, pixels)[-1]
+                       .argmax()))
+    return out
+
+
+def test_the_runtime_answers_as_the_source(irs, tiny):
+    from glmkit.runtimes import GenerationConfig, load
+
+    image = _drawn()
+    with load(str(irs["fp16"]), **EXACT) as rt:
+        prompt = rt.prompt(_ask(image))
+        r = rt.generate(_ask(image), GenerationConfig(max_new_tokens=6, ignore_eos=True))
+    assert prompt.image is not None and prompt.ids.count(tiny.config["boi_token_id"]) == 1
+    pixels = vision.preprocess(image.convert("RGB"), tiny.config["vision_config"]["image_size"])
+    assert r.token_ids == _reference_greedy(tiny, prompt.ids, pixels, 6)
+
+
+def test_the_next_turn_reuses_the_kv_and_the_images_features(irs):
+    from glmkit.runtimes import GenerationConfig, load
+
+    g = GenerationConfig(max_new_tokens=8)
+    first = _ask(_drawn())
+    with load(str(irs["fp16"]), **EXACT) as rt, load(str(irs["fp16"]), prefix_cache=False, **EXACT) as cold:
+        a = rt.generate(first, g)
+        turn2 = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "And the colour?"}]
+        b = rt.generate(turn2, g)
+        assert rt.images_encoded == 1 and b.engine["image_encode_ms"] < a.engine["image_encode_ms"]
+        assert b.cached_tokens > len(rt.prompt(first).ids) - 2  # the image and the first question stayed
+        assert b.token_ids == cold.generate(turn2, g).token_ids
+        rt.generate(_ask(_drawn("blue")), g)  # another image: encoded, and nothing of the old KV is used
+        assert rt.images_encoded == 2
+
+
+def test_streaming_stop_strings_and_seeded_sampling(irs):
+    from glmkit.runtimes import GenerationConfig, TextDelta, load
+
+    with load(str(irs["fp16"])) as rt:
+        full = rt.generate(_ask(_drawn()), GenerationConfig(max_new_tokens=16, ignore_eos=True))
+        stop = full.text[5:8]
+        events = list(rt.stream(_ask(_drawn()), GenerationConfig(max_new_tokens=16, stop=(stop,))))
+        assert all(isinstance(e, TextDelta) for e in events[:-1])
+        assert events[-1].finish_reason == "stop_string" and stop not in events[-1].text
+        assert "".join(e.text for e in events[:-1]) == events[-1].text == full.text[:full.text.index(stop)]
+        sampled = [rt.generate(_ask(_drawn()), GenerationConfig(max_new_tokens=8, temperature=1.0, seed=s))
+                   .token_ids for s in (1, 1, 2)]
+        assert sampled[0] == sampled[1] != sampled[2]
+
+
+def test_bad_images_get_one_clear_error(irs, tiny_artifacts, tmp_path):
+    import base64
+
+    from PIL import Image
+
+    from glmkit.runtimes import GenerationConfig, load
+
+    g = GenerationConfig(max_new_tokens=2)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 8000)).save(huge)
+    bad = {"corrupt": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+               "url": "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"cut" * 9).decode()}},
+                                                 {"type": "text", "text": "?"}]}],
+           "remote": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+               "url": "http://169.254.169.254/latest"}}]}],
+           "missing": [{"role": "user", "content": [{"type": "image", "image": str(tmp_path / "nope.png")}]}],
+           "huge": [{"role": "user", "content": [{"type": "image", "image": str(huge)}]}],
+           "two": _ask(_drawn()) + [{"role": "assistant", "content": "ok"}] + _ask(_drawn("blue"))}
+    want = {"corrupt": "not a readable image", "remote": "does not fetch images", "missing": "no such image",
+            "huge": "64,000,000 pixels", "two": "one image per conversation"}
+    with load(str(irs["fp16"])) as rt:
+        for name, msgs in bad.items():
+            with pytest.raises(GlmkitError, match=want[name]):
+                rt.generate(msgs, g)
+    with load(tiny_artifacts["openvino"]) as text_only:
+        with pytest.raises(GlmkitError, match="reads text only"):
+            text_only.generate(_ask(_drawn()), g)
+    with pytest.raises(GlmkitError, match="not available for a GLM-4V"):
+        load(str(irs["fp16"]), parallel=2)
+
+
+def test_the_sampler_keeps_what_transformers_keeps():
+    """glmkit's numpy sampler against transformers' own logits processors: the same tokens survive repetition
+    penalty, temperature, top-k and top-p, and greedy picks their argmax."""
+    from transformers import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from glmkit.runtimes import GenerationConfig
+    from glmkit.runtimes.sampling import Sampler
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        logits = rng.standard_normal(300).astype(np.float32) * 3
+        seen = rng.integers(0, 300, 30).tolist()
+        c = GenerationConfig(temperature=0.7, top_k=int(rng.integers(5, 80)), top_p=float(rng.uniform(0.3, 0.95)),
+                             repetition_penalty=1.3, seed=trial)
+        x = torch.from_numpy(logits)[None]
+        ids = torch.tensor([seen])
+        for proc in (RepetitionPenaltyLogitsProcessor(1.3), TemperatureLogitsWarper(0.7), TopKLogitsWarper(c.top_k),
+                     TopPLogitsWarper(c.top_p)):
+            x = proc(ids, x)
+        support = set(torch.nonzero(torch.isfinite(x[0])).flatten().tolist())
+        draws = {Sampler(GenerationConfig(**{**c.__dict__, "seed": s}), seen)(logits) for s in range(200)}
+        assert draws <= support and len(draws) > min(3, len(support) // 2)
+        greedy = Sampler(GenerationConfig(repetition_penalty=1.3), seen)(logits)
+        assert greedy == int(RepetitionPenaltyLogitsProcessor(1.3)(ids, torch.from_numpy(logits)[None]).argmax())
+
+
+def _glm_chat(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "glmkit.runtimes", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_glm_chat_image_gives_the_runtimes_answer(irs, tiny_artifacts, tmp_path):
+    from glmkit.runtimes import GenerationConfig, load
+
+    path = tmp_path / "circle.png"
+    _drawn().save(path)
+    with load(str(irs["fp16"])) as rt:
+        want = rt.generate([{"role": "user", "content": [{"type": "image", "image": str(path)},
+                                                         {"type": "text", "text": "What is it?"}]}],
+                           GenerationConfig(max_new_tokens=10)).text
+    r = _glm_chat(irs["fp16"], "--image", path, "--prompt", "What is it?", "--max-new-tokens", "10")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip("\n") == want.rstrip("\n")
+    text = _glm_chat(tiny_artifacts["openvino"], "--image", path, "--prompt", "?")
+    assert text.returncode == 2 and "reads text only" in text.stderr and "Traceback" not in text.stderr
+    bad = _glm_chat(irs["fp16"], "--image", tmp_path / "none.png", "--prompt", "?")
+    assert bad.returncode == 2 and "no such image" in bad.stderr
+
+
+def test_glm_chat_attaches_an_image_mid_chat(irs, tmp_path):
+    """/image PATH in a running glm-chat (a pseudo-terminal, as a person types it): the next message carries it,
+    and the conversation goes on about it without encoding it again."""
+    import os
+
+    from pexpect import fdpexpect
+
+    path = tmp_path / "circle.png"
+    _drawn().save(path)
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "glmkit.runtimes", str(irs["fp16"]), "--max-new-tokens", "6"],
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    child = fdpexpect.fdspawn(master, encoding="utf-8", timeout=180)
+    try:
+        child.expect("you> ")
+        child.sendline(f"/image {tmp_path / 'missing.png'}")
+        child.expect(r"\[.*no such image.*\]")
+        child.sendline(f"/image {path}")
+        child.expect(r"\[image attached to your next message\]")
+        for text in ("What is it?", "And its colour?"):
+            child.sendline(text)
+            child.expect("glm> ")
+            child.expect("you> ")
+        child.sendline("/stats")
+        child.expect(r"history 2 turns · images encoded 1")
+        child.sendline("/exit")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
