@@ -58,7 +58,8 @@ def parse(spec: str) -> tuple[str, str]:
         raise GlmkitError(f"{spec!r}: expected synthetic:<family>:<shape> with family one of "
                           f"{', '.join(families.FAMILIES)}")
     if parts[2] not in shapes(parts[1]):
-        raise GlmkitError(f"{spec!r}: a synthetic {parts[1]} checkpoint comes in shapes {', '.join(shapes(parts[1]))}")
+        raise GlmkitError(f"{spec!r}: expected synthetic:<family>:<shape>, and a synthetic {parts[1]} checkpoint "
+                          f"comes in shapes {', '.join(shapes(parts[1]))}")
     return parts[1], parts[2]
 
 

@@ -42,8 +42,24 @@ def _decode(data: bytes, what: str, max_pixels: int):
                           "WebP") from None
 
 
-def read(ref, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image:
-    """An Image from a data: URL, a local path or a PIL image; a GlmkitError naming the problem otherwise."""
+def _fetch(url: str, max_bytes: int) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "glmkit"}), timeout=10) as r:
+            data = r.read(max_bytes + 1)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise GlmkitError(f"{url[:60]}: could not fetch the image ({e})") from None
+    if len(data) > max_bytes:
+        raise GlmkitError(f"{url[:60]}: the image is over {max_bytes // 2**20} MB")
+    return data
+
+
+def read(ref, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, allow_remote: bool = False,
+         local: bool = True) -> Image:
+    """An Image from a data: URL, a local path or a PIL image; a GlmkitError naming the problem otherwise.
+    allow_remote: fetch http(s) URLs too; local=False: refuse paths (a server reads no files a client names)."""
     try:
         from PIL import Image as PIL
     except ImportError:
@@ -68,8 +84,13 @@ def read(ref, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image
         except (binascii.Error, ValueError):
             raise GlmkitError("the image data: URL is not valid base64") from None
         what = "the data: URL image"
+    elif ref.startswith(("http://", "https://")) and allow_remote:
+        data, what = _fetch(ref, max_bytes), ref[:60]
     elif ref.startswith(("http://", "https://", "ftp://", "file://")):
-        raise GlmkitError(f"{ref[:60]}: glmkit does not fetch images from URLs; send it as a data: URL or a file")
+        raise GlmkitError(f"{ref[:60]}: glmkit does not fetch images from URLs unless told to (glm-serve "
+                          "--allow-remote-images); send it as a data: URL")
+    elif not local:
+        raise GlmkitError("an image is a data: URL (data:image/png;base64,…)")
     else:
         path = Path(ref).expanduser()
         if not path.is_file():

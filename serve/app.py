@@ -31,7 +31,7 @@ from glmkit.runtimes import GenerationResult, TextDelta
 
 from .admission import Admission
 from .guard import Guard, error_response
-from .plan import RequestPlan, plan_chat, plan_completion
+from .plan import ImagePolicy, RequestPlan, plan_chat, plan_completion
 from .protocol import APIError, ChatRequest, CompletionRequest
 
 log = logging.getLogger("glmkit.serve")
@@ -41,10 +41,15 @@ STATIC = Path(__file__).parent / "static"  # the chat page: plain files, no buil
 
 
 def create_app(runtime, model_name: str | None = None, api_key: str | None = None, max_queue: int = 8,
-               cors: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               cors: list[str] | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               image_policy: ImagePolicy | None = None) -> FastAPI:
     """The app serving `runtime` (from glmkit.runtimes.load; load(parallel=N) to batch N requests at once) as
-    model `model_name`; up to `max_queue` more requests wait, the rest get 429."""
+    model `model_name`; up to `max_queue` more requests wait, the rest get 429. A GLM-4V runtime takes image_url
+    parts as `image_policy` allows (data: URLs within limits; remote URLs only when it says so)."""
     name = model_name or runtime.name
+    image_policy = image_policy or ImagePolicy()
+    if runtime.chat_format.name == "glm4v":  # room for one image, base64-encoded, beside the text
+        max_body_bytes = max(max_body_bytes, MAX_BODY_BYTES + image_policy.max_bytes * 4 // 3 + 1024)
     admission = Admission(runtime, max_queue)
     @asynccontextmanager
     async def lifespan(app):
@@ -115,7 +120,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "backend": runtime.backend,
-                "device": getattr(runtime, "device", "CPU"),
+                "device": getattr(runtime, "device", "CPU"), "images": runtime.chat_format.name == "glm4v",
                 "requests_in_progress": admission.admitted, "generating": admission.generating,
                 "max_concurrency": admission.workers, "peak_generating": admission.peak,
                 "generations_finished": admission.finished, "generations_cancelled": admission.cancelled,
@@ -133,7 +138,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
         _check_model(body.model, name)
-        return await _respond(request, admission, plan_chat(body, runtime), name)
+        return await _respond(request, admission, plan_chat(body, runtime, image_policy), name)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):

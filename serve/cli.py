@@ -28,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "outnumber --max-concurrency restores its prefix instead of prefilling it (default 1024; "
                         "0 = off; reported in /health)")
     p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow browser calls from ORIGIN (repeatable)")
+    p.add_argument("--max-image-mb", type=float, default=10.0,
+                   help="GLM-4V: the largest image a request may carry, encoded (default 10)")
+    p.add_argument("--max-image-pixels", type=int, default=50_000_000,
+                   help="GLM-4V: the most pixels an image may declare (default 50,000,000)")
+    p.add_argument("--allow-remote-images", action="store_true",
+                   help="GLM-4V: fetch http(s) image URLs (off: a server that fetches any URL a client names can "
+                        "be made to reach hosts behind it)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     add_engine_flags(p)
     return p
@@ -43,13 +50,19 @@ def run(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from glmkit.runtimes import capabilities, load
+        from glmkit.runtimes.glm4v import is_glm4v_ir
         from glmkit.runtimes.load import detect_backend
 
         from .app import create_app
+        from .plan import ImagePolicy
 
         options = engine_options(args)
+        if args.max_image_mb <= 0 or args.max_image_pixels <= 0:
+            raise GlmkitError("--max-image-mb and --max-image-pixels must be positive")
         kind = detect_backend(args.model) if args.backend == "auto" else args.backend
         caps = capabilities.of(kind)
+        if is_glm4v_ir(args.model):
+            caps = capabilities.Capabilities()  # GLM-4V runs one generation at a time
         if caps.batching and not args.device.upper().startswith("NPU"):
             options["parallel"] = args.max_concurrency  # the others run one generation at a time
         if args.cache_ram < 0:
@@ -57,7 +70,9 @@ def run(argv: list[str] | None = None) -> int:
         if "prompt_cache_mb" in caps.options:
             options["prompt_cache_mb"] = args.cache_ram
         runtime = load(args.model, backend=args.backend, device=args.device, **options)
-        app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_queue, args.cors)
+        policy = ImagePolicy(int(args.max_image_mb * 2**20), args.max_image_pixels, args.allow_remote_images)
+        app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_queue, args.cors,
+                         image_policy=policy)
         print(f"glm-serve · {args.model_name or args.model} on {runtime.backend} · "
               f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)

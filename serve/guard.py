@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from .protocol import APIError
 
 # The page runs only its own scripts and talks only to this server; a model answer is never parsed as HTML.
+# data: images: the picture a user attaches to a GLM-4V message, shown from its own bytes (no request is made).
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                                           "img-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+                                           "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 BODY_METHODS = ("POST", "PUT", "PATCH")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import template_reads_tools, to_glm_messages
 from glmkit.glm4.prompt import Prompt
-from glmkit.runtimes import GenerationConfig
+from glmkit.runtimes import GenerationConfig, images
 from glmkit.runtimes.structure import Structure
 
 from .protocol import APIError, ChatRequest, CompletionRequest
@@ -48,13 +49,23 @@ def check_text(value, where: str = "") -> None:
 TEXT_PARTS = ("text",)  # content parts a GLM-4 text model takes
 
 
-def refuse_unsupported(body) -> None:
+@dataclass(frozen=True)
+class ImagePolicy:
+    """What glm-serve accepts as an image (GLM-4V): data: URLs within limits; remote URLs only if allowed."""
+
+    max_bytes: int = images.MAX_BYTES
+    max_pixels: int = images.MAX_PIXELS
+    allow_remote: bool = False
+
+
+def refuse_unsupported(body, image_parts: bool = False) -> None:
     """What glm-serve would otherwise ignore is refused by name, as OpenAI refuses what a model cannot do."""
     for i, m in enumerate(getattr(body, "messages", None) or []):
         for j, part in enumerate(m.content if isinstance(m.content, list) else []):
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind not in TEXT_PARTS:
-                raise APIError(400, f"messages.{i}.content.{j}: a {kind!r} part; this model reads text only",
+            if kind not in TEXT_PARTS and not (image_parts and kind == "image_url"):
+                raise APIError(400, f"messages.{i}.content.{j}: a {kind!r} part; this model reads text"
+                                    f"{' and image_url parts' if image_parts else ' only'}",
                                param=f"messages.{i}.content.{j}.type")
     extra = body.model_extra or {}
     if extra.get("logit_bias"):
@@ -125,11 +136,37 @@ def check_structure(structure: Structure, runtime, param: str) -> Structure:
     return structure
 
 
-def plan_chat(body: ChatRequest, runtime) -> RequestPlan:
+def read_images(messages: list[dict], policy: ImagePolicy) -> list[dict]:
+    """Each image_url part read (and limited) now, so a bad image is a 400 before the request is queued; the
+    decoded image replaces its URL."""
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m.get("content"), list):
+            parts = []
+            for j, part in enumerate(m["content"]):
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    try:
+                        img = images.read(url, policy.max_bytes, policy.max_pixels, policy.allow_remote,
+                                          local=False)
+                    except GlmkitError as e:
+                        raise APIError(400, f"messages.{i}.content.{j}: {e}",
+                                       param=f"messages.{i}.content.{j}.image_url") from None
+                    part = {"type": "image", "image": img.rgb}
+                parts.append(part)
+            m = {**m, "content": parts}
+        out.append(m)
+    return out
+
+
+def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = None) -> RequestPlan:
     """Messages, tools and a forced start of the assistant's turn, rendered once; validated before it is queued."""
     check_text(body.model_dump(exclude_none=True))
-    refuse_unsupported(body)
-    messages = to_glm_messages([m.model_dump(exclude_none=True) for m in body.messages])
+    vision = runtime.chat_format.name == "glm4v"
+    refuse_unsupported(body, image_parts=vision)
+    raw = [m.model_dump(exclude_none=True) for m in body.messages]
+    messages = to_glm_messages(read_images(raw, image_policy or ImagePolicy()) if vision else raw)
     tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
     choice = body.tool_choice
     formatted = response_format(body.response_format)
@@ -192,4 +229,4 @@ def _usage_wanted(body) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
 
 
-__all__ = ["RequestPlan", "check_structure", "plan_chat", "plan_completion", "response_format", "sampling"]
+__all__ = ["ImagePolicy", "RequestPlan", "check_structure", "plan_chat", "plan_completion", "response_format", "sampling"]

@@ -366,3 +366,37 @@ def test_glm_chat_attaches_an_image_mid_chat(irs, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_glm_serve_answers_images_as_the_runtime(irs, tiny_artifacts):
+    """glm-serve on the GLM-4V IR with the real openai client: an image_url data: URL part, streamed and not,
+    answers as the runtime does in-process; remote URLs, bad and oversized images are 400s with the reason; a
+    text model refuses image parts."""
+    import openai
+    from servers import serving
+
+    from glmkit.runtimes import GenerationConfig, load
+
+    msgs = _ask(_drawn())
+    with load(str(irs["fp16"])) as rt:
+        want = rt.generate(msgs, GenerationConfig(max_new_tokens=10)).text
+    with serving(str(irs["fp16"]), "--max-image-pixels", "1000000") as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        got = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=10, temperature=0)
+        assert got.choices[0].message.content == want
+        parts = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=10, temperature=0,
+                                               stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in parts if c.choices) == \
+            got.choices[0].message.content
+        bad = {"http://169.254.169.254/latest/meta-data": "does not fetch images",
+               "data:image/png;base64,AAAA": "not a readable image",
+               _data_url(_drawn(size=(1200, 1000))): "1,200,000 pixels",
+               "/etc/passwd": "a data: URL"}
+        for url, why in bad.items():
+            with pytest.raises(openai.BadRequestError, match=why):
+                client.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}])
+    with serving(tiny_artifacts["openvino"]) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="reads text only"):
+            client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2)

@@ -45,7 +45,8 @@ def test_sharding_bounds_memory_to_one_shard(tmp_path):
     checkpoint.open_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("spec", ["synthetic:glm4", "synthetic:glm4:huge", "synthetic:llama:tiny"])
+@pytest.mark.parametrize("spec", ["synthetic:glm4", "synthetic:glm4:huge", "synthetic:llama:tiny",
+                                  "synthetic:glm4v:bench", "synthetic:glm4:glm-4v-9b"])
 def test_bad_specs(spec):
     with pytest.raises(GlmkitError, match="synthetic:<family>:<shape>"):
         synth.parse(spec)

@@ -164,3 +164,54 @@ def test_html_is_shown_as_text_never_run(browser, models):
         """, evil)
         assert shown == [0, evil + evil, 0]
         assert browser.execute_script("return window.pwned || 0") == 0
+
+
+def test_an_image_attached_or_pasted_goes_with_the_message(browser, models, tmp_path):
+    """GLM-4V (synthetic tiny, fp16 IR): the page attaches an image from a file (and takes a pasted one), shows it
+    in the user's bubble, and the answer is the API's for the same image_url message; a second image is refused
+    in the page; a text model's page offers no attachment."""
+    import base64
+
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+
+    from glmkit.convert.openvino import to_openvino
+
+    ir = to_openvino("synthetic:glm4v:tiny", tmp_path / "v", weight_format="fp16", verify=False, quiet=True)
+    image = Image.new("RGB", (160, 120), "white")
+    ImageDraw.Draw(image).ellipse((20, 10, 90, 80), fill="red")
+    path = tmp_path / "circle.png"
+    image.save(path)
+    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    with serving(str(ir)) as base:
+        _open(browser, base, max_tokens=8)
+        assert browser.find_element(By.ID, "attach").is_displayed()
+        browser.find_element(By.ID, "image-file").send_keys(str(path))
+        _wait(browser, lambda d: d.find_element(By.ID, "attachment").is_displayed())
+        _say(browser, "What is in the picture?")
+        _finished(browser, 1)
+        shown = browser.find_element(By.CSS_SELECTOR, ".message.user img")
+        assert shown.get_attribute("src") == url
+        assert browser.execute_script("return arguments[0].naturalWidth", shown) == 160  # shown, not blocked
+        msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": "What is in the picture?"}]}]
+        want = _api(base, msgs, max_tokens=8).choices[0].message.content
+        assert _answers(browser)[0].find_element(By.CLASS_NAME, "body").get_attribute("data-raw") == want
+        _paste(browser, url)
+        _wait(browser, lambda d: "one image per conversation" in d.find_element(By.ID, "error").text)
+        browser.find_element(By.ID, "new-chat").click()
+        _paste(browser, url)
+        _wait(browser, lambda d: d.find_element(By.ID, "attached").get_attribute("src") == url)
+    with serving(models["tiny"]) as base:
+        _open(browser, base)
+        assert not browser.find_element(By.ID, "attach").is_displayed()
+
+
+def _paste(browser, url: str) -> None:
+    """An image pasted into the message box, as the clipboard delivers one."""
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0].split(",")[1]), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "pasted.png", { type: "image/png" }));
+        document.getElementById("prompt").dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt }));
+        """, url)

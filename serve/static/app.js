@@ -3,7 +3,8 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const state = { model: null, history: [], controller: null, key: sessionStorage.getItem("glm-serve-key") };
+  const state = { model: null, history: [], controller: null, key: sessionStorage.getItem("glm-serve-key"),
+                  images: false, image: null, imageSent: false };
 
   function showError(text) { $("error").textContent = text; $("error").hidden = !text; }
 
@@ -11,6 +12,8 @@
     try {
       const h = await (await fetch("/health")).json();
       state.model = h.model;
+      state.images = !!h.images;  // a GLM-4V model: images may be attached or pasted
+      $("attach").hidden = !state.images;
       $("model").textContent = `${h.model} · ${h.backend}${h.device ? " · " + h.device : ""}`;
     } catch (e) { $("model").textContent = "server unreachable"; }
   }
@@ -66,10 +69,41 @@
     throw new Error("the API key was refused");
   }
 
+  // GLM-4V reads one image per conversation; it goes with the next message as an OpenAI image_url part.
+  function attach(file) {
+    if (!state.images || !file || !file.type.startsWith("image/")) return;
+    if (state.imageSent) { showError("GLM-4V reads one image per conversation: start a new chat for another"); return; }
+    const reader = new FileReader();
+    reader.onload = () => {
+      state.image = reader.result;  // a data: URL
+      $("attached").src = state.image; $("attachment").hidden = false;
+    };
+    reader.readAsDataURL(file);
+  }
+
+  function unattach() { state.image = null; $("attachment").hidden = true; $("attached").removeAttribute("src"); }
+
   async function send(text) {
     showError("");
-    state.history.push({ role: "user", content: text });
-    bubble("user").body.textContent = text;
+    const view = bubble("user");
+    if (state.image) {
+      state.history.push({ role: "user", content: [{ type: "image_url", image_url: { url: state.image } },
+                                                  { type: "text", text }] });
+      const img = document.createElement("img");
+      img.src = state.image; img.alt = "attached image";
+      const words = document.createElement("div");
+      words.textContent = text;
+      view.body.append(img, words);
+      state.imageSent = true;
+      unattach();
+    } else {
+      state.history.push({ role: "user", content: text });
+      view.body.textContent = text;
+    }
+    return answer();
+  }
+
+  async function answer() {
     const view = answerBubble();
     view.body.dataset.raw = "";
     const system = $("system").value.trim();
@@ -166,6 +200,13 @@
   $("new-chat").addEventListener("click", () => {
     if (state.controller) state.controller.abort();
     state.history = []; $("messages").replaceChildren(); showError("");
+    state.imageSent = false; unattach();
+  });
+  $("image-file").addEventListener("change", (e) => { attach(e.target.files[0]); e.target.value = ""; });
+  $("unattach").addEventListener("click", unattach);
+  $("prompt").addEventListener("paste", (e) => {
+    const item = Array.from(e.clipboardData ? e.clipboardData.items : []).find((i) => i.type.startsWith("image/"));
+    if (item) { e.preventDefault(); attach(item.getAsFile()); }
   });
   $("temperature").addEventListener("input", () => { $("temperature-value").textContent = $("temperature").value; });
   health();
