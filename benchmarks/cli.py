@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     kv.add_argument("--length", type=int, default=2048, help="tokens of held-out text")
     kv.add_argument("--kv-cache", help="comma list (default: llama.cpp f16,q8_0; OpenVINO f16,u8)")
     kv.add_argument("-o", "--output", default="kv.json", help="result JSON; .md and .png are written beside it")
+    vi = sub.add_parser("vision", help="a GLM-4V IR: image encode ms, TTFT with an image, decode t/s, memory, quality")
+    vi.add_argument("model", help="a GLM-4V OpenVINO IR dir")
+    vi.add_argument("--reps", type=int, default=3)
+    vi.add_argument("--gen", type=int, default=32, help="tokens per answer")
+    vi.add_argument("--threads", type=int)
+    vi.add_argument("-o", "--output", default="vision.json", help="result JSON; .md is written beside it")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -195,6 +201,12 @@ def run(argv: list[str] | None = None) -> int:
 
             types = tuple(t for t in (args.kv_cache or "").split(",") if t) or None
             return _write(kv.run(args.model, args.length, types), Path(args.output), kv)
+        if args.cmd == "vision":
+            from . import vision
+
+            if args.reps < 1 or args.gen < 2:
+                raise GlmkitError("--reps must be at least 1 and --gen at least 2")
+            return _write(vision.run(args.model, args.reps, args.gen, args.threads), Path(args.output), vision)
         if args.cmd == "report":
             data = report.load_results(args.results)
             print(report.to_csv(data) if args.csv else report.to_markdown(data), end="")

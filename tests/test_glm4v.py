@@ -400,3 +400,20 @@ def test_glm_serve_answers_images_as_the_runtime(irs, tiny_artifacts):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="reads text only"):
             client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2)
+
+
+def test_glm_bench_vision_measures_the_image_path(irs, tiny_artifacts, tmp_path):
+    import json
+
+    out = tmp_path / "vision.json"
+    r = subprocess.run([sys.executable, "-m", "glmkit.benchmarks", "vision", str(irs["int8"]), "--reps", "2",
+                        "--gen", "4", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == 2 and all(run["image_encode_ms"] > 0 for run in data["runs"])  # never cached
+    assert data["ttft_ms"] > data["image_encode_ms"] > 0 and data["decode_tps"] > 0 and data["peak_rss_mb"] > 0
+    assert data["quality"]["top1_agreement"] == _manifest(irs["int8"])["verification"]["top1_agreement"]
+    assert "image encode ms" in out.with_suffix(".md").read_text()
+    text = subprocess.run([sys.executable, "-m", "glmkit.benchmarks", "vision", tiny_artifacts["openvino"]],
+                          capture_output=True, text=True, timeout=300)
+    assert text.returncode == 2 and "takes a GLM-4V" in text.stderr and "Traceback" not in text.stderr
