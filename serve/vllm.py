@@ -31,6 +31,12 @@ def vllm_command(model: str | Path, host: str = "127.0.0.1", port: int = 8000, n
                           f"glm-convert SRC --to hf -o {model}")
     config = json.loads((path / "config.json").read_text())
     family = families.detect(config, str(path / "config.json"))
+    if family.vision:
+        raise GlmkitError(f"{model}: GLM-4V. vLLM runs it, but gives its image patches sequential positions where "
+                          "the original gives them one shared position (measured on synthetic:glm4v:tiny, 16 "
+                          "patches: logits off by up to 4.0, a different top token at 8 % of the text after the "
+                          "image; at 1,600 patches the shift is 100 times longer) — serve it faithfully with "
+                          f"glm-convert {model} --to openvino and glm-serve")
     if not family.native:
         raise GlmkitError(f"{model}: the original chatglm format needs remote code in vLLM; convert it first with "
                           f"glm-convert {model} --to hf (glmkit remaps it natively)")

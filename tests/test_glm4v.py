@@ -417,3 +417,34 @@ def test_glm_bench_vision_measures_the_image_path(irs, tiny_artifacts, tmp_path)
     text = subprocess.run([sys.executable, "-m", "glmkit.benchmarks", "vision", tiny_artifacts["openvino"]],
                           capture_output=True, text=True, timeout=300)
     assert text.returncode == 2 and "takes a GLM-4V" in text.stderr and "Traceback" not in text.stderr
+
+
+def test_glm_vllm_refuses_glm4v_with_the_measured_difference(tiny):
+    """vLLM's sequential image positions against the original's, through transformers on synthetic:glm4v:tiny:
+    the figures glm-vllm quotes are the ones measured here."""
+    import re
+
+    from transformers import AutoModelForCausalLM
+
+    from glmkit.convert.openvino_glm4v import text_rows, verification_prompt
+    from glmkit.convert.source import transformers_dir
+    from glmkit.serve.vllm import vllm_command
+
+    with pytest.raises(GlmkitError, match="one shared position") as refused:
+        vllm_command(tiny.path)
+    source = transformers_dir("synthetic:glm4v:tiny")
+    ids, pixels = verification_prompt(source, 112)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    boi = tiny.config["boi_token_id"]
+    b = ids.index(boi)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(torch.tensor([ids]))
+        x = torch.cat([embeds[:, :b], vision_tower.load(tiny)(torch.from_numpy(pixels)), embeds[:, b + 3:]], 1)
+        original = model(inputs_embeds=x, position_ids=torch.tensor([vision.positions(ids, boi, 112, 14)]))
+        sequential = model(inputs_embeds=x)  # position ids 0, 1, 2, … as vLLM gives them
+    rows = text_rows(ids, boi, 18)
+    a, s = original.logits[0].numpy()[rows], sequential.logits[0].numpy()[rows]
+    after = rows > b
+    quoted = re.search(r"up to ([\d.]+), a different top token at (\d+) %", str(refused.value))
+    assert float(quoted.group(1)) == round(float(np.abs(a - s).max()), 1)
+    assert int(quoted.group(2)) == round(100 * float((a[after].argmax(-1) != s[after].argmax(-1)).mean()))
