@@ -2,8 +2,9 @@
 scripts/train_glm4_tiny.py and shipped as package data; `glm4-tiny-z1`, the same weights under GLM-Z1's chat
 template (they were trained on both formats), made in glmkit's cache on first use; and `glm4-tiny-draft`, its
 first layer trained on alone (the same script, --layers 1): a draft model for speculative decoding with glm4-tiny's
-tokenizer; and `glm4-tiny-wide`, glm4-tiny's answers at a memory-bound size (made in the cache on first use, see
-widened()). (Made on demand instead: synthetic.py.)"""
+tokenizer; `glm4-tiny-wide`, glm4-tiny's answers at a memory-bound size (made in the cache on first use, see
+widened()); and `glm4v-tiny`, a GLM-4V in GLM-4V-9B's layout that answers questions about pictures
+(scripts/train_glm4v_tiny.py). (Made on demand instead: synthetic.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from glmkit.glm4.errors import GlmkitError
 
 DATA = Path(__file__).parent / "data"
-NAMES = ("glm4-tiny", "glm4-tiny-z1", "glm4-tiny-draft", "glm4-tiny-wide")
+NAMES = ("glm4-tiny", "glm4-tiny-z1", "glm4-tiny-draft", "glm4-tiny-wide", "glm4v-tiny")
 GLM4_TINY_VOCAB = 3072          # 3058 BPE tokens + 14 special tokens, padded like GLM-4 (to a multiple of 128)
 GLM4_TINY_REGULAR = GLM4_TINY_VOCAB - 14
 
@@ -23,7 +24,7 @@ def glm4_tiny_path() -> Path:
 
 
 def path(name: str) -> Path:
-    p = DATA / "glm4-tiny-draft" if name == "glm4-tiny-draft" else glm4_tiny_path()
+    p = DATA / name if name in ("glm4-tiny-draft", "glm4v-tiny") else glm4_tiny_path()
     if not (p / "config.json").is_file():
         raise GlmkitError(f"{name}: package data missing at {p}; reinstall glmkit (pip install -e .)")
     if name == "glm4-tiny-wide":

@@ -142,22 +142,56 @@ def verification_prompt(tokenizer_dir: Path, image_size: int, n: int = 512):
     return ids, vision.preprocess(image, image_size)
 
 
-def reference_logits(source_dir: Path, ckpt, ids: list[int], pixels: np.ndarray) -> np.ndarray:
-    """The source's logits for an image prompt: the torch vision tower and transformers' own model of the language
-    part, positions as the original computes them."""
-    import torch
-    from transformers import AutoModelForCausalLM
+class SourceModel:
+    """The source in fp32 — transformers' model of the language part and the torch vision tower — answering as the
+    original computes (its positions, no KV cache): the reference for verification and for glm4v-tiny's accuracy."""
 
-    v = ckpt.config["vision_config"]
-    boi = ckpt.config["boi_token_id"]
-    b = ids.index(boi)
-    model = AutoModelForCausalLM.from_pretrained(str(source_dir), dtype=torch.float32).eval()
-    with torch.no_grad():
-        features = vision_tower.load(ckpt)(torch.from_numpy(pixels))
-        embeds = model.get_input_embeddings()(torch.tensor([ids]))
-        spliced = torch.cat([embeds[:, :b], features, embeds[:, b + vision.MARKER_TOKENS:]], dim=1)
-        positions = torch.tensor([vision.positions(ids, boi, v["image_size"], v["patch_size"])])
-        return model(inputs_embeds=spliced, position_ids=positions).logits[0].numpy()
+    def __init__(self, source_dir: Path, ckpt):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from glmkit.runtimes.tokenizer import from_hf
+
+        self.torch, self.ckpt = torch, ckpt
+        self.model = AutoModelForCausalLM.from_pretrained(str(source_dir), dtype=torch.float32).eval()
+        self.tower = vision_tower.load(ckpt)
+        self.tokenizer = from_hf(source_dir)
+        v = ckpt.config["vision_config"]
+        self.image_size, self.patch_size, self.boi = v["image_size"], v["patch_size"], ckpt.config["boi_token_id"]
+
+    def logits(self, ids: list[int], pixels: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        b = ids.index(self.boi)
+        with torch.no_grad():
+            features = self.tower(torch.from_numpy(pixels))
+            embeds = self.model.get_input_embeddings()(torch.tensor([ids]))
+            spliced = torch.cat([embeds[:, :b], features, embeds[:, b + vision.MARKER_TOKENS:]], dim=1)
+            positions = torch.tensor([vision.positions(ids, self.boi, self.image_size, self.patch_size)])
+            return self.model(inputs_embeds=spliced, position_ids=positions).logits[0].numpy()
+
+    def answer(self, messages: list[dict], max_new_tokens: int = 4) -> str:
+        """The greedy answer to chat messages holding one image, up to a stop token."""
+        from glmkit.glm4 import prompt as prompts
+        from glmkit.glm4.parser import OutputParser
+        from glmkit.runtimes import images
+
+        rendered = prompts.from_messages(self.tokenizer, messages, families.CHAT_FORMATS["glm4v"])
+        pixels = vision.preprocess(images.read(rendered.image).rgb, self.image_size)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            tok = int(self.logits(rendered.ids + out, pixels)[-1].argmax())
+            if tok in self.tokenizer.stop_ids:
+                break
+            out.append(tok)
+        parser = OutputParser(rendered.output)
+        parser.feed(self.tokenizer.decode(out))
+        parser.close()
+        return parser.content
+
+
+def reference_logits(source_dir: Path, ckpt, ids: list[int], pixels: np.ndarray) -> np.ndarray:
+    """The source's logits for an image prompt (SourceModel)."""
+    return SourceModel(source_dir, ckpt).logits(ids, pixels)
 
 
 def text_rows(ids: list[int], boi: int, image_tokens: int) -> np.ndarray:

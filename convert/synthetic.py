@@ -187,7 +187,7 @@ def seeded_tensor(name: str, shape: tuple[int, ...], seed: int, dtype, rows_per_
     return out
 
 
-def _chatglm_tensors(glm_tensors, config: dict):
+def chatglm_tensors(glm_tensors, config: dict):
     """Fuse glm-layout tensors into the ChatGLM layout (the inverse of the --to hf remap)."""
     inverse = [(g, c) for c, g in families.CHATGLM_TO_GLM_WEIGHTS]
     pending: dict[str, dict] = {}
@@ -228,7 +228,7 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
     names = expected_tensors(config)
     tensors = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
     if chatglm:
-        tensors = _chatglm_tensors(tensors, config)
+        tensors = chatglm_tensors(tensors, config)
         config = chatglm_config(shape, vocab, vocab_size)
     if family == "glm4v":
         vision = vision_tensors(shape)

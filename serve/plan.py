@@ -229,4 +229,5 @@ def _usage_wanted(body) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
 
 
-__all__ = ["ImagePolicy", "RequestPlan", "check_structure", "plan_chat", "plan_completion", "response_format", "sampling"]
+__all__ = ["ImagePolicy", "RequestPlan", "check_structure", "plan_chat", "plan_completion", "response_format",
+           "sampling"]

@@ -167,7 +167,7 @@ def test_html_is_shown_as_text_never_run(browser, models):
 
 
 def test_an_image_attached_or_pasted_goes_with_the_message(browser, models, tmp_path):
-    """GLM-4V (synthetic tiny, fp16 IR): the page attaches an image from a file (and takes a pasted one), shows it
+    """GLM-4V (glm4v-tiny, int8 IR): the page attaches an image from a file (and takes a pasted one), shows it
     in the user's bubble, and the answer is the API's for the same image_url message; a second image is refused
     in the page; a text model's page offers no attachment."""
     import base64
@@ -177,7 +177,7 @@ def test_an_image_attached_or_pasted_goes_with_the_message(browser, models, tmp_
 
     from glmkit.convert.openvino import to_openvino
 
-    ir = to_openvino("synthetic:glm4v:tiny", tmp_path / "v", weight_format="fp16", verify=False, quiet=True)
+    ir = to_openvino("glm4v-tiny", tmp_path / "v", weight_format="int8", verify=False, quiet=True)
     image = Image.new("RGB", (160, 120), "white")
     ImageDraw.Draw(image).ellipse((20, 10, 90, 80), fill="red")
     path = tmp_path / "circle.png"
@@ -188,13 +188,13 @@ def test_an_image_attached_or_pasted_goes_with_the_message(browser, models, tmp_
         assert browser.find_element(By.ID, "attach").is_displayed()
         browser.find_element(By.ID, "image-file").send_keys(str(path))
         _wait(browser, lambda d: d.find_element(By.ID, "attachment").is_displayed())
-        _say(browser, "What is in the picture?")
+        _say(browser, "What colour is the shape?")
         _finished(browser, 1)
         shown = browser.find_element(By.CSS_SELECTOR, ".message.user img")
         assert shown.get_attribute("src") == url
         assert browser.execute_script("return arguments[0].naturalWidth", shown) == 160  # shown, not blocked
         msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                             {"type": "text", "text": "What is in the picture?"}]}]
+                                             {"type": "text", "text": "What colour is the shape?"}]}]
         want = _api(base, msgs, max_tokens=8).choices[0].message.content
         assert _answers(browser)[0].find_element(By.CLASS_NAME, "body").get_attribute("data-raw") == want
         _paste(browser, url)
