@@ -184,10 +184,10 @@ class Glm4vRuntime(Runtime):
         stats.prefill_ms = (time.perf_counter() - t0) * 1000
         stats.prompt_tokens_evaluated = len(prompt_ids) - n
         sample = Sampler(config, prompt_ids)
-        for n in range(config.max_new_tokens):
+        for i in range(config.max_new_tokens):
             tok = sample(logits)
             sample.accept(tok)
             yield tok
-            if n + 1 < config.max_new_tokens:  # only when the caller asks for the next token
+            if i + 1 < config.max_new_tokens:  # only when the caller asks for the next token
                 logits = self.ir.forward(self.ir.embed([tok]), [len(self._held)])[-1]
                 self._held.append(tok)
