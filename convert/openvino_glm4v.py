@@ -30,6 +30,16 @@ def vision_format(settings: dict) -> str:
     return "fp16" if settings["weight_format"] == "fp16" else "int8"
 
 
+def vision_parameters(ckpt) -> int:
+    """Parameters of the checkpoint's vision tower, from the safetensors headers (nothing loaded)."""
+    from math import prod
+
+    from .checkpoint import safetensors_header
+
+    return sum(prod(meta["shape"]) for f in ckpt.weight_files for name, meta in safetensors_header(f).items()
+               if name.startswith(vision_tower.PREFIX))
+
+
 def check_settings(settings: dict) -> None:
     used = [k for k in DATA_FREE if settings.get(k)]
     if used:

@@ -58,3 +58,17 @@ def check_export_memory(parameters: int, quiet: bool = False) -> None:
     if need > available:
         progress.say(f"warning: the export needs about {need / GB:.1f} GB and {available / GB:.1f} GB is available "
                      "now; close other programs", quiet)
+
+
+def check_glm4v_export_memory(language: int, vision: int) -> None:
+    """GLM-4V's export loads its language model in fp32 for optimum-intel's tracing, then its vision tower in fp32
+    for openvino.convert_model, one after the other: the larger part, at 4 bytes a parameter, must fit."""
+    import psutil
+
+    need = 4 * max(language, vision)
+    total = psutil.virtual_memory().total + psutil.swap_memory().total
+    if need > total:
+        part = "language model" if language >= vision else "vision tower"
+        raise GlmkitError(f"exporting GLM-4V loads its {part} ({max(language, vision) / 1e9:.1f} B parameters) in "
+                          f"fp32: about {need / GB:.1f} GB of memory; this machine has {total / GB:.1f} GB (RAM and "
+                          "swap) — export on a larger machine and copy the IR over")

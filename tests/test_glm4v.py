@@ -494,3 +494,20 @@ def test_glm4v_tiny_answers_what_it_sees_and_int8_keeps_it(trained):
     with load(str(trained), dtype="float32") as rt:  # the weights' accuracy, not the CPU's bf16 arithmetic
         ir = pictures.accuracy(lambda m: rt.generate(m, GenerationConfig(max_new_tokens=4)).text, tasks)
     assert abs(ir["accuracy"] - source["accuracy"]) <= 0.02, (ir, source)
+
+
+def test_a_glm4v_export_this_machine_cannot_hold_is_refused_first(tiny):
+    """The export loads the language model, then the tower, in fp32: the larger must fit in RAM and swap
+    (GLM-4V-9B's 9.4 B-parameter language model needs 37.6 GB: refused on a 24 GB machine before any work)."""
+    import psutil
+
+    from glmkit.convert import preflight
+    from glmkit.convert.openvino_glm4v import vision_parameters
+
+    total = psutil.virtual_memory().total + psutil.swap_memory().total
+    with pytest.raises(GlmkitError, match="language model .* in fp32"):
+        preflight.check_glm4v_export_memory(total // 4 + 1, 10)
+    with pytest.raises(GlmkitError, match="vision tower"):
+        preflight.check_glm4v_export_memory(10, total // 4 + 1)
+    preflight.check_glm4v_export_memory(tiny.num_parameters() - vision_parameters(tiny), vision_parameters(tiny))
+    assert 0 < vision_parameters(tiny) < tiny.num_parameters()
