@@ -58,9 +58,36 @@ def main(out: Path) -> None:
                 runs.append({"backend": backend, "artifact": Path(path).name, "prompt": prompt,
                              "prompt_ids": rt.prompt_ids(prompt), "token_ids": r.token_ids, "text": r.text,
                              "answer": answer.text, "answer_tokens": len(answer.token_ids)})
+    runs += _glm4v(out)
     (out / "expected.json").write_text(json.dumps({"templates": templates, "runs": runs}, ensure_ascii=False,
                                                   indent=1), encoding="utf-8")
     print(out / "expected.json")
+
+
+def glm4v_messages(image: Path, question: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": question}]}]
+
+
+def _glm4v(out: Path) -> list[dict]:
+    """glm4v-tiny's int8 IR and a picture file: its greedy answers (f32 inference) to each kind of question."""
+    import random
+
+    from glmkit.benchmarks import pictures
+    from glmkit.convert import to_openvino
+    from glmkit.runtimes import GenerationConfig, load
+
+    ir = to_openvino("glm4v-tiny", out / "glm4v-tiny int8 ИР", weight_format="int8", verify=False, quiet=True,
+                     force=True)
+    image, _ = pictures.picture(random.Random(3))
+    image.save(out / "картинка.png")
+    runs = []
+    with load(str(ir), dtype="float32") as rt:
+        for question in pictures.QUESTIONS.values():
+            r = rt.generate(glm4v_messages(out / "картинка.png", question),
+                            GenerationConfig(max_new_tokens=NEW_TOKENS, ignore_eos=True))
+            runs.append({"backend": "glm4v", "artifact": Path(ir).name, "image": "картинка.png", "question": question,
+                         "token_ids": r.token_ids, "text": r.text})
+    return runs
 
 
 if __name__ == "__main__":

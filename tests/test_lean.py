@@ -68,6 +68,21 @@ def test_same_greedy_tokens_as_the_full_install(expected, backend):
             assert got.token_ids == run["token_ids"] and got.text == run["text"]
 
 
+def test_glm4v_answers_about_a_picture_as_the_full_install(expected):
+    """glm4v-tiny's three IRs, a picture file, f32 inference: the full install's greedy tokens, with no torch."""
+    from glmkit.runtimes import GenerationConfig, load
+
+    runs = [r for r in expected["runs"] if r["backend"] == "glm4v"]
+    assert runs
+    with load(str(Path(FIXTURE) / runs[0]["artifact"]), dtype="float32") as rt:
+        for run in runs:
+            messages = [{"role": "user", "content": [{"type": "image", "image": str(Path(FIXTURE) / run["image"])},
+                                                     {"type": "text", "text": run["question"]}]}]
+            got = rt.generate(messages, GenerationConfig(max_new_tokens=len(run["token_ids"]), ignore_eos=True))
+            assert got.token_ids == run["token_ids"] and got.text == run["text"]
+        assert rt.images_encoded == 1  # one picture, asked four times
+
+
 @pytest.mark.parametrize("command", [["glm-convert", "glm4-tiny", "--to", "gguf"], ["glm-chat", "glm4-tiny"],
                                      ["glm-bench", "run", "x.gguf", "--reference", "glm4-tiny"]])
 def test_a_command_that_needs_the_conversion_half_says_so(command, tmp_path):
