@@ -217,16 +217,14 @@ class OpenVINO(Target):
 
     def preflight(self, job: Job) -> None:
         parameters, fmt = job.parameters, self.settings["weight_format"]
+        if job.ckpt.family.vision:
+            from .openvino_glm4v import preflight as glm4v_preflight
+
+            return glm4v_preflight(job, self.settings)
         preflight.check_disk({job.out: preflight.output_bytes(parameters, fmt) + 2 * parameters  # exported IR
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped source
                              f"exporting to OpenVINO {fmt}")
-        if job.ckpt.family.vision:
-            from .openvino_glm4v import vision_parameters
-
-            vision = vision_parameters(job.ckpt)
-            preflight.check_glm4v_export_memory(parameters - vision, vision)
-        else:
-            preflight.check_export_memory(parameters, job.quiet)
+        preflight.check_export_memory(parameters, job.quiet)
 
     def export(self, job: Job) -> dict:
         if job.ckpt.family.vision:

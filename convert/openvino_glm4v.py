@@ -3,8 +3,10 @@
 optimum-intel 1.27 has no GLM-4V export, so glmkit assembles one from its parts: the language model (remapped into
 the glm layout, no remote code) and its text embeddings through optimum-intel's own inputs-embeds helpers — the
 ones its VLM exports use: a stateful IR taking `inputs_embeds` and `position_ids` — and the vision tower as
-glmkit's own torch module (vision_tower.py) through `openvino.convert_model`. NNCF compresses each: the language
-model as asked, the text embeddings and the vision tower in int8 unless fp16 was asked. Verification runs an image
+glmkit's own torch module (vision_tower.py) through `openvino.convert_model`. A 16-bit checkpoint loads in its own
+dtype with OpenVINO's 16-bit tracing patch, as optimum-intel's main_export does for text: the language model stays
+memory-mapped, so GLM-4V-9B exports on a 24 GB machine. NNCF compresses each: the language model as asked, the
+text embeddings and the vision tower in int8 unless fp16 was asked. Verification runs an image
 prompt through the IRs and through the source (transformers' model of the language part, the torch tower) and
 compares the logits as for text.
 """
@@ -40,6 +42,45 @@ def vision_parameters(ckpt) -> int:
                if name.startswith(vision_tower.PREFIX))
 
 
+def load_dtype(config: dict, weight_format: str):
+    """The dtype the export loads the source in, chosen as optimum-intel's main_export chooses for text: a 16-bit
+    checkpoint in its own dtype (fp16 when fp16 is asked), anything else in fp32."""
+    import torch
+
+    if config.get("torch_dtype") not in ("bfloat16", "float16"):
+        return torch.float32
+    return torch.float16 if weight_format == "fp16" else getattr(torch, config["torch_dtype"])
+
+
+def _traceable(model, dtype) -> None:
+    """OpenVINO's 16-bit patch (what optimum-intel applies): linear and embedding weights stay 16-bit constants
+    with their decompression in the graph, the rest is cast to fp32, and tracing computes no real matmuls."""
+    import torch
+
+    if dtype != torch.float32:
+        from openvino.frontend.pytorch.patch_model import __make_16bit_traceable as make_16bit_traceable
+
+        make_16bit_traceable(model)
+
+
+def preflight(job, settings: dict) -> None:
+    """Disk and memory before any work. On disk at once: the remapped language model, the part being exported
+    uncompressed (the language model, then the tower: each is compressed before the next is written) and the
+    output; in memory, the larger part as preflight.check_glm4v_export_memory counts it."""
+    from . import preflight as checks
+
+    fmt, vision = settings["weight_format"], vision_parameters(job.ckpt)
+    language = job.parameters - vision
+    dtype = load_dtype(job.ckpt.config, fmt)
+    width = dtype.itemsize
+    checks.check_disk({job.out: checks.output_bytes(job.parameters, fmt) + width * language
+                       + (0 if fmt == "fp16" else width * max(language, vision))},
+                      f"exporting GLM-4V to OpenVINO {fmt}")
+    stored = job.ckpt.config.get("torch_dtype") if job.ckpt.config.get("torch_dtype") in ("bfloat16", "float16") \
+        else "float32"
+    checks.check_glm4v_export_memory(language, vision, width, converted=str(dtype) != f"torch.{stored}")
+
+
 def check_settings(settings: dict) -> None:
     used = [k for k in DATA_FREE if settings.get(k)]
     if used:
@@ -60,7 +101,7 @@ def _quantize(xml: Path, q: dict) -> None:
     staged.rmdir()
 
 
-def _language(source_dir: Path, out: Path, fp16: bool, quiet: bool) -> dict:
+def _language(source_dir: Path, out: Path, fp16: bool, dtype, quiet: bool) -> dict:
     """The language model and its text embeddings, through optimum-intel's VLM helpers; returns its config."""
     import torch
     from optimum.exporters.openvino.convert import export_models
@@ -71,8 +112,9 @@ def _language(source_dir: Path, out: Path, fp16: bool, quiet: bool) -> dict:
     from optimum.intel import OVConfig
     from transformers import AutoModelForCausalLM
 
-    progress.say(f"exporting the language model with optimum-intel ({'fp16' if fp16 else 'fp32 → NNCF'})", quiet)
-    model = AutoModelForCausalLM.from_pretrained(str(source_dir), dtype=torch.float32).eval()
+    loaded = str(dtype).removeprefix("torch.")
+    progress.say(f"exporting the language model with optimum-intel ({loaded}{'' if fp16 else ' → NNCF'})", quiet)
+    model = AutoModelForCausalLM.from_pretrained(str(source_dir), dtype=dtype).eval()
     config = model.config.to_dict()
     embeddings = model.get_input_embeddings()
     embeddings.config = model.config  # optimum's exporter reads a config from every model it is given
@@ -81,16 +123,17 @@ def _language(source_dir: Path, out: Path, fp16: bool, quiet: bool) -> dict:
               "openvino_text_embeddings_model": (embeddings, get_vlm_text_embeddings_config("glm", model.config,
                                                                                             "int64", "fp32"))}
     export_models(models, out, stateful=True, library_name="transformers",
-                  ov_config=OVConfig(dtype="fp16") if fp16 else None)
+                  ov_config=OVConfig(dtype="fp16") if fp16 else None, patch_16bit_model=dtype != torch.float32)
     return config
 
 
-def _vision(ckpt, out: Path, fmt: str, quiet: bool) -> None:
+def _vision(ckpt, out: Path, fmt: str, dtype, quiet: bool) -> None:
     import openvino as ov
     import torch
 
     progress.say(f"converting the vision tower with openvino.convert_model ({fmt})", quiet)
-    tower = vision_tower.load(ckpt)
+    tower = vision_tower.load(ckpt, dtype)
+    _traceable(tower, dtype)
     size = ckpt.config["vision_config"]["image_size"]
     with torch.no_grad():
         model = ov.convert_model(tower, example_input=torch.zeros(1, 3, size, size))
@@ -107,16 +150,21 @@ def export(job, settings: dict, nncf_config: dict | None) -> dict:
     from .tokenizer import load_hf_tokenizer
 
     source_dir, out, fp16 = job.native_dir(), job.tmp, settings["weight_format"] == "fp16"
-    config = _language(source_dir, out, fp16, job.quiet)
-    _vision(job.ckpt, out, vision_format(settings), job.quiet)
+    dtype = load_dtype(job.ckpt.config, settings["weight_format"])
+    int8 = {"bits": 8, "sym": False, "group_size": -1, "ratio": 1.0, "dtype": "int8"}
+    # each part is compressed as soon as it is written, so at most one uncompressed part is ever on disk
+    config = _language(source_dir, out, fp16, dtype, job.quiet)
     if nncf_config:
-        progress.say(f"compressing weights with NNCF (language model {settings['weight_format']}, vision tower and "
-                     "text embeddings int8)", job.quiet)
+        progress.say(f"compressing the language model with NNCF ({settings['weight_format']}) and the text "
+                     "embeddings (int8)", job.quiet)
         _quantize(out / ir.LANGUAGE_XML, nncf_config)
-        for xml in (ir.VISION_XML, ir.TEXT_EMBEDDINGS_XML):
-            _quantize(out / xml, {"bits": 8, "sym": False, "group_size": -1, "ratio": 1.0, "dtype": "int8"})
+        _quantize(out / ir.TEXT_EMBEDDINGS_XML, int8)
     else:
         rope_frequencies_in_f32(out, source_dir, ir.LANGUAGE_XML)
+    _vision(job.ckpt, out, vision_format(settings), dtype, job.quiet)
+    if nncf_config:
+        progress.say("compressing the vision tower with NNCF (int8)", job.quiet)
+        _quantize(out / ir.VISION_XML, int8)
     tok = load_hf_tokenizer(source_dir)
     tok.save_pretrained(out)
     export_tokenizer(tok, out)
@@ -126,7 +174,8 @@ def export(job, settings: dict, nncf_config: dict | None) -> dict:
     (out / "config.json").write_text(json.dumps(job.config, indent=2) + "\n")
     fmt = families.CHAT_FORMATS["glm4v"]
     write_generation_config(out, source_dir, fmt)
-    return {"chat_format": fmt.name, "settings": {**settings, "vision_weight_format": vision_format(settings)},
+    return {"chat_format": fmt.name, "loaded_as": str(dtype).removeprefix("torch."),
+            "settings": {**settings, "vision_weight_format": vision_format(settings)},
             "weight_precisions": {Path(x).stem: ir_weight_precisions(out / x) for x in ir.FILES},
             "size_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file())}
 

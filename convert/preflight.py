@@ -60,15 +60,22 @@ def check_export_memory(parameters: int, quiet: bool = False) -> None:
                      "now; close other programs", quiet)
 
 
-def check_glm4v_export_memory(language: int, vision: int) -> None:
-    """GLM-4V's export loads its language model in fp32 for optimum-intel's tracing, then its vision tower in fp32
-    for openvino.convert_model, one after the other: the larger part, at 4 bytes a parameter, must fit."""
+def check_glm4v_export_memory(language: int, vision: int, loaded_bytes: int, converted: bool) -> None:
+    """GLM-4V's export holds its language model, then its vision tower, one after the other. The language model
+    stays memory-mapped when it loads in the checkpoint's own dtype (the export's own allocations then, as for
+    text); converted (fp16 asked of a bf16 checkpoint, or a 16-bit one loaded in fp32) it is a copy. The tower's
+    tensors are read into memory. `loaded_bytes`: bytes a parameter once loaded."""
     import psutil
 
-    need = 4 * max(language, vision)
+    parts = {"language model": int(language * (EXPORT_BYTES_PER_PARAMETER + (loaded_bytes if converted else 0))),
+             "vision tower": int(vision * (EXPORT_BYTES_PER_PARAMETER + loaded_bytes))}
+    part, need = max(parts.items(), key=lambda kv: kv[1])
     total = psutil.virtual_memory().total + psutil.swap_memory().total
     if need > total:
-        part = "language model" if language >= vision else "vision tower"
-        raise GlmkitError(f"exporting GLM-4V loads its {part} ({max(language, vision) / 1e9:.1f} B parameters) in "
-                          f"fp32: about {need / GB:.1f} GB of memory; this machine has {total / GB:.1f} GB (RAM and "
-                          "swap) — export on a larger machine and copy the IR over")
+        n = language if part == "language model" else vision
+        raise GlmkitError(f"exporting GLM-4V holds its {part} ({n / 1e9:.1f} B parameters, {loaded_bytes} bytes "
+                          f"each{' as a converted copy' if converted and part == 'language model' else ''}): about "
+                          f"{need / GB:.1f} GB of memory; this machine has {total / GB:.1f} GB (RAM and swap) — "
+                          "export on a larger machine and copy the IR over"
+                          + (", or ask for int8/int4, which keep the bf16 checkpoint memory-mapped"
+                             if converted and part == "language model" else ""))

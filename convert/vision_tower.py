@@ -26,7 +26,9 @@ class PatchEmbedding(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.proj(pixels).flatten(2).transpose(1, 2)  # [B, patches, Hv]
         cls = self.cls_embedding.expand(x.shape[0], -1, -1)
-        return torch.cat((cls, x), dim=1) + self.position_embedding.weight[None]
+        # the lookup goes through the module, not .weight: OpenVINO's 16-bit patch swaps .weight for a placeholder
+        positions = torch.arange(x.shape[1] + 1, device=x.device)
+        return torch.cat((cls, x), dim=1) + self.position_embedding(positions)[None]
 
 
 class Attention(nn.Module):

@@ -163,6 +163,36 @@ def test_each_precision_verifies_an_image_prompt_against_the_source(irs, weights
     assert set(vision_bits) == ({"f16"} if weights == "fp16" else {"u8"} | ({"f32"} & set(vision_bits)))
 
 
+@pytest.fixture(scope="module")
+def tiny_bf16(tmp_path_factory, tiny):
+    """synthetic:glm4v:tiny stored as glm-4v-9b is, in bfloat16: the export then loads it as 16-bit."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = tmp_path_factory.mktemp("glm4v-bf16")
+    for f in tiny.path.iterdir():
+        if f.suffix != ".safetensors" and f.name != "model.safetensors.index.json" and f.is_file():
+            shutil.copy(f, out / f.name)
+    save_file({n: t.to(torch.bfloat16).contiguous() for n, t in tiny.tensors()}, out / "model.safetensors")
+    config = json.loads((tiny.path / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "torch_dtype": "bfloat16"}))
+    return out
+
+
+@pytest.mark.parametrize("weights,least", [("fp16", 0.98), ("int8", 0.93)])
+def test_a_16bit_checkpoint_exports_16bit_and_still_verifies(tiny_bf16, tmp_path, weights, least):
+    """A bfloat16 source (glm-4v-9b's dtype) loads as 16-bit with OpenVINO's tracing patch — the path that lets
+    the 9B shape export in 24 GB — and its IRs still verify against the fp32 source, the tower included (the patch
+    swaps .weight for a placeholder: a tower reading .weight directly would trace zeros)."""
+    from glmkit.convert.openvino import to_openvino
+
+    m = _manifest(to_openvino(str(tiny_bf16), tmp_path / weights, weight_format=weights, quiet=True))
+    assert m["loaded_as"] == ("float16" if weights == "fp16" else "bfloat16")
+    assert m["verification"]["image_prompt"] and m["verification"]["top1_agreement"] >= least, m["verification"]
+
+
 def test_the_ir_reads_images_at_the_originals_positions(irs, tiny):
     """Through the fp16 IR: with the original's positions the logits follow the source; with vLLM's sequential
     positions they do not (the failure this guards against)."""
@@ -496,18 +526,28 @@ def test_glm4v_tiny_answers_what_it_sees_and_int8_keeps_it(trained):
     assert abs(ir["accuracy"] - source["accuracy"]) <= 0.02, (ir, source)
 
 
-def test_a_glm4v_export_this_machine_cannot_hold_is_refused_first(tiny):
-    """The export loads the language model, then the tower, in fp32: the larger must fit in RAM and swap
-    (GLM-4V-9B's 9.4 B-parameter language model needs 37.6 GB: refused on a 24 GB machine before any work)."""
+def test_a_glm4v_export_this_machine_cannot_hold_is_refused_first(tiny, monkeypatch):
+    """On a 24 GB machine GLM-4V-9B (bf16) exports to int4/int8 — its language model stays memory-mapped, its
+    4.5 B-parameter tower is read in bf16 — but fp16 needs a converted 18.8 GB copy of the language model and is
+    refused before any work, saying which precisions fit; a model past any machine is refused likewise."""
+    import math
+    from types import SimpleNamespace
+
     import psutil
 
     from glmkit.convert import preflight
     from glmkit.convert.openvino_glm4v import vision_parameters
 
-    total = psutil.virtual_memory().total + psutil.swap_memory().total
-    with pytest.raises(GlmkitError, match="language model .* in fp32"):
-        preflight.check_glm4v_export_memory(total // 4 + 1, 10)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=24 * 2**30, available=20 * 2**30))
+    monkeypatch.setattr(psutil, "swap_memory", lambda: SimpleNamespace(total=0))
+    vision = sum(math.prod(s) for s in synthetic.vision_tensors("glm-4v-9b").values())
+    language = synthetic.num_parameters("glm-4v-9b", 151_552, "glm4v") - vision
+    assert 9.3e9 < language < 9.5e9 and 4.4e9 < vision < 4.6e9
+    preflight.check_glm4v_export_memory(language, vision, 2, converted=False)
+    with pytest.raises(GlmkitError, match=r"language model \(9.4 B .* converted copy.*int8/int4"):
+        preflight.check_glm4v_export_memory(language, vision, 2, converted=True)
     with pytest.raises(GlmkitError, match="vision tower"):
-        preflight.check_glm4v_export_memory(10, total // 4 + 1)
-    preflight.check_glm4v_export_memory(tiny.num_parameters() - vision_parameters(tiny), vision_parameters(tiny))
+        preflight.check_glm4v_export_memory(10, 10 * vision, 2, converted=False)
+    preflight.check_glm4v_export_memory(tiny.num_parameters() - vision_parameters(tiny), vision_parameters(tiny), 4,
+                                        converted=False)
     assert 0 < vision_parameters(tiny) < tiny.num_parameters()
