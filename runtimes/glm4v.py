@@ -180,7 +180,7 @@ class Glm4vRuntime(Runtime):
         stats.reused = n
         self._held, self._held_image = list(prompt_ids), key
         t0 = time.perf_counter()
-        logits = self.ir.forward(embeds, positions)[-1]
+        logits = self._forward(embeds, positions)
         stats.prefill_ms = (time.perf_counter() - t0) * 1000
         stats.prompt_tokens_evaluated = len(prompt_ids) - n
         sample = Sampler(config, prompt_ids)
@@ -189,5 +189,14 @@ class Glm4vRuntime(Runtime):
             sample.accept(tok)
             yield tok
             if i + 1 < config.max_new_tokens:  # only when the caller asks for the next token
-                logits = self.ir.forward(self.ir.embed([tok]), [len(self._held)])[-1]
+                logits = self._forward(self.ir.embed([tok]), [len(self._held)])
                 self._held.append(tok)
+
+    def _forward(self, embeds: np.ndarray, positions: list[int]) -> np.ndarray:
+        """The last row's logits; a pass that fails or is interrupted leaves the KV unknown, so it is dropped and
+        the next call starts clean instead of reusing a prefix the state may not hold."""
+        try:
+            return self.ir.forward(embeds, positions)[-1]
+        except (Exception, KeyboardInterrupt):
+            self.reset_cache()
+            raise

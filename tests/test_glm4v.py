@@ -282,6 +282,35 @@ def test_the_next_turn_reuses_the_kv_and_the_images_features(irs):
         assert rt.images_encoded == 2
 
 
+def test_a_failed_pass_leaves_no_stale_kv(irs, monkeypatch):
+    """A prefill that fails (an engine error before the state moved) or is interrupted (Ctrl-C after it moved)
+    must not leave the runtime believing it holds the conversation's KV: the same request again answers as a
+    fresh runtime does."""
+    from glmkit.runtimes import GenerationConfig, load
+
+    g = GenerationConfig(max_new_tokens=8, ignore_eos=True)
+    with load(str(irs["fp16"]), **EXACT) as rt, load(str(irs["fp16"]), **EXACT) as fresh:
+        expected = fresh.generate(_ask(_drawn()), g).token_ids
+        real = rt.ir.request.infer
+
+        def fails(*a, **kw):
+            raise RuntimeError("engine error")
+
+        def interrupted(*a, **kw):
+            real(*a, **kw)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(rt.ir.request, "infer", fails)
+        with pytest.raises(RuntimeError):
+            rt.generate(_ask(_drawn()), g)
+        monkeypatch.setattr(rt.ir.request, "infer", real)
+        assert rt.generate(_ask(_drawn()), g).token_ids == expected
+        monkeypatch.setattr(rt.ir.request, "infer", interrupted)
+        assert rt.generate(_ask(_drawn()), g).finish_reason == "interrupted"  # Ctrl-C in glm-chat
+        monkeypatch.setattr(rt.ir.request, "infer", real)
+        assert rt.generate(_ask(_drawn()), g).token_ids == expected
+
+
 def test_streaming_stop_strings_and_seeded_sampling(irs):
     from glmkit.runtimes import GenerationConfig, TextDelta, load
 
