@@ -5,8 +5,8 @@ the glm layout, no remote code) and its text embeddings through optimum-intel's 
 ones its VLM exports use: a stateful IR taking `inputs_embeds` and `position_ids` — and the vision tower as
 glmkit's own torch module (vision_tower.py) through `openvino.convert_model`. A 16-bit checkpoint loads in its own
 dtype with OpenVINO's 16-bit tracing patch, as optimum-intel's main_export does for text: the language model stays
-memory-mapped, so GLM-4V-9B exports on a 24 GB machine. NNCF compresses each: the language model as asked, the
-text embeddings and the vision tower in int8 unless fp16 was asked. Verification runs an image
+memory-mapped, so GLM-4V-9B exports to int8/int4 on a 24 GB machine. NNCF compresses each: the language model
+as asked, the text embeddings and the vision tower in int8 unless fp16 was asked. Verification runs an image
 prompt through the IRs and through the source (transformers' model of the language part, the torch tower) and
 compares the logits as for text.
 """
@@ -54,7 +54,7 @@ def load_dtype(config: dict, weight_format: str):
 
 def _traceable(model, dtype) -> None:
     """OpenVINO's 16-bit patch (what optimum-intel applies): linear and embedding weights stay 16-bit constants
-    with their decompression in the graph, the rest is cast to fp32, and tracing computes no real matmuls."""
+    with their decompression in the graph, the rest is cast to fp32, and tracing multiplies by no real weight."""
     import torch
 
     if dtype != torch.float32:
@@ -76,8 +76,7 @@ def preflight(job, settings: dict) -> None:
     checks.check_disk({job.out: checks.output_bytes(job.parameters, fmt) + width * language
                        + (0 if fmt == "fp16" else width * max(language, vision))},
                       f"exporting GLM-4V to OpenVINO {fmt}")
-    stored = job.ckpt.config.get("torch_dtype") if job.ckpt.config.get("torch_dtype") in ("bfloat16", "float16") \
-        else "float32"
+    stored = job.ckpt.config.get("torch_dtype", "float32")
     checks.check_glm4v_export_memory(language, vision, width, converted=str(dtype) != f"torch.{stored}")
 
 
