@@ -9,7 +9,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
@@ -43,20 +43,23 @@ class Checkpoint:
                 index[name] = f
         return index
 
-    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+    def tensors(self, keep: Callable[[str], bool] | None = None) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
         """Yield (name, tensor) one at a time, file by file and by name within a file (the order every consumer
-        plans with); safetensors files are memory-mapped, never read whole."""
+        plans with); safetensors files are memory-mapped, never read whole. `keep`: read only the names it
+        accepts (GLM-4V's language part or its tower: the other is never read)."""
         import torch
         from safetensors import safe_open
 
         for f in self.weight_files:
             if self.pickled:
                 # weights_only=True: even with --allow-pickle, refuse pickles that carry code.
-                yield from torch.load(f, map_location="cpu", weights_only=True, mmap=True).items()
+                items = torch.load(f, map_location="cpu", weights_only=True, mmap=True).items()
+                yield from ((n, t) for n, t in items if keep is None or keep(n))
                 continue
             with safe_open(f, framework="pt") as sf:
                 for name in sorted(sf.keys()):
-                    yield name, sf.get_tensor(name)
+                    if keep is None or keep(name):
+                        yield name, sf.get_tensor(name)
 
     def fingerprint(self) -> str:
         """sha256 of each weight file's name, size and first MiB (the safetensors header): identifies the weights

@@ -77,9 +77,9 @@ def glm_config_and_tensors(ckpt: Checkpoint) -> tuple[dict, Iterator]:
     """The checkpoint's config and (name, tensor) stream in the glm/glm4 layout transformers loads."""
     if not ckpt.family.native:
         config = chatglm_to_glm_config(ckpt.config)
-        tensors = ckpt.tensors()
-        if ckpt.family.vision:  # GLM-4V: the language part (its vision tower goes through vision_tower.py)
-            tensors = ((n, t) for n, t in tensors if not n.startswith(VISION_PREFIX))
+        # GLM-4V: the language part (its vision tower goes through vision_tower.py)
+        tensors = ckpt.tensors(keep=lambda n: not n.startswith(VISION_PREFIX)) if ckpt.family.vision else \
+            ckpt.tensors()
         return config, chatglm_to_glm_tensors(tensors, config)
     return dict(ckpt.config), ckpt.tensors()
 

@@ -130,7 +130,7 @@ def load(ckpt, dtype=torch.float32) -> VisionTower:
 
     with torch.device("meta"):
         tower = VisionTower(ckpt.config)
-    state = {name[len(PREFIX):]: t.to(dtype) for name, t in ckpt.tensors() if name.startswith(PREFIX)}
+    state = {name[len(PREFIX):]: t.to(dtype) for name, t in ckpt.tensors(keep=lambda n: n.startswith(PREFIX))}
     want = tower.state_dict().keys()
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or extra:
