@@ -23,13 +23,17 @@ from .paths import default_output
 from .pipeline import Job, Target, convert
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
-# int4 defaults per device. cpu/gpu: THUDM's own recipe. npu: what OpenVINO's NPU guide requires (symmetric,
-# channel-wise or group 128, every layer in int4).
+# int4 defaults per device. cpu/gpu: data-aware — NNCF's GPTQ on glmkit's calibration text, group 32, every layer
+# int4 (measured on glm4-tiny against the alternatives: docs/quantization.md); --data-free: THUDM's own recipe.
+# npu: what OpenVINO's NPU guide requires (symmetric, channel-wise or group 128, every layer in int4), data-free.
 PROFILES = {
-    "cpu": {"sym": False, "group_size": 128, "ratio": 0.8},
-    "gpu": {"sym": False, "group_size": 128, "ratio": 0.8},
-    "npu": {"sym": True, "group_size": -1, "ratio": 1.0},
+    "cpu": {"sym": False, "group_size": 32, "ratio": 1.0, "gptq": True},
+    "gpu": {"sym": False, "group_size": 32, "ratio": 1.0, "gptq": True},
+    "npu": {"sym": True, "group_size": -1, "ratio": 1.0, "gptq": False},
 }
+DATA_FREE_PROFILES = {"cpu": {"sym": False, "group_size": 128, "ratio": 0.8, "gptq": False},
+                      "gpu": {"sym": False, "group_size": 128, "ratio": 0.8, "gptq": False},
+                      "npu": PROFILES["npu"]}
 NPU_GROUP_SIZES = (-1, 128)
 OV_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
 
@@ -43,18 +47,25 @@ class Compression:
     all_layers: bool = False
     awq: bool = False
     scale_estimation: bool = False
-    gptq: bool = False
+    gptq: bool | None = None  # None: the profile's default
     dataset: str | None = None
     num_samples: int | None = None
     profile: str = "cpu"
+    data_free: bool = False
 
-    def resolved(self) -> dict:
-        """Every setting, with the profile's defaults filled in; refuses what the target cannot run."""
+    def resolved(self, data_free: bool | None = None) -> dict:
+        """Every setting, with the profile's defaults filled in; refuses what the target cannot run. data_free
+        (default: the --data-free flag) takes the data-free profile."""
         if self.weight_format not in WEIGHT_FORMATS:
             raise GlmkitError(f"--weight-format {self.weight_format}: choose one of {', '.join(WEIGHT_FORMATS)}")
         if self.profile not in PROFILES:
             raise GlmkitError(f"--profile {self.profile}: choose one of {', '.join(PROFILES)}")
-        p = PROFILES[self.profile]
+        data_free = self.data_free if data_free is None else data_free
+        if self.data_free and (self.awq or self.scale_estimation or self.gptq or self.dataset):
+            raise GlmkitError("--data-free uses no calibration text: drop --awq, --scale-estimation, --gptq and "
+                              "--dataset")
+        p = (DATA_FREE_PROFILES if data_free else PROFILES)[self.profile]
+        gptq = (p["gptq"] and self.weight_format == "int4") if self.gptq is None else self.gptq
         sym = p["sym"] if self.sym is None else self.sym
         group = p["group_size"] if self.group_size is None else self.group_size
         ratio = p["ratio"] if self.ratio is None else self.ratio
@@ -72,7 +83,7 @@ class Compression:
             raise GlmkitError(f"--ratio {ratio}: must be in (0, 1]")
         if group != -1 and (group <= 0 or group % 16):
             raise GlmkitError(f"--group-size {group}: use -1 (channel-wise) or a positive multiple of 16")
-        data_aware = self.awq or self.scale_estimation or self.gptq
+        data_aware = self.awq or self.scale_estimation or gptq
         if data_aware and self.weight_format != "int4":
             raise GlmkitError("--awq, --scale-estimation and --gptq apply to --weight-format int4 only")
         dataset = self.dataset or ("embedded" if data_aware else None)
@@ -80,32 +91,16 @@ class Compression:
             raise GlmkitError(f"--dataset {dataset}: no such file; give a UTF-8 text file or 'embedded'")
         return {"weight_format": self.weight_format, "profile": self.profile, "sym": sym, "group_size": group,
                 "ratio": ratio, "all_layers": self.all_layers, "awq": self.awq,
-                "scale_estimation": self.scale_estimation, "gptq": self.gptq, "dataset": dataset,
+                "scale_estimation": self.scale_estimation, "gptq": gptq, "dataset": dataset,
                 "num_samples": self.num_samples or (64 if dataset else None)}
 
 
 def calibration_texts(dataset: str, num_samples: int, chunk_chars: int = 1200) -> list[str]:
-    """Calibration samples from a text file or glm4-tiny's held-out text, cut at paragraph breaks; offline."""
-    from .embedded import held_out_text
+    """Calibration samples from a text file or the embedded calibration text (never the held-out text that
+    verification scores), cut at paragraph breaks; offline."""
+    from .calibration import texts
 
-    if dataset == "embedded":
-        text = held_out_text()
-    else:
-        try:
-            text = Path(dataset).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise GlmkitError(f"--dataset {dataset}: not UTF-8 text") from None
-    chunks, cur = [], ""
-    for para in text.split("\n\n"):
-        cur = f"{cur}\n\n{para}" if cur else para
-        if len(cur) >= chunk_chars:
-            chunks.append(cur[: chunk_chars * 2])
-            cur = ""
-    if cur.strip():
-        chunks.append(cur)
-    if not chunks:
-        raise GlmkitError(f"--dataset {dataset}: no text in it")
-    return chunks[:num_samples]
+    return texts(dataset, num_samples, chunk_chars)
 
 
 def group_size_warnings(config: dict, group: int) -> list[str]:
@@ -217,7 +212,8 @@ class OpenVINO(Target):
 
     def preflight(self, job: Job) -> None:
         parameters, fmt = job.parameters, self.settings["weight_format"]
-        if job.ckpt.family.vision:
+        if job.ckpt.family.vision:  # GLM-4V compresses data-free: its calibration would need images
+            self.settings = self.compression.resolved(data_free=True)
             from .openvino_glm4v import preflight as glm4v_preflight
 
             return glm4v_preflight(job, self.settings)
@@ -276,12 +272,13 @@ class OpenVINO(Target):
 
 def to_openvino(src: str, output: str | Path | None = None, *, weight_format: str = "int4", sym: bool | None = None,
                 group_size: int | None = None, ratio: float | None = None, all_layers: bool = False,
-                awq: bool = False, scale_estimation: bool = False, gptq: bool = False, dataset: str | None = None,
-                num_samples: int | None = None, profile: str = "cpu", rope_scaling: str | None = None,
+                awq: bool = False, scale_estimation: bool = False, gptq: bool | None = None,
+                dataset: str | None = None, num_samples: int | None = None, profile: str = "cpu",
+                data_free: bool = False, rope_scaling: str | None = None,
                 verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
                 quiet: bool = False) -> Path:
     """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline."""
     compression = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
-                              dataset, num_samples, profile)
+                              dataset, num_samples, profile, data_free)
     return convert(OpenVINO(compression), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
                    allow_pickle=allow_pickle, revision=revision, quiet=quiet)

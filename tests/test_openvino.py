@@ -100,7 +100,9 @@ def test_npu_profile_refuses_what_npu_cannot_run():
     s = Compression(profile="npu").resolved()
     assert (s["sym"], s["group_size"], s["ratio"]) == (True, -1, 1.0)
     s = Compression(profile="cpu").resolved()
-    assert (s["sym"], s["group_size"], s["ratio"]) == (False, 128, 0.8)
+    assert (s["sym"], s["group_size"], s["ratio"], s["gptq"], s["dataset"]) == (False, 32, 1.0, True, "embedded")
+    s = Compression(profile="cpu", data_free=True).resolved()  # THUDM's recipe, no calibration
+    assert (s["sym"], s["group_size"], s["ratio"], s["gptq"], s["dataset"]) == (False, 128, 0.8, False, None)
 
 
 def test_cli_refusals_come_before_any_work(tmp_path):
