@@ -9,6 +9,8 @@ from glmkit.glm4 import families
 from glmkit.glm4.errors import CONVERT_STACK, GlmkitError, require
 
 TARGETS = ("hf", "openvino", "gguf")
+QUANTIZED = ("q8_0 q6_k q5_k_m q5_k_s q5_0 q4_k_m q4_k_s q4_0 iq4_nl iq4_xs q3_k_l q3_k_m q3_k_s iq3_m iq3_s "
+             "iq3_xs iq3_xxs q2_k q2_k_s iq2_m iq2_s iq2_xs iq2_xxs iq1_m iq1_s").split()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,14 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--all-layers", action="store_true", help="compress embeddings and lm_head to int4 too")
     ov.add_argument("--awq", action="store_true", help="activation-aware int4 (data-aware)")
     ov.add_argument("--scale-estimation", action="store_true", help="data-aware scale estimation")
-    ov.add_argument("--gptq", action="store_true", help="GPTQ weight correction (data-aware)")
-    ov.add_argument("--dataset", help="calibration text: a UTF-8 file, or 'embedded' (glm4-tiny's text)")
+    ov.add_argument("--gptq", action="store_true", default=None,
+                    help="GPTQ weight correction (data-aware; on by default for int4 on cpu/gpu)")
+    ov.add_argument("--data-free", action="store_true",
+                    help="int4 without calibration: THUDM's recipe (asym, group 128, ratio 0.8)")
+    ov.add_argument("--dataset", help="calibration text: a UTF-8 file, or 'embedded' (glmkit's calibration text, "
+                                      "never the held-out text verification scores)")
     ov.add_argument("--num-samples", type=int, help="calibration samples (default 64)")
     ov.add_argument("--profile", choices=("cpu", "gpu", "npu"), default="cpu", help="target device defaults")
     gg = p.add_argument_group("gguf")
-    gg.add_argument("--outtype", default="f16",
-                    choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"),
-                    help="GGUF weight type; k-quants through llama.cpp's own quantizer (default f16)")
+    gg.add_argument("--outtype", default="f16", metavar="TYPE",
+                    help="GGUF type: f32 f16 bf16, or through llama.cpp's own quantizer " + " ".join(QUANTIZED)
+                         + " (default f16)")
+    gg.add_argument("--imatrix", metavar="FILE|embedded|TEXT_FILE",
+                    help="importance matrix: a llama.cpp imatrix (.gguf or .dat), or calibration text to compute "
+                         "one from ('embedded': glmkit's, never the held-out text)")
+    gg.add_argument("--save-imatrix", metavar="FILE.gguf", help="also write the computed importance matrix in "
+                                                                 "llama.cpp's format (for llama-quantize --imatrix)")
+    gg.add_argument("--calibration-chunks", type=int, default=16, metavar="N",
+                    help="512-token calibration chunks for the importance matrix (default 16)")
+    gg.add_argument("--tensor-type", action="append", default=[], metavar="PATTERN=TYPE",
+                    help="per-tensor type, as llama-quantize's: tensors whose name PATTERN (a regex) matches get "
+                         "TYPE, e.g. attn_v=q8_0 (repeatable)")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="the largest output allowed (2500000, 2.5MB, 4.5GB): glmkit measures recipes and writes "
+                        "the best that fits (gguf)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the check against the source (openvino, gguf)")
     return p
@@ -105,12 +124,16 @@ def run(argv: list[str] | None = None) -> int:
         if args.to == "hf":
             out = hf.to_hf(args.src, args.output, **common)
         elif args.to == "gguf":
-            out = gguf.to_gguf(args.src, args.output, outtype=args.outtype, verify=args.verify, **common)
+            out = gguf.to_gguf(args.src, args.output, outtype=args.outtype, verify=args.verify,
+                               imatrix=args.imatrix, save_imatrix=args.save_imatrix,
+                               calibration_chunks=args.calibration_chunks, tensor_types=tuple(args.tensor_type),
+                               max_size=args.max_size, **common)
         else:
             out = openvino.to_openvino(
                 args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,
                 ratio=args.ratio, all_layers=args.all_layers, awq=args.awq, scale_estimation=args.scale_estimation,
                 gptq=args.gptq, dataset=args.dataset, num_samples=args.num_samples, profile=args.profile,
+                data_free=args.data_free,
                 verify=args.verify, **common)
     except GlmkitError as e:
         print(f"glm-convert: error: {e}", file=sys.stderr)

@@ -9,9 +9,7 @@ added tokens convert. q8_0 / q4_0 use gguf-py's quantizers; k-quants go through 
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +17,19 @@ import numpy as np
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import find_template
-from glmkit.runtimes.cstdio import captured_c_output
 
-from . import manifest, preflight, progress
+from . import gguf_types, manifest, preflight, progress
+from .gguf_types import Override
 from .paths import default_output
 from .pipeline import Job, Target, convert
 
-# outtype → (how, GGML type or llama.cpp ftype). "np": gguf-py writes it; "llama": llama.cpp quantizes an f16 file,
-# choosing per-tensor types itself (q4_0 keeps the 151,552-row output tensor at q6_k, as llama-quantize does).
-OUTTYPES = {"f32": ("np", "F32"), "f16": ("np", "F16"), "bf16": ("np", "BF16"), "q8_0": ("llama", "MOSTLY_Q8_0"),
-            "q4_0": ("llama", "MOSTLY_Q4_0"), "q4_k_m": ("llama", "MOSTLY_Q4_K_M"),
-            "q5_k_m": ("llama", "MOSTLY_Q5_K_M"), "q6_k": ("llama", "MOSTLY_Q6_K")}
 # family → llama.cpp architecture. glm and chatglm both load as llama.cpp's chatglm.
 ARCHS = {"glm4": "GLM4", "glm": "CHATGLM", "chatglm": "CHATGLM"}
 # llama.cpp's GLM-4 pre-tokenizer types share the regex; "glm4" also takes a pre-token whole when it is in the
 # vocabulary (tiktoken's rule, tokenizer.json's ignore_merges), "chatglm-bpe" does not.
 PRE_TYPES = {True: "glm4", False: "chatglm-bpe"}
 ROWS_PER_CHUNK = 2048
+CALIBRATION_CHUNKS = 16  # × 512 tokens for an importance matrix
 
 
 def _plan_type(name: str, shape: tuple[int, ...], outtype: str):
@@ -43,12 +37,12 @@ def _plan_type(name: str, shape: tuple[int, ...], outtype: str):
     from gguf import GGML_QUANT_SIZES
     from gguf import GGMLQuantizationType as Q
 
-    how, t = OUTTYPES[outtype]
+    t = gguf_types.get(outtype)
     if len(shape) == 1:
         return Q.F32
-    if how == "llama":
+    if t.writer == "llama.cpp":
         return Q.F16
-    q = Q[t]
+    q = Q[t.ftype.split("_", 1)[1]]
     block = GGML_QUANT_SIZES[q][0]
     return q if shape[-1] % block == 0 else Q.F16  # rows that blocks do not divide stay f16
 
@@ -140,9 +134,8 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(scaling["factor"]))
         w.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
-    how, t = OUTTYPES[outtype]
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if how == "llama" else gguf.LlamaFileType[
-        {"F32": "ALL_F32"}.get(t, f"MOSTLY_{t}")])
+    t = gguf_types.get(outtype)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if t.writer == "llama.cpp" else gguf.LlamaFileType[t.ftype])
 
     tokens, types, merges, ids, ignore_merges = _vocab(tok_dir, config["vocab_size"])
     w.add_tokenizer_model("gpt2")
@@ -190,22 +183,6 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
     w.close()
 
 
-def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
-    """llama.cpp's own k-quantizer. Its C-level log (a metadata dump and a line per tensor) is captured and shown
-    only if it fails."""
-    import gguf
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = gguf.LlamaFileType[OUTTYPES[outtype][1]].value
-    params.nthread = os.cpu_count() or 1
-    with captured_c_output() as log:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        tail = log().strip().splitlines()[-1:] or ["no output"]
-        raise GlmkitError(f"llama.cpp's quantizer failed for {outtype} (code {rc}): {tail[0]}")
-
-
 class GGUF(Target):
     kind = "gguf"
 
@@ -215,25 +192,73 @@ class GGUF(Target):
                            "and shared image positions), so a GGUF would lose the images; no --to gguf for GLM-4V")
     is_dir = False
 
-    def __init__(self, outtype: str, rope_scaling: str | None):
-        self.outtype, self.rope_scaling = outtype, rope_scaling
+    def __init__(self, outtype: str, rope_scaling: str | None, imatrix: str | None = None,
+                 tensor_types: tuple[str, ...] = (), save_imatrix: str | Path | None = None,
+                 calibration_chunks: int = CALIBRATION_CHUNKS, max_size: str | int | None = None):
+        self.outtype, self.rope_scaling, self.imatrix_spec = outtype, rope_scaling, imatrix
+        self.tensor_types, self.save_imatrix = tensor_types, save_imatrix
+        self.calibration_chunks, self.max_size = calibration_chunks, max_size
+        self.overrides: list[Override] = []
+        self.max_bytes: int | None = None
 
     def validate(self) -> None:
-        if self.outtype not in OUTTYPES:
-            raise GlmkitError(f"--outtype {self.outtype}: choose one of {', '.join(OUTTYPES)}")
+        t = gguf_types.get(self.outtype)
+        self.overrides = [Override.parse(x) for x in self.tensor_types]
+        if self.max_size is not None:
+            from .sizes import parse_size
+
+            self.max_bytes = parse_size(self.max_size, "--max-size")
+            if self.overrides:
+                raise GlmkitError("--max-size chooses the per-tensor types itself; drop --tensor-type")
+            self.imatrix_spec = self.imatrix_spec or "embedded"  # data-aware by default when choosing
+        elif t.writer != "llama.cpp" and (self.imatrix_spec or self.overrides):
+            raise GlmkitError(f"--outtype {self.outtype} is not quantized: --imatrix and --tensor-type apply to "
+                              "quantized types (q8_0 … iq1_s)")
+        elif t.needs_imatrix and not self.imatrix_spec:
+            raise GlmkitError(gguf_types.imatrix_hint(f"--outtype {self.outtype}"))
+        if self.calibration_chunks < 1:
+            raise GlmkitError(f"--calibration-chunks {self.calibration_chunks}: give at least 1")
+        if self.save_imatrix and not self.imatrix_spec:
+            raise GlmkitError("--save-imatrix writes the importance matrix glmkit computes: add --imatrix embedded "
+                              "or --imatrix TEXT_FILE")
 
     def default_output(self, src: str) -> Path:
-        return Path(f"{default_output(src, self.outtype)}.gguf")
+        return Path(f"{default_output(src, 'max-size' if self.max_size else self.outtype)}.gguf")
 
     def preflight(self, job: Job) -> None:
-        parameters = job.parameters
-        preflight.check_disk({job.out: preflight.output_bytes(parameters, self.outtype)
-                              + (2 * parameters if OUTTYPES[self.outtype][0] == "llama" else 0)  # f16 stage
+        parameters, t = job.parameters, gguf_types.get(self.outtype)
+        out = (parameters * 2 if self.max_bytes else  # candidates are written one at a time beside the f16 stage
+               preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py" else int(parameters * 1.2))
+        preflight.check_disk({job.out: out
+                              + (2 * parameters if t.writer == "llama.cpp" or self.max_bytes else 0)  # f16 stage
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped reference
                              f"converting to GGUF {self.outtype}")
         if job.ckpt.pickled:
             raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf "
                               "--allow-pickle")
+
+    def _imatrix(self, job: Job, f16: Path, tok_dir: Path):
+        """(per-column weights, manifest record) from the user's file, or computed by llama.cpp on the f16 stage
+        over calibration text (never the held-out text verification scores)."""
+        from . import calibration
+        from . import imatrix as im
+
+        spec = self.imatrix_spec
+        if Path(spec).suffix in (".gguf", ".dat"):
+            m = im.load(spec)
+            record = {"file": str(spec), "datasets": m.datasets, "chunks": m.chunk_count, "computed": False}
+        else:
+            chunks = calibration.token_chunks(tok_dir, spec, self.calibration_chunks)
+            with progress.task("importance matrix (llama.cpp, calibration text)", total=len(chunks),
+                               quiet=job.quiet) as adv:
+                m = im.compute(f16, chunks, dataset=spec if spec == "embedded" else Path(spec).name, progress=adv)
+            record = {"dataset": spec, "chunks": len(chunks), "chunk_tokens": len(chunks[0]), "computed": True}
+            if self.save_imatrix:
+                im.save(m, self.save_imatrix)
+                record["saved_to"] = str(self.save_imatrix)
+                progress.say(f"wrote importance matrix {self.save_imatrix}", job.quiet)
+        record["entries"] = len(m.sums)
+        return m.weights(), record
 
     def export(self, job: Job) -> dict:
         from .remap import chatglm_to_glm_config, write_tokenizer
@@ -246,16 +271,37 @@ class GGUF(Target):
             tok_dir = job.stage / "tok"
             tok_dir.mkdir()
             write_tokenizer(ckpt, tok_dir)
-        if OUTTYPES[self.outtype][0] == "llama":
+        settings: dict = {"outtype": self.outtype}
+        if gguf_types.get(self.outtype).writer == "llama.cpp" or self.max_bytes:
             f16 = job.stage / "f16.gguf"
-            _write(f16, ckpt, config, tok_dir, self.outtype, job.src, job.quiet)
-            progress.say(f"quantizing to {self.outtype} with llama.cpp", job.quiet)
-            _llama_quantize(f16, job.tmp, self.outtype)
+            _write(f16, ckpt, config, tok_dir, "f16", job.src, job.quiet)
+            weights = None
+            if self.imatrix_spec:
+                weights, settings["imatrix"] = self._imatrix(job, f16, tok_dir)
+            if self.max_bytes:
+                from . import recipe
+
+                chosen = recipe.choose_gguf(f16, self.max_bytes, weights, tok_dir, job.stage, quiet=job.quiet)
+                settings.update(outtype=chosen.outtype, max_size=chosen.record)
+                self.outtype, self.overrides = chosen.outtype, chosen.overrides
+            else:
+                from gguf import GGUFReader
+
+                gguf_types.check_overrides(self.overrides, [t.name for t in GGUFReader(f16).tensors],
+                                           has_imatrix=weights is not None)
+            if self.overrides:
+                settings["tensor_types"] = [str(o) for o in self.overrides]
+            progress.say(f"quantizing to {self.outtype} with llama.cpp"
+                         + (" and an importance matrix" if weights else ""), job.quiet)
+            gguf_types.quantize(f16, job.tmp, self.outtype, imatrix=weights, overrides=self.overrides)
             f16.unlink()
+            if self.max_bytes and job.tmp.stat().st_size > self.max_bytes:  # never: choose_gguf measured it
+                raise GlmkitError(f"--max-size: the chosen file is {job.tmp.stat().st_size:,} bytes, over "
+                                  f"{self.max_bytes:,}; please report this")
         else:
             _write(job.tmp, ckpt, config, tok_dir, self.outtype, job.src, job.quiet)
         return {"file": job.out.name, "architecture": ARCHS[ckpt.family.name].lower(),
-                "settings": {"outtype": self.outtype}, "size_bytes": job.tmp.stat().st_size,
+                "settings": settings, "size_bytes": job.tmp.stat().st_size,
                 "file_identity": manifest.file_identity(job.tmp)}
 
     def verify(self, job: Job):
@@ -277,9 +323,15 @@ class GGUF(Target):
 
 def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16", verify: bool = True,
             force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False,
-            rope_scaling: str | None = None) -> Path:
+            rope_scaling: str | None = None, imatrix: str | None = None, tensor_types: tuple[str, ...] = (),
+            save_imatrix: str | Path | None = None, calibration_chunks: int = CALIBRATION_CHUNKS,
+            max_size: str | int | None = None) -> Path:
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json).
     rope_scaling "yarn:FACTOR" writes YaRN into the file (llama.cpp reads {arch}.rope.scaling.*) and verifies
-    against the source run with the same YaRN."""
-    return convert(GGUF(outtype, rope_scaling), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
+    against the source run with the same YaRN. imatrix: an importance matrix file (.gguf/.dat), or calibration
+    text ("embedded" or a UTF-8 file) to compute one from; tensor_types: llama-quantize's PATTERN=TYPE overrides;
+    max_size: the largest file allowed (bytes, or "2.5MB", "4.5GB"): glmkit chooses the type, importance matrix
+    and overrides with the best measured quality that fits."""
+    target = GGUF(outtype, rope_scaling, imatrix, tuple(tensor_types), save_imatrix, calibration_chunks, max_size)
+    return convert(target, src, output, rope_scaling=rope_scaling, verify=verify, force=force,
                    allow_pickle=allow_pickle, revision=revision, quiet=quiet)

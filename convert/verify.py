@@ -18,7 +18,12 @@ from glmkit.runtimes.logits import logits as artifact_logits
 # near-tie now and then; int8 per-channel keeps ~99 % on trained models; int4 group-wise typically 85–95 %, so
 # 75 % flags a broken conversion (wrong rope, lost tokens: those give < 20 %) without failing honest int4.
 THRESHOLDS = {"f32": 0.99, "fp32": 0.99, "fp16": 0.98, "f16": 0.98, "bf16": 0.97,
-              "int8": 0.93, "q8_0": 0.93, "int4": 0.75, "q4_0": 0.70, "q4_k_m": 0.75, "q5_k_m": 0.8, "q6_k": 0.85}
+              "int8": 0.93, "q8_0": 0.93, "int4": 0.75, "q4_0": 0.70, "q4_k_m": 0.75, "q5_k_m": 0.8, "q6_k": 0.85,
+              # llama.cpp's lower types, imatrix or not: glm4-tiny keeps 86-96 % at 3-5 bits, 72-84 % at 2 bits,
+              # 66-69 % at 1.5-1.75 bits on held-out text; a wrong rope or lost tokens gives < 20 %
+              "q5_k_s": 0.8, "q5_0": 0.8, "q4_k_s": 0.75, "iq4_nl": 0.7, "iq4_xs": 0.7, "q3_k_l": 0.6,
+              "q3_k_m": 0.6, "q3_k_s": 0.6, "iq3_m": 0.6, "iq3_s": 0.6, "iq3_xs": 0.6, "iq3_xxs": 0.6, "q2_k": 0.45,
+              "q2_k_s": 0.45, "iq2_m": 0.45, "iq2_s": 0.45, "iq2_xs": 0.4, "iq2_xxs": 0.4, "iq1_m": 0.3, "iq1_s": 0.3}
 DEFAULT_TOKENS = 512  # 1 flip = 0.2 %: fine enough to judge a 99 % bar
 
 

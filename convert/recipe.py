@@ -1,0 +1,159 @@
+"""`--max-size`: the quantization recipe with the best measured quality whose file fits.
+
+For GGUF, with an importance matrix (glmkit's calibration text unless the user gave one):
+  1. every llama.cpp type is sized by llama.cpp's dry run; the largest few that fit are quantized and measured;
+  2. the best one is then raised tensor group by tensor group (token_embd, output, attn_q/k/v/output,
+     ffn_up/down to 6–8 bits), each group measured alone, and the groups with the most KL saved per byte are
+     kept while the file still fits; the mix is measured once more and kept only if it beats the plain type.
+Quality here is KL against the f16 GGUF on calibration text that neither the importance matrix nor verification
+uses (the last chunks of the calibration text); the held-out text stays for verification.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from glmkit.glm4.errors import GlmkitError
+
+from . import gguf_types, progress
+from .gguf_types import Override
+from .sizes import human
+
+MEASURED_TYPES = 3   # plain types quantized and measured, the largest that fit
+EVAL_CHUNKS = 2      # × 512 calibration tokens scored per candidate
+GROUPS = {"token_embd": r"^token_embd\.weight$", "output": r"^output\.weight$",
+          "attn_q": r"\.attn_q\.weight$", "attn_k": r"\.attn_k\.weight$", "attn_v": r"\.attn_v\.weight$",
+          "attn_output": r"\.attn_output\.weight$", "ffn_up": r"\.ffn_up\.weight$",
+          "ffn_down": r"\.ffn_down\.weight$"}
+SLACK = 32 * 1024    # the dry run prints MiB to two decimals and pads tensors otherwise: this close may fit
+HIGHER = {"q8_0": None, "q6_k": "q8_0", "q5_k_m": "q8_0", "q5_k_s": "q8_0", "q5_0": "q8_0"}  # else q6_k
+
+
+@dataclass
+class Chosen:
+    outtype: str
+    overrides: list[Override]
+    record: dict = field(default_factory=dict)
+
+
+class _Scorer:
+    """KL of a candidate GGUF against the f16 GGUF's own logits on held-aside calibration chunks."""
+
+    def __init__(self, f16: Path, tok_dir: Path):
+        from glmkit.runtimes.logits import logits
+
+        from .calibration import token_chunks
+
+        self.chunks = token_chunks(tok_dir, "embedded", 10**6)[-EVAL_CHUNKS:]
+        self.logits = logits
+        self.ref = [logits(f16, c) for c in self.chunks]
+
+    def kl(self, path: Path) -> float:
+        from .verify import compare
+
+        got = np.concatenate([self.logits(path, c) for c in self.chunks])
+        return compare(np.concatenate(self.ref), got, "candidate").mean_kl
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, stage: Path,
+                quiet: bool = False) -> Chosen:
+    t0 = time.perf_counter()
+    sizes = {}
+    for name in gguf_types.QUANTIZED:
+        if gguf_types.TYPES[name].needs_imatrix and imatrix is None:
+            continue
+        sizes[name] = gguf_types.planned_bytes(f16, name, imatrix=imatrix)
+    fitting = sorted((n for n in sizes if sizes[n] <= max_bytes + SLACK), key=lambda n: -sizes[n])
+    if not fitting:
+        smallest = min(sizes, key=sizes.get)
+        raise GlmkitError(f"--max-size {human(max_bytes)}: the smallest GGUF of this model is {smallest} at about "
+                          f"{human(sizes[smallest])}; give at least that")
+    scorer = _Scorer(f16, tok_dir)
+    measured: list[dict] = []
+    cand = stage / "candidate.gguf"
+
+    def measure(outtype: str, overrides: list[Override], label: str) -> dict:
+        row = {"recipe": label, "outtype": outtype, "overrides": [str(o) for o in overrides], "kl": None}
+        planned = gguf_types.planned_bytes(f16, outtype, imatrix=imatrix, overrides=overrides)
+        if planned > max_bytes + SLACK:  # sized by the dry run alone: no need to quantize it
+            row["bytes"] = planned
+        else:
+            gguf_types.quantize(f16, cand, outtype, imatrix=imatrix, overrides=overrides)
+            row["bytes"] = cand.stat().st_size
+            if row["bytes"] <= max_bytes:
+                row["kl"] = round(scorer.kl(cand), 6)
+            cand.unlink()
+        measured.append(row)
+        return row
+
+    with progress.task(f"--max-size {human(max_bytes)}: measuring recipes", total=None, quiet=quiet):
+        plain: list[dict] = []
+        for name in fitting:  # largest first, until MEASURED_TYPES have really fit
+            plain.append(measure(name, [], name))
+            if sum(r["kl"] is not None for r in plain) == MEASURED_TYPES:
+                break
+        best = min((r for r in plain if r["kl"] is not None), key=lambda r: r["kl"], default=None)
+        if best is None:
+            raise GlmkitError(f"--max-size {human(max_bytes)}: no measured type fit (llama.cpp's sizes exceeded "
+                              "its dry run); give a little more room")
+        chosen_row = best
+        higher = HIGHER.get(best["outtype"], "q6_k")
+        if higher:
+            single, gains = {}, []
+            for group, pattern in GROUPS.items():
+                row = single[group] = measure(best["outtype"], [Override(pattern, higher)],
+                                              f"{best['outtype']} + {group} {higher}")
+                extra, saved = row["bytes"] - best["bytes"], best["kl"] - (row["kl"] if row["kl"] is not None else 1e9)
+                if extra > 0 and saved > 0:
+                    gains.append((group, extra, saved))
+            picked = _best_subset(gains, max_bytes - best["bytes"])
+            mix = None
+            if len(picked) == 1:
+                mix = single[picked[0]]
+            elif picked:
+                mix = measure(best["outtype"], [Override(GROUPS[g], higher) for g in picked],
+                              f"{best['outtype']} + {', '.join(picked)} {higher}")
+            if mix and mix["kl"] is not None and mix["kl"] < best["kl"]:
+                chosen_row = mix
+    record = {"max_bytes": max_bytes, "chosen": chosen_row["recipe"], "chosen_bytes": chosen_row["bytes"],
+              "chosen_kl": chosen_row["kl"],
+              "scored_on": f"KL against the f16 GGUF over {scorer.tokens} calibration tokens (not held out)",
+              "planned_bytes": sizes, "measured": measured, "seconds": round(time.perf_counter() - t0, 1)}
+    _show(record, quiet)
+    overrides = [Override.parse(o) for o in chosen_row["overrides"]]
+    return Chosen(chosen_row["outtype"], overrides, record)
+
+
+def _best_subset(gains: list[tuple[str, int, float]], room: int) -> list[str]:
+    """The groups whose measured KL savings add up to the most within `room` bytes: a knapsack over at most
+    len(GROUPS) items, solved exactly. Bytes add up exactly (tensors quantize independently); savings are
+    assumed to, and the mix is measured before it is kept."""
+    best, best_saved = [], 0.0
+    for mask in range(1, 1 << len(gains)):
+        items = [g for i, g in enumerate(gains) if mask >> i & 1]
+        if sum(e for _, e, _ in items) <= room and sum(s for _, _, s in items) > best_saved:
+            best, best_saved = [g for g, _, _ in items], sum(s for _, _, s in items)
+    return best
+
+
+def _show(record: dict, quiet: bool) -> None:
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"--max-size {human(record['max_bytes'])}: recipes measured ({record['scored_on']})")
+    for col in ("recipe", "bytes", "KL", ""):
+        table.add_column(col, justify="right" if col in ("bytes", "KL") else "left")
+    for r in record["measured"]:
+        table.add_row(r["recipe"], f"{r['bytes']:,}", "over the size" if r["kl"] is None else f"{r['kl']:.5f}",
+                      "← chosen" if r["recipe"] == record["chosen"] else "")
+    Console(stderr=True).print(table)
