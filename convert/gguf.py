@@ -4,7 +4,8 @@ Tensors stream from the memory-mapped safetensors one at a time into GGUFWriter 
 not the model). Names come from gguf-py's own tensor-name maps. Hyperparameters are read from the config fields
 the family really has (llama.cpp's converter reads ChatGLM names for GlmForCausalLM and gets context length,
 rope base and eps wrong). The tokenizer is accepted by its pre-tokenizer regex, not by a hash, so fine-tunes with
-added tokens convert. q8_0 / q4_0 use gguf-py's quantizers; k-quants go through llama.cpp's own quantizer.
+added tokens convert. f32/f16/bf16 are written here; every quantized type goes through llama.cpp's own quantizer
+(gguf_types.py), with an importance matrix (imatrix.py) and overrides when asked.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 
 from . import preflight, progress
+from .calibration import texts as calibration_texts
 from .openvino_ir import ir_weight_precisions, rope_frequencies_in_f32, write_generation_config
 from .paths import default_output
 from .pipeline import Job, Target, convert
@@ -93,14 +94,6 @@ class Compression:
                 "ratio": ratio, "all_layers": self.all_layers, "awq": self.awq,
                 "scale_estimation": self.scale_estimation, "gptq": gptq, "dataset": dataset,
                 "num_samples": self.num_samples or (64 if dataset else None)}
-
-
-def calibration_texts(dataset: str, num_samples: int, chunk_chars: int = 1200) -> list[str]:
-    """Calibration samples from a text file or the embedded calibration text (never the held-out text that
-    verification scores), cut at paragraph breaks; offline."""
-    from .calibration import texts
-
-    return texts(dataset, num_samples, chunk_chars)
 
 
 def group_size_warnings(config: dict, group: int) -> list[str]:

@@ -82,7 +82,8 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
 
     def measure(outtype: str, overrides: list[Override], label: str) -> dict:
         row = {"recipe": label, "outtype": outtype, "overrides": [str(o) for o in overrides], "kl": None}
-        planned = gguf_types.planned_bytes(f16, outtype, imatrix=imatrix, overrides=overrides)
+        planned = sizes[outtype] if not overrides else gguf_types.planned_bytes(f16, outtype, imatrix=imatrix,
+                                                                                overrides=overrides)
         if planned > max_bytes + SLACK:  # sized by the dry run alone: no need to quantize it
             row["bytes"] = planned
         else:

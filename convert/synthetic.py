@@ -84,7 +84,7 @@ def vision_config(shape: str) -> dict:
 
 
 def vision_tensors(shape: str) -> dict[str, tuple[int, ...]]:
-    """`transformer.vision.*` names and shapes of GLM-4V's vision tower (DESIGN.md lists them)."""
+    """`transformer.vision.*` names and shapes of GLM-4V's vision tower (docs/glm4v.md lists them)."""
     v, t = vision_config(shape), SHAPES[shape]
     hv, iv, h, f = v["hidden_size"], v["intermediate_size"], t["hidden_size"], t["intermediate_size"]
     out = {"patch_embedding.proj.weight": (hv, 3, v["patch_size"], v["patch_size"]),

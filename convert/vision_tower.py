@@ -1,5 +1,5 @@
-"""GLM-4V-9B's vision tower as glmkit's own small torch module, in the published architecture (DESIGN.md,
-"GLM-4V-9B"): EVA2CLIP's patch embedding and post-norm transformer, a 2×2 stride-2 conv that merges four patches,
+"""GLM-4V-9B's vision tower as glmkit's own small torch module, in the published architecture (docs/glm4v.md,
+"Forward"): EVA2CLIP's patch embedding and post-norm transformer, a 2×2 stride-2 conv that merges four patches,
 a GLU projection into the language model's width, and the boi/eoi vectors, all divided by the scaling factor.
 
 Parameter names are the checkpoint's (`transformer.vision.` stripped), so its tensors load as they are, with no

@@ -36,7 +36,7 @@ PRETOKENIZER_REGEX = (
     r"|\s+(?!\S)|\s+"
 )
 
-# Chat formats, laid out as GLM-4-0414's own template lays them out (DESIGN.md, "Tool calling"):
+# Chat formats, laid out as GLM-4-0414's own template lays them out (docs/glm4-format.md, "Tools"):
 # `[gMASK]<sop>` opens every prompt — a converter that drops it yields a model that talks garbage; OpenAI-style
 # tools become a system block (`# 可用工具`, each function as indented JSON); a tool call in history is an assistant
 # turn whose `metadata` is the function name; results are observations. The generation prompt is `<|assistant|>`
@@ -142,7 +142,7 @@ FAMILIES: dict[str, Family] = {
         checkpoints=("THUDM/glm-4-9b", "THUDM/glm-4-9b-chat", "THUDM/glm-4-9b-chat-1m"),
         context_field="seq_length", remap_to="glm", tokenizer_file="tokenizer.model",
     ),
-    # GLM-4V-9B: the chatglm layout plus `vision_config` and `transformer.vision.*` (DESIGN.md, "GLM-4V-9B").
+    # GLM-4V-9B: the chatglm layout plus `vision_config` and `transformer.vision.*` (docs/glm4v.md).
     # Its language part remaps into the glm layout as chatglm's does.
     "glm4v": Family(
         name="glm4v", architectures=("ChatGLMModel",), model_type="chatglm", checkpoints=("THUDM/glm-4v-9b",),

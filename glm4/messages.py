@@ -1,6 +1,6 @@
 """OpenAI chat messages as GLM-4 turns, and where a checkpoint's chat template comes from.
 
-The turn format (DESIGN.md, "Tool calling"): tools are described in a system block the checkpoint's template
+The turn format (docs/glm4-format.md, "Tools"): tools are described in a system block the checkpoint's template
 renders — from the `tools` argument (GLM-4-0414) or from a message's `tools` field (glm-4-9b-chat). In history a
 call is an assistant turn with `metadata` = the function name and the arguments as content; a result is an
 `observation` turn. A Z1 answer's reasoning never enters history.

@@ -1,6 +1,6 @@
 """GLM-4V-9B's facts: how an image enters the prompt, which positions its embeddings take, how pixels are prepared.
 
-Each was checked against independent code (DESIGN.md, "GLM-4V-9B"): the original modeling and tokenization code as
+Each was checked against independent code (docs/glm4v.md): the original modeling and tokenization code as
 vLLM and chatglm.cpp reimplement it. The prompt holds `<|begin_of_image|><|endoftext|><|end_of_image|>` before the
 turn's text; the language model sees, in place of those 3 tokens, the vision tower's boi vector, one embedding per
 patch of the 2×2-merged grid (1,600 at 1120 px) and its eoi vector. Positions are the original's, not sequential:

@@ -39,7 +39,7 @@ def _render(name: str, messages: list[dict], tools: list[dict]) -> str:
 @pytest.mark.parametrize("name", ["GLM-4-9B-0414.chat_template.jinja", "glm-4-9b-chat.chat_template.jinja"])
 def test_openai_tool_history_renders_as_glm4_turns(name):
     """Both real templates: the tool block, each call as `<|assistant|>name\\n{args}`, each result as an
-    observation, and the generation prompt `<|assistant|>` with no newline (DESIGN.md, "Tool calling")."""
+    observation, and the generation prompt `<|assistant|>` with no newline (docs/glm4-format.md, "Tools")."""
     text = _render(name, OPENAI_LOOP, [WEATHER, ADD])
     assert "# 可用工具" in text and "## get_weather" in text and "## add" in text
     assert '"name": "get_weather"' in text  # the schema, as tojson(indent=4) wrote it
