@@ -24,6 +24,12 @@ def _lengths(text: str) -> tuple[int, ...]:
     return values
 
 
+def _quantize_defaults(engine: str) -> tuple[str, ...]:
+    from .quantize import GGUF_DEFAULT, OPENVINO_DEFAULT
+
+    return GGUF_DEFAULT if engine == "gguf" else OPENVINO_DEFAULT
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="glm-bench", description="Benchmark GLM-4 artifacts made by glmkit.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -104,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("--gen", type=int, default=32, help="tokens per answer")
     vi.add_argument("--threads", type=int)
     vi.add_argument("-o", "--output", default="vision.json", help="result JSON; .md is written beside it")
+    qz = sub.add_parser("quantize", help="a sweep of quantization recipes (GGUF and OpenVINO): KL, top-1, "
+                                         "perplexity against size and decode speed, Pareto front marked")
+    qz.add_argument("src", help="a glm-convert SRC small enough for its fp32 reference (glm4-tiny, a local dir)")
+    qz.add_argument("--gguf", default=",".join(_quantize_defaults("gguf")),
+                    help="comma list of llama.cpp types, TYPE+imatrix for an importance matrix ('' for none)")
+    qz.add_argument("--openvino", default=",".join(_quantize_defaults("openvino")),
+                    help="comma list of: int8, int4 (glmkit's default), int4-data-free, int4-optimum-default")
+    qz.add_argument("--reps", type=int, default=3, help="decode repetitions per artifact")
+    qz.add_argument("--gen", type=int, default=32)
+    qz.add_argument("--tokens", type=int, default=1024, help="held-out tokens scored")
+    qz.add_argument("--no-speed", dest="speed", action="store_false")
+    qz.add_argument("--threads", type=int)
+    qz.add_argument("--keep-artifacts", metavar="DIR", help="convert into DIR and reuse what is already there")
+    qz.add_argument("-o", "--output", default="quantize.json",
+                    help="result JSON; .md, .csv and .png are written beside it")
+    qz.add_argument("-q", "--quiet", action="store_true")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -201,6 +223,16 @@ def run(argv: list[str] | None = None) -> int:
 
             types = tuple(t for t in (args.kv_cache or "").split(",") if t) or None
             return _write(kv.run(args.model, args.length, types), Path(args.output), kv)
+        if args.cmd == "quantize":
+            from glmkit.convert.atomic import write_text
+
+            from . import quantize
+
+            data = quantize.run(args.src, tuple(x for x in args.gguf.split(",") if x),
+                                tuple(x for x in args.openvino.split(",") if x), args.keep_artifacts, args.reps,
+                                args.gen, args.tokens, args.speed, args.threads, args.quiet)
+            write_text(Path(args.output).with_suffix(".csv"), quantize.to_csv(data))
+            return _write(data, Path(args.output), quantize)
         if args.cmd == "vision":
             from . import vision
 

@@ -195,3 +195,30 @@ def test_openvino_int4_default_halves_optimum_intels_default_error(tmp_path):
     size = lambda p: (p / "openvino_model.bin").stat().st_size  # noqa: E731
     assert size(ours) <= 1.08 * size(theirs)
     assert held_out_kl(ours, "openvino") <= 0.5 * held_out_kl(theirs, "openvino")
+
+
+def test_glm_bench_quantize_sweeps_both_engines_and_marks_the_front(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from glmkit.benchmarks.quantize import pareto
+
+    out = tmp_path / "sweep.json"
+    r = subprocess.run([sys.executable, "-m", "glmkit.benchmarks", "quantize", "glm4-tiny", "--gguf",
+                        "q8_0,q4_k_m,iq2_m+imatrix", "--openvino", "int8", "--tokens", "512", "--no-speed",
+                        "-o", out, "-q"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    rows = {(x["engine"], x["recipe"]): x for x in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("gguf", "q8_0"), ("gguf", "q4_k_m"), ("gguf", "iq2_m+imatrix"), ("openvino", "int8")}
+    kl = {k: v["mean_kl"] for k, v in rows.items()}
+    assert kl["gguf", "q8_0"] < kl["gguf", "q4_k_m"] < kl["gguf", "iq2_m+imatrix"]  # fewer bits, more error
+    assert rows["gguf", "iq2_m+imatrix"]["bytes"] < rows["gguf", "q4_k_m"]["bytes"] < rows["gguf", "q8_0"]["bytes"]
+    assert rows["gguf", "iq2_m+imatrix"]["pareto"] and rows["gguf", "q4_k_m"]["pareto"]  # smallest / between
+    with open(out.with_suffix(".csv")) as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert out.with_suffix(".png").stat().st_size > 10_000 and "★" in out.with_suffix(".md").read_text()
+    # the front: a row another beats on both size and KL is off it
+    made = [{"bytes": 1, "mean_kl": 3.0}, {"bytes": 2, "mean_kl": 1.0}, {"bytes": 3, "mean_kl": 2.0}]
+    pareto(made)
+    assert [m["pareto"] for m in made] == [True, True, False]
