@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", metavar="SIZE",
                    help="the largest output allowed (2500000, 2.5MB, 4.5GB): glmkit measures recipes and writes "
                         "the best that fits (gguf)")
+    p.add_argument("--memory", metavar="SIZE", help="memory the model may use when it runs (weights + KV cache of "
+                                                    "--n-ctx tokens + runtime): the file gets what is left (gguf)")
+    p.add_argument("--n-ctx", type=int, default=4096, help="context the --memory budget keeps room for (4096)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the check against the source (openvino, gguf)")
     return p
@@ -127,7 +130,7 @@ def run(argv: list[str] | None = None) -> int:
             out = gguf.to_gguf(args.src, args.output, outtype=args.outtype, verify=args.verify,
                                imatrix=args.imatrix, save_imatrix=args.save_imatrix,
                                calibration_chunks=args.calibration_chunks, tensor_types=tuple(args.tensor_type),
-                               max_size=args.max_size, **common)
+                               max_size=args.max_size, memory=args.memory, n_ctx=args.n_ctx, **common)
         else:
             out = openvino.to_openvino(
                 args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,

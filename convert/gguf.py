@@ -11,6 +11,7 @@ added tokens convert. f32/f16/bf16 are written here; every quantized type goes t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,22 +196,29 @@ class GGUF(Target):
 
     def __init__(self, outtype: str, rope_scaling: str | None, imatrix: str | None = None,
                  tensor_types: tuple[str, ...] = (), save_imatrix: str | Path | None = None,
-                 calibration_chunks: int = CALIBRATION_CHUNKS, max_size: str | int | None = None):
+                 calibration_chunks: int = CALIBRATION_CHUNKS, max_size: str | int | None = None,
+                 memory: str | int | None = None, n_ctx: int = 4096):
         self.outtype, self.rope_scaling, self.imatrix_spec = outtype, rope_scaling, imatrix
         self.tensor_types, self.save_imatrix = tensor_types, save_imatrix
         self.calibration_chunks, self.max_size = calibration_chunks, max_size
         self.overrides: list[Override] = []
         self.max_bytes: int | None = None
+        self.memory, self.n_ctx, self.budget = memory, n_ctx, None
 
     def validate(self) -> None:
         t = gguf_types.get(self.outtype)
         self.overrides = [Override.parse(x) for x in self.tensor_types]
-        if self.max_size is not None:
+        if self.max_size is not None or self.memory is not None:
             from .sizes import parse_size
 
-            self.max_bytes = parse_size(self.max_size, "--max-size")
+            limits = [parse_size(self.max_size, "--max-size")] if self.max_size is not None else []
+            if self.memory is not None:
+                limits.append(parse_size(self.memory, "--memory"))  # narrowed to the weights' share in preflight
+                if self.n_ctx < 1:
+                    raise GlmkitError(f"--n-ctx {self.n_ctx}: give at least 1 token")
+            self.max_bytes = min(limits)
             if self.overrides:
-                raise GlmkitError("--max-size chooses the per-tensor types itself; drop --tensor-type")
+                raise GlmkitError("--max-size and --memory choose the per-tensor types themselves; drop --tensor-type")
             self.imatrix_spec = self.imatrix_spec or "embedded"  # data-aware by default when choosing
         elif t.writer != "llama.cpp" and (self.imatrix_spec or self.overrides):
             raise GlmkitError(f"--outtype {self.outtype} is not quantized: --imatrix and --tensor-type apply to "
@@ -224,10 +232,18 @@ class GGUF(Target):
                               "or --imatrix TEXT_FILE")
 
     def default_output(self, src: str) -> Path:
-        return Path(f"{default_output(src, 'max-size' if self.max_size else self.outtype)}.gguf")
+        return Path(f"{default_output(src, 'max-size' if self.max_bytes else self.outtype)}.gguf")
 
     def preflight(self, job: Job) -> None:
         parameters, t = job.parameters, gguf_types.get(self.outtype)
+        if self.memory is not None:
+            from .recipe import memory_budget
+            from .remap import chatglm_to_glm_config
+            from .sizes import parse_size
+
+            config = job.ckpt.config if job.ckpt.family.native else chatglm_to_glm_config(job.ckpt.config)
+            self.budget = memory_budget(config, parse_size(self.memory, "--memory"), self.n_ctx)
+            self.max_bytes = min(self.max_bytes, self.budget["weights"])
         out = (parameters * 2 if self.max_bytes else  # candidates are written one at a time beside the f16 stage
                preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py" else int(parameters * 1.2))
         preflight.check_disk({job.out: out
@@ -275,15 +291,22 @@ class GGUF(Target):
         settings: dict = {"outtype": self.outtype}
         if gguf_types.get(self.outtype).writer == "llama.cpp" or self.max_bytes:
             f16 = job.stage / "f16.gguf"
+            steps = settings["seconds"] = {}  # where a quantized conversion's time goes
+            t = time.perf_counter()
             _write(f16, ckpt, config, tok_dir, "f16", job.src, job.quiet)
+            steps["f16"] = round(time.perf_counter() - t, 1)
             weights = None
             if self.imatrix_spec:
+                t = time.perf_counter()
                 weights, settings["imatrix"] = self._imatrix(job, f16, tok_dir)
+                steps["imatrix"] = round(time.perf_counter() - t, 1)
             if self.max_bytes:
                 from . import recipe
 
                 chosen = recipe.choose_gguf(f16, self.max_bytes, weights, tok_dir, job.stage, quiet=job.quiet)
                 settings.update(outtype=chosen.outtype, max_size=chosen.record)
+                if self.budget:
+                    settings["memory"] = self.budget
                 self.outtype, self.overrides = chosen.outtype, chosen.overrides
             else:
                 from gguf import GGUFReader
@@ -294,7 +317,9 @@ class GGUF(Target):
                 settings["tensor_types"] = [str(o) for o in self.overrides]
             progress.say(f"quantizing to {self.outtype} with llama.cpp"
                          + (" and an importance matrix" if weights else ""), job.quiet)
+            t = time.perf_counter()
             gguf_types.quantize(f16, job.tmp, self.outtype, imatrix=weights, overrides=self.overrides)
+            steps["quantize"] = round(time.perf_counter() - t, 1)
             f16.unlink()
             if self.max_bytes and job.tmp.stat().st_size > self.max_bytes:  # never: choose_gguf measured it
                 raise GlmkitError(f"--max-size: the chosen file is {job.tmp.stat().st_size:,} bytes, over "
@@ -326,13 +351,15 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False,
             rope_scaling: str | None = None, imatrix: str | None = None, tensor_types: tuple[str, ...] = (),
             save_imatrix: str | Path | None = None, calibration_chunks: int = CALIBRATION_CHUNKS,
-            max_size: str | int | None = None) -> Path:
+            max_size: str | int | None = None, memory: str | int | None = None, n_ctx: int = 4096) -> Path:
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json).
     rope_scaling "yarn:FACTOR" writes YaRN into the file (llama.cpp reads {arch}.rope.scaling.*) and verifies
     against the source run with the same YaRN. imatrix: an importance matrix file (.gguf/.dat), or calibration
     text ("embedded" or a UTF-8 file) to compute one from; tensor_types: llama-quantize's PATTERN=TYPE overrides;
     max_size: the largest file allowed (bytes, or "2.5MB", "4.5GB"): glmkit chooses the type, importance matrix
-    and overrides with the best measured quality that fits."""
-    target = GGUF(outtype, rope_scaling, imatrix, tuple(tensor_types), save_imatrix, calibration_chunks, max_size)
+    and overrides with the best measured quality that fits. memory: what the model may use when it runs, weights plus
+    an f16 KV cache of n_ctx tokens plus llama.cpp's working memory; the file gets what is left."""
+    target = GGUF(outtype, rope_scaling, imatrix, tuple(tensor_types), save_imatrix, calibration_chunks, max_size,
+                  memory, n_ctx)
     return convert(target, src, output, rope_scaling=rope_scaling, verify=verify, force=force,
                    allow_pickle=allow_pickle, revision=revision, quiet=quiet)

@@ -66,6 +66,10 @@ class _Scorer:
 def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, stage: Path,
                 quiet: bool = False) -> Chosen:
     t0 = time.perf_counter()
+    if f16.stat().st_size <= max_bytes:  # nothing to give up: the unquantized file fits
+        record = {"max_bytes": max_bytes, "chosen": "f16", "chosen_bytes": f16.stat().st_size, "chosen_kl": 0.0,
+                  "measured": [], "seconds": 0.0}
+        return Chosen("f16", [], record)
     sizes = {}
     for name in gguf_types.QUANTIZED:
         if gguf_types.TYPES[name].needs_imatrix and imatrix is None:
@@ -82,6 +86,7 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
 
     def measure(outtype: str, overrides: list[Override], label: str) -> dict:
         row = {"recipe": label, "outtype": outtype, "overrides": [str(o) for o in overrides], "kl": None}
+        t = time.perf_counter()
         planned = sizes[outtype] if not overrides else gguf_types.planned_bytes(f16, outtype, imatrix=imatrix,
                                                                                 overrides=overrides)
         if planned > max_bytes + SLACK:  # sized by the dry run alone: no need to quantize it
@@ -92,6 +97,7 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
             if row["bytes"] <= max_bytes:
                 row["kl"] = round(scorer.kl(cand), 6)
             cand.unlink()
+        row["seconds"] = round(time.perf_counter() - t, 1)
         measured.append(row)
         return row
 
@@ -131,6 +137,30 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
     _show(record, quiet)
     overrides = [Override.parse(o) for o in chosen_row["overrides"]]
     return Chosen(chosen_row["outtype"], overrides, record)
+
+
+# llama.cpp's working memory beside weights and KV: the logits of a 512-token batch (4 bytes × vocabulary) and a
+# fixed allowance for compute buffers and the process itself
+BATCH_LOGITS = 512
+RUNTIME_BYTES = 160 * 2**20
+
+
+def memory_budget(config: dict, memory: int, n_ctx: int) -> dict:
+    """How `--memory` splits: the f16 KV cache of n_ctx tokens, llama.cpp's working memory, and what is left for
+    the file's weights (an estimate; the manifest records it)."""
+    from glmkit.runtimes.context import kv_bytes_per_token
+
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    kv = int(kv_bytes_per_token(config["num_hidden_layers"], config.get("num_key_value_heads", heads), head_dim)
+             * n_ctx)
+    runtime = RUNTIME_BYTES + 4 * BATCH_LOGITS * config["vocab_size"]
+    weights = memory - kv - runtime
+    if weights <= 0:
+        raise GlmkitError(f"--memory {human(memory)} with --n-ctx {n_ctx}: the KV cache ({human(kv)}) and "
+                          f"llama.cpp's working memory ({human(runtime)}) leave nothing for the weights; give more "
+                          "memory or a smaller --n-ctx")
+    return {"memory": memory, "n_ctx": n_ctx, "kv_cache_f16": kv, "runtime": runtime, "weights": weights}
 
 
 def _best_subset(gains: list[tuple[str, int, float]], room: int) -> list[str]:

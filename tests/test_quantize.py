@@ -145,6 +145,7 @@ def test_tensor_type_overrides_land_on_the_named_tensors(tiny):
                                         (["--outtype", "q5_7"], "choose one of"),
                                         (["--max-size", "100KB"], "smallest GGUF"),
                                         (["--max-size", "lots"], "give bytes or a size"),
+                                        (["--memory", "100MB"], "leave nothing for the weights"),
                                         (["--outtype", "q4_k_m", "--tensor-type", "nothing_here=q8_0"],
                                          "no tensor name matches"),
                                         (["--outtype", "f16", "--imatrix", "embedded"], "not quantized")])
@@ -222,3 +223,14 @@ def test_glm_bench_quantize_sweeps_both_engines_and_marks_the_front(tmp_path):
     made = [{"bytes": 1, "mean_kl": 3.0}, {"bytes": 2, "mean_kl": 1.0}, {"bytes": 3, "mean_kl": 2.0}]
     pareto(made)
     assert [m["pareto"] for m in made] == [True, True, False]
+
+
+def test_memory_leaves_room_for_the_kv_cache_and_the_runtime(tmp_path):
+    out = tmp_path / "m.gguf"
+    r = glm_convert("glm4-tiny", "--to", "gguf", "--memory", "200MB", "--n-ctx", "2048", "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    budget = json.loads((tmp_path / "m.gguf.glmkit.json").read_text())["settings"]["memory"]
+    # glm4-tiny: 4 layers × 2 KV heads × 64 × (K and V) × 2 bytes per token
+    assert budget["kv_cache_f16"] == 2048 * 4 * 2 * 64 * 2 * 2
+    assert budget["kv_cache_f16"] + budget["runtime"] + budget["weights"] == 200_000_000
+    assert out.stat().st_size <= budget["weights"]
