@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "TYPE, e.g. attn_v=q8_0 (repeatable)")
     p.add_argument("--max-size", metavar="SIZE",
                    help="the largest output allowed (2500000, 2.5MB, 4.5GB): glmkit measures recipes and writes "
-                        "the best that fits (gguf)")
+                        "the best that fits")
     p.add_argument("--memory", metavar="SIZE", help="memory the model may use when it runs (weights + KV cache of "
-                                                    "--n-ctx tokens + runtime): the file gets what is left (gguf)")
+                                                    "--n-ctx tokens + runtime): the file gets what is left")
     p.add_argument("--n-ctx", type=int, default=4096, help="context the --memory budget keeps room for (4096)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the check against the source (openvino, gguf)")
@@ -136,7 +136,7 @@ def run(argv: list[str] | None = None) -> int:
                 args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,
                 ratio=args.ratio, all_layers=args.all_layers, awq=args.awq, scale_estimation=args.scale_estimation,
                 gptq=args.gptq, dataset=args.dataset, num_samples=args.num_samples, profile=args.profile,
-                data_free=args.data_free,
+                data_free=args.data_free, max_size=args.max_size, memory=args.memory, n_ctx=args.n_ctx,
                 verify=args.verify, **common)
     except GlmkitError as e:
         print(f"glm-convert: error: {e}", file=sys.stderr)

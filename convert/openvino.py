@@ -8,6 +8,7 @@ against transformers before the output is put in place.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -193,12 +194,21 @@ class OpenVINO(Target):
     kind = "openvino"
     takes_vision = True  # GLM-4V: openvino_glm4v.py
 
-    def __init__(self, compression: Compression):
+    def __init__(self, compression: Compression, max_size: str | int | None = None,
+                 memory: str | int | None = None, n_ctx: int = 4096):
         self.compression = compression
         self.settings: dict = {}
+        self.max_size, self.memory, self.n_ctx = max_size, memory, n_ctx
+        self.max_bytes: int | None = None
+        self.budget: dict | None = None
 
     def validate(self) -> None:
+        from .sizes import parse_size
+
         self.settings = self.compression.resolved()
+        limits = [parse_size(v, f"--{k}") for k, v in (("max-size", self.max_size), ("memory", self.memory))
+                  if v is not None]
+        self.max_bytes = min(limits) if limits else None
 
     def default_output(self, src: str) -> Path:
         return default_output(src, f"ov-{self.settings['weight_format']}")
@@ -209,7 +219,18 @@ class OpenVINO(Target):
             self.settings = self.compression.resolved(data_free=True)
             from .openvino_glm4v import preflight as glm4v_preflight
 
+            if self.max_bytes:
+                raise GlmkitError("--max-size and --memory choose among text recipes; GLM-4V converts with "
+                                  "--weight-format int8 or int4")
             return glm4v_preflight(job, self.settings)
+        if self.memory is not None:
+            from .recipe import memory_budget
+            from .remap import chatglm_to_glm_config
+            from .sizes import parse_size
+
+            config = job.ckpt.config if job.ckpt.family.native else chatglm_to_glm_config(job.ckpt.config)
+            self.budget = memory_budget(config, parse_size(self.memory, "--memory"), self.n_ctx)
+            self.max_bytes = min(self.max_bytes, self.budget["weights"])
         preflight.check_disk({job.out: preflight.output_bytes(parameters, fmt) + 2 * parameters  # exported IR
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped source
                              f"exporting to OpenVINO {fmt}")
@@ -229,11 +250,34 @@ class OpenVINO(Target):
             return fields
         source_dir = job.native_dir()
         job.config = json.loads((source_dir / "config.json").read_text())
-        _export(source_dir, job.tmp, self.settings, job.config, job.quiet)
         fmt = families.chat_format(job.config, job.src)
-        write_generation_config(job.tmp, source_dir, fmt)
+        extra = {}
+        if self.max_bytes:
+            from . import recipe
+
+            candidates = iter(range(1, 100))
+
+            def candidate(overrides: dict, dry: bool):
+                settings = dataclasses.replace(self.compression, **overrides).resolved()
+                out = job.stage / f"candidate-{next(candidates)}"
+                if not dry:
+                    _export(source_dir, out, settings, job.config, job.quiet)
+                    write_generation_config(out, source_dir, fmt)
+                return settings, out
+
+            # the IR tokenizer, detokenizer and tokenizer.json together: about twice the source's tokenizer.json
+            other = 2 * (source_dir / "tokenizer.json").stat().st_size
+            self.settings, chosen, extra["max_size"] = recipe.choose_openvino(job.config, self.max_bytes,
+                                                                              candidate, other, job.quiet)
+            if self.budget:
+                extra["memory"] = self.budget
+            for f in chosen.iterdir():
+                os.replace(f, job.tmp / f.name)
+        else:
+            _export(source_dir, job.tmp, self.settings, job.config, job.quiet)
+            write_generation_config(job.tmp, source_dir, fmt)
         self.size = sum(f.stat().st_size for f in job.tmp.iterdir() if f.is_file())
-        return {"chat_format": fmt.name, "settings": self.settings,
+        return {"chat_format": fmt.name, "settings": {**self.settings, **extra},
                 "weight_precisions": ir_weight_precisions(job.tmp / "openvino_model.xml"), "size_bytes": self.size}
 
     def verify(self, job: Job):
@@ -267,11 +311,13 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                 group_size: int | None = None, ratio: float | None = None, all_layers: bool = False,
                 awq: bool = False, scale_estimation: bool = False, gptq: bool | None = None,
                 dataset: str | None = None, num_samples: int | None = None, profile: str = "cpu",
-                data_free: bool = False, rope_scaling: str | None = None,
+                data_free: bool = False, max_size: str | int | None = None, memory: str | int | None = None,
+                n_ctx: int = 4096, rope_scaling: str | None = None,
                 verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
                 quiet: bool = False) -> Path:
-    """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline."""
+    """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline. max_size / memory
+    (with n_ctx): glmkit picks the most faithful recipe whose directory fits (recipe.OPENVINO_LADDER)."""
     compression = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
                               dataset, num_samples, profile, data_free)
-    return convert(OpenVINO(compression), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
+    return convert(OpenVINO(compression, max_size, memory, n_ctx), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
                    allow_pickle=allow_pickle, revision=revision, quiet=quiet)

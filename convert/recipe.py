@@ -188,3 +188,84 @@ def _show(record: dict, quiet: bool) -> None:
         table.add_row(r["recipe"], f"{r['bytes']:,}", "over the size" if r["kl"] is None else f"{r['kl']:.5f}",
                       "← chosen" if r["recipe"] == record["chosen"] else "")
     Console(stderr=True).print(table)
+
+
+# OpenVINO: recipes from most to least faithful, as measured on glm4-tiny (docs/quantization.md); the first whose
+# directory fits is written. Each rung is compression settings on top of the profile's (GPTQ where int4).
+OPENVINO_LADDER = (
+    ("int8", {"weight_format": "int8"}),
+    ("int4 GPTQ g32 ratio 0.8", {"group_size": 32, "ratio": 0.8}),
+    ("int4 GPTQ g64 ratio 0.8", {"group_size": 64, "ratio": 0.8}),
+    ("int4 GPTQ g128 ratio 0.8", {"group_size": 128, "ratio": 0.8}),
+    ("int4 GPTQ g32 ratio 1.0 (default)", {}),
+    ("int4 GPTQ g64 ratio 1.0", {"group_size": 64}),
+    ("int4 GPTQ g128 ratio 1.0", {"group_size": 128}),
+    ("int4 GPTQ g32, embeddings int4", {"all_layers": True}),
+    ("int4 GPTQ g128, embeddings int4", {"group_size": 128, "all_layers": True}),
+    ("int4 GPTQ sym channel-wise, embeddings int4", {"group_size": -1, "sym": True, "all_layers": True}),
+)
+
+
+def openvino_estimate(config: dict, settings: dict) -> int:
+    """Bytes of openvino_model.bin with these settings, from the shapes alone: int4 groups carry an f16 scale and
+    a u4 zero point (asym), int8 rows an f16 scale and a u8 zero point; embeddings and lm_head int8 unless all
+    layers; `ratio` of the transformer weights in int4 and the rest int8. Within 0.5 % on glm4-tiny."""
+    h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or h // heads
+    kv = config.get("num_key_value_heads", heads)
+    shapes = [(heads * head_dim, h), (kv * head_dim, h), (kv * head_dim, h), (h, heads * head_dim),
+              (2 * config["intermediate_size"], h), (h, config["intermediate_size"])]
+    linear = layers * sum(o * i for o, i in shapes)
+    rows = layers * sum(o for o, _ in shapes)
+    embed = 2 * vocab * h  # token embeddings and lm_head (untied in GLM-4)
+
+    def int8(params, out_rows):
+        return params + out_rows * 3
+
+    def int4(params, out_rows, width):
+        group = width if settings["group_size"] == -1 else settings["group_size"]
+        groups = params // group
+        return params // 2 + groups * (2 if settings["sym"] else 2.5)
+
+    if settings["weight_format"] == "int8":
+        weights = int8(linear, rows) + int8(embed, 2 * vocab)
+    else:
+        share = settings["ratio"]
+        weights = share * int4(linear, rows, h) + (1 - share) * int8(linear, rows)
+        weights += int4(embed, 2 * vocab, h) if settings["all_layers"] else int8(embed, 2 * vocab)
+    norms_and_biases = layers * (4 * h + (heads + 2 * kv) * head_dim) * 4 + h * 4
+    return int(weights + norms_and_biases)
+
+
+def choose_openvino(config: dict, max_bytes: int, export, other: int = 0,
+                    quiet: bool = False) -> tuple[dict, Path, dict]:
+    """Walk OPENVINO_LADDER and keep the first rung whose directory fits. `export(overrides) -> (settings, dir)`
+    writes one candidate; a rung whose estimate (its .bin, plus the other files of the first candidate written)
+    is over is skipped without exporting; `other` guesses the files beside the .bin until then. Returns
+    (settings, the candidate's directory, the manifest record)."""
+    t0, rows = time.perf_counter(), []
+    for label, overrides in OPENVINO_LADDER:
+        settings, out = export(overrides, dry=True)
+        estimate = openvino_estimate(config, settings) + other
+        row = {"recipe": label, "estimated_bytes": estimate}
+        rows.append(row)
+        if estimate > max_bytes * 1.01:
+            continue
+        t = time.perf_counter()
+        settings, out = export(overrides, dry=False)
+        files = [f for f in out.iterdir() if f.is_file()]
+        row["bytes"], row["seconds"] = sum(f.stat().st_size for f in files), round(time.perf_counter() - t, 1)
+        other = row["bytes"] - (out / "openvino_model.bin").stat().st_size
+        if row["bytes"] <= max_bytes:
+            record = {"max_bytes": max_bytes, "chosen": label, "chosen_bytes": row["bytes"],
+                      "ladder": "docs/quantization.md, measured on glm4-tiny", "tried": rows,
+                      "seconds": round(time.perf_counter() - t0, 1)}
+            progress.say(f"--max-size {human(max_bytes)}: {label} ({human(row['bytes'])}); larger recipes "
+                         f"passed over: {', '.join(r['recipe'] for r in rows[:-1]) or 'none'}", quiet)
+            return settings, out, record
+        import shutil
+
+        shutil.rmtree(out)
+    raise GlmkitError(f"--max-size {human(max_bytes)}: even {OPENVINO_LADDER[-1][0]} is about {human(rows[-1].get('bytes', rows[-1]['estimated_bytes']))}; "
+                      "give more room, or --to gguf, whose 2-3 bit types are smaller")

@@ -234,3 +234,22 @@ def test_memory_leaves_room_for_the_kv_cache_and_the_runtime(tmp_path):
     assert budget["kv_cache_f16"] == 2048 * 4 * 2 * 64 * 2 * 2
     assert budget["kv_cache_f16"] + budget["runtime"] + budget["weights"] == 200_000_000
     assert out.stat().st_size <= budget["weights"]
+
+
+def test_openvino_max_size_writes_the_most_faithful_recipe_that_fits(tmp_path):
+    from glmkit.convert.recipe import OPENVINO_LADDER
+
+    out = tmp_path / "ov"
+    r = glm_convert("glm4-tiny", "--to", "openvino", "--max-size", "3.9MB", "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "glmkit.json").read_text())
+    chosen = m["settings"]["max_size"]["chosen"]
+    assert sum(f.stat().st_size for f in out.iterdir() if f.name != "glmkit.json") <= 3_900_000
+    assert m["verification"]["passed"] and chosen in dict(OPENVINO_LADDER)
+    labels = [label for label, _ in OPENVINO_LADDER]
+    for tried in m["settings"]["max_size"]["tried"][:-1]:  # every more faithful rung was over the size
+        assert labels.index(tried["recipe"]) < labels.index(chosen)
+        assert tried.get("bytes", tried["estimated_bytes"]) > 3_900_000
+    r = glm_convert("glm4-tiny", "--to", "openvino", "--max-size", "1MB", "-o", tmp_path / "small")
+    assert r.returncode == 2 and "give more room" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "small").exists()
