@@ -238,11 +238,8 @@ class GGUF(Target):
         parameters, t = job.parameters, gguf_types.get(self.outtype)
         if self.memory is not None:
             from .recipe import memory_budget
-            from .remap import chatglm_to_glm_config
-            from .sizes import parse_size
 
-            config = job.ckpt.config if job.ckpt.family.native else chatglm_to_glm_config(job.ckpt.config)
-            self.budget = memory_budget(config, parse_size(self.memory, "--memory"), self.n_ctx)
+            self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes, self.budget["weights"])
         out = (parameters * 2 if self.max_bytes else  # candidates are written one at a time beside the f16 stage
                preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py" else int(parameters * 1.2))

@@ -225,11 +225,8 @@ class OpenVINO(Target):
             return glm4v_preflight(job, self.settings)
         if self.memory is not None:
             from .recipe import memory_budget
-            from .remap import chatglm_to_glm_config
-            from .sizes import parse_size
 
-            config = job.ckpt.config if job.ckpt.family.native else chatglm_to_glm_config(job.ckpt.config)
-            self.budget = memory_budget(config, parse_size(self.memory, "--memory"), self.n_ctx)
+            self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes, self.budget["weights"])
         preflight.check_disk({job.out: preflight.output_bytes(parameters, fmt) + 2 * parameters  # exported IR
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped source

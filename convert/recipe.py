@@ -145,11 +145,16 @@ BATCH_LOGITS = 512
 RUNTIME_BYTES = 160 * 2**20
 
 
-def memory_budget(config: dict, memory: int, n_ctx: int) -> dict:
-    """How `--memory` splits: the f16 KV cache of n_ctx tokens, llama.cpp's working memory, and what is left for
-    the file's weights (an estimate; the manifest records it)."""
+def memory_budget(ckpt, memory_spec: str | int, n_ctx: int) -> dict:
+    """How `--memory` splits for checkpoint `ckpt`: the f16 KV cache of n_ctx tokens, the engine's working memory,
+    and what is left for the file's weights (an estimate; the manifest records it)."""
     from glmkit.runtimes.context import kv_bytes_per_token
 
+    from .remap import chatglm_to_glm_config
+    from .sizes import parse_size
+
+    memory = parse_size(memory_spec, "--memory")
+    config = ckpt.config if ckpt.family.native else chatglm_to_glm_config(ckpt.config)
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     kv = int(kv_bytes_per_token(config["num_hidden_layers"], config.get("num_key_value_heads", heads), head_dim)
