@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", metavar="SIZE",
                    help="the largest output allowed (2500000, 2.5MB, 4.5GB): glmkit measures recipes and writes "
                         "the best that fits")
+    p.add_argument("--method", choices=("rtn", "autoround"), default="rtn",
+                   help="rounding: rtn (llama.cpp's / NNCF's, default) or autoround (Intel's AutoRound, tuned on "
+                        "calibration text; gguf k-quants)")
+    p.add_argument("--iters", type=int, help="AutoRound's tuning steps (default 50; 0: its optimized rounding)")
     p.add_argument("--memory", metavar="SIZE", help="memory the model may use when it runs (weights + KV cache of "
                                                     "--n-ctx tokens + runtime): the file gets what is left")
     p.add_argument("--n-ctx", type=int, default=4096, help="context the --memory budget keeps room for (4096)")
@@ -130,13 +134,15 @@ def run(argv: list[str] | None = None) -> int:
             out = gguf.to_gguf(args.src, args.output, outtype=args.outtype, verify=args.verify,
                                imatrix=args.imatrix, save_imatrix=args.save_imatrix,
                                calibration_chunks=args.calibration_chunks, tensor_types=tuple(args.tensor_type),
-                               max_size=args.max_size, memory=args.memory, n_ctx=args.n_ctx, **common)
+                               max_size=args.max_size, memory=args.memory, n_ctx=args.n_ctx, method=args.method,
+                               iters=args.iters, dataset=args.dataset, **common)
         else:
             out = openvino.to_openvino(
                 args.src, args.output, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,
                 ratio=args.ratio, all_layers=args.all_layers, awq=args.awq, scale_estimation=args.scale_estimation,
                 gptq=args.gptq, dataset=args.dataset, num_samples=args.num_samples, profile=args.profile,
                 data_free=args.data_free, max_size=args.max_size, memory=args.memory, n_ctx=args.n_ctx,
+                method=args.method,
                 verify=args.verify, **common)
     except GlmkitError as e:
         print(f"glm-convert: error: {e}", file=sys.stderr)

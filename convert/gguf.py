@@ -32,6 +32,7 @@ ARCHS = {"glm4": "GLM4", "glm": "CHATGLM", "chatglm": "CHATGLM"}
 PRE_TYPES = {True: "glm4", False: "chatglm-bpe"}
 ROWS_PER_CHUNK = 2048
 CALIBRATION_CHUNKS = 16  # × 512 tokens for an importance matrix
+METHODS = ("rtn", "autoround")  # llama.cpp's own rounding (with an importance matrix if asked), or AutoRound's
 
 
 def _plan_type(name: str, shape: tuple[int, ...], outtype: str):
@@ -110,7 +111,9 @@ def _vocab(tok_dir: Path, vocab_size: int):
     return tokens, types, merges, ids, bool(data["model"].get("ignore_merges"))
 
 
-def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
+def _header(path: Path, ckpt, config: dict, tok_dir: Path, file_type, spec: str):
+    """A GGUFWriter holding glmkit's metadata for this model (hyperparameters from the family's real config fields,
+    GLM-4's tokenizer and stop tokens, the chat template), and the tensor-name map; no tensors yet."""
     import gguf
 
     arch_key = ARCHS[ckpt.family.name]
@@ -136,8 +139,7 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(scaling["factor"]))
         w.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
-    t = gguf_types.get(outtype)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if t.writer == "llama.cpp" else gguf.LlamaFileType[t.ftype])
+    w.add_file_type(file_type)
 
     tokens, types, merges, ids, ignore_merges = _vocab(tok_dir, config["vocab_size"])
     w.add_tokenizer_model("gpt2")
@@ -156,12 +158,21 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
         w.add_eom_token_id(ids["<|observation|>"])
     w.add_add_bos_token(False)
     w.add_chat_template(find_template(tok_dir, config=config, name=spec))
+    return w, name_map
 
+
+def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
+    """The checkpoint's tensors streamed into a GGUF of an unquantized type (f32/f16/bf16)."""
+    import gguf
+
+    t = gguf_types.get(outtype)
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if t.writer == "llama.cpp" else gguf.LlamaFileType[t.ftype]
+    w, name_map = _header(path, ckpt, config, tok_dir, file_type, spec)
     plan = []
     for hf_name, meta in _tensor_stream(ckpt, config, meta=True):
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise GlmkitError(f"{hf_name}: no GGUF name for this tensor in gguf-py's {arch_key} map; "
+            raise GlmkitError(f"{hf_name}: no GGUF name for this tensor in gguf-py's {ARCHS[ckpt.family.name]} map; "
                               "the checkpoint has tensors glmkit does not know")
         qtype = _plan_type(name, tuple(meta.shape), outtype)
         byte_shape = gguf.quants.quant_shape_to_byte_shape(tuple(meta.shape), qtype) \
@@ -185,6 +196,29 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
     w.close()
 
 
+def _rewrite(src: Path, path: Path, ckpt, config: dict, tok_dir: Path, spec: str) -> None:
+    """Another tool's GGUF (AutoRound's) with glmkit's metadata: its tensors copied byte for byte, its header,
+    vocabulary and stop tokens replaced by what `_header` writes. Refuses a file whose tensor names are not the
+    ones glmkit would write for this checkpoint."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(src)
+    w, name_map = _header(path, ckpt, config, tok_dir, reader.fields["general.file_type"].contents(), spec)
+    want = {name_map.get_name(n, try_suffixes=(".weight", ".bias")) for n, _ in _tensor_stream(ckpt, config, True)}
+    got = {t.name for t in reader.tensors}
+    if got != want:
+        raise GlmkitError(f"{src.name}: its tensors are not this checkpoint's (missing {sorted(want - got)[:3]}, "
+                          f"unexpected {sorted(got - want)[:3]})")
+    for t in reader.tensors:
+        w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for t in reader.tensors:
+        w.write_tensor_data(np.asarray(t.data))
+    w.close()
+
+
 class GGUF(Target):
     kind = "gguf"
 
@@ -197,16 +231,31 @@ class GGUF(Target):
     def __init__(self, outtype: str, rope_scaling: str | None, imatrix: str | None = None,
                  tensor_types: tuple[str, ...] = (), save_imatrix: str | Path | None = None,
                  calibration_chunks: int = CALIBRATION_CHUNKS, max_size: str | int | None = None,
-                 memory: str | int | None = None, n_ctx: int = 4096):
+                 memory: str | int | None = None, n_ctx: int = 4096, method: str = "rtn", iters: int | None = None,
+                 dataset: str | None = None):
         self.outtype, self.rope_scaling, self.imatrix_spec = outtype, rope_scaling, imatrix
         self.tensor_types, self.save_imatrix = tensor_types, save_imatrix
         self.calibration_chunks, self.max_size = calibration_chunks, max_size
         self.overrides: list[Override] = []
         self.max_bytes: int | None = None
         self.memory, self.n_ctx, self.budget = memory, n_ctx, None
+        self.method, self.iters, self.dataset = method, iters, dataset
 
     def validate(self) -> None:
         t = gguf_types.get(self.outtype)
+        if self.method not in METHODS:
+            raise GlmkitError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
+        if self.method == "autoround":
+            from . import autoround
+
+            self.iters = autoround.DEFAULT_ITERS if self.iters is None else self.iters
+            autoround.check(self.outtype, self.iters)
+            used = [f for f, v in (("--imatrix", self.imatrix_spec), ("--tensor-type", self.tensor_types),
+                                   ("--max-size", self.max_size), ("--memory", self.memory)) if v]
+            if used:
+                raise GlmkitError(f"--method autoround tunes the rounding itself; drop {used[0]}")
+        elif self.iters is not None:
+            raise GlmkitError("--iters is AutoRound's: add --method autoround")
         self.overrides = [Override.parse(x) for x in self.tensor_types]
         if self.max_size is not None or self.memory is not None:
             from .sizes import parse_size
@@ -286,7 +335,16 @@ class GGUF(Target):
             tok_dir.mkdir()
             write_tokenizer(ckpt, tok_dir)
         settings: dict = {"outtype": self.outtype}
-        if gguf_types.get(self.outtype).writer == "llama.cpp" or self.max_bytes:
+        if self.method == "autoround":
+            from . import autoround, calibration
+
+            texts = calibration.texts(self.dataset or "embedded", 10 * autoround.NSAMPLES, 4000)
+            progress.say(f"quantizing to {self.outtype} with AutoRound ({self.iters} iterations)", job.quiet)
+            settings["method"] = autoround.quantize(job.native_dir(), self.outtype, self.iters, texts,
+                                                    job.stage / "autoround.gguf", job.stage, job.quiet)
+            settings["method"]["dataset"] = self.dataset or "embedded"
+            _rewrite(job.stage / "autoround.gguf", job.tmp, ckpt, config, tok_dir, job.src)
+        elif gguf_types.get(self.outtype).writer == "llama.cpp" or self.max_bytes:
             f16 = job.stage / "f16.gguf"
             steps = settings["seconds"] = {}  # where a quantized conversion's time goes
             t = time.perf_counter()
@@ -348,15 +406,17 @@ def to_gguf(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             force: bool = False, allow_pickle: bool = False, revision: str | None = None, quiet: bool = False,
             rope_scaling: str | None = None, imatrix: str | None = None, tensor_types: tuple[str, ...] = (),
             save_imatrix: str | Path | None = None, calibration_chunks: int = CALIBRATION_CHUNKS,
-            max_size: str | int | None = None, memory: str | int | None = None, n_ctx: int = 4096) -> Path:
+            max_size: str | int | None = None, memory: str | int | None = None, n_ctx: int = 4096,
+            method: str = "rtn", iters: int | None = None, dataset: str | None = None) -> Path:
     """Write SRC as one GGUF file for llama.cpp; returns its path. The manifest goes beside it (NAME.glmkit.json).
     rope_scaling "yarn:FACTOR" writes YaRN into the file (llama.cpp reads {arch}.rope.scaling.*) and verifies
     against the source run with the same YaRN. imatrix: an importance matrix file (.gguf/.dat), or calibration
     text ("embedded" or a UTF-8 file) to compute one from; tensor_types: llama-quantize's PATTERN=TYPE overrides;
     max_size: the largest file allowed (bytes, or "2.5MB", "4.5GB"): glmkit chooses the type, importance matrix
     and overrides with the best measured quality that fits. memory: what the model may use when it runs, weights plus
-    an f16 KV cache of n_ctx tokens plus llama.cpp's working memory; the file gets what is left."""
+    an f16 KV cache of n_ctx tokens plus llama.cpp's working memory; the file gets what is left. method
+    "autoround": AutoRound tunes the k-quant rounding over `iters` steps on `dataset` (default embedded)."""
     target = GGUF(outtype, rope_scaling, imatrix, tuple(tensor_types), save_imatrix, calibration_chunks, max_size,
-                  memory, n_ctx)
+                  memory, n_ctx, method, iters, dataset)
     return convert(target, src, output, rope_scaling=rope_scaling, verify=verify, force=force,
                    allow_pickle=allow_pickle, revision=revision, quiet=quiet)

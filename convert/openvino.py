@@ -309,11 +309,17 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                 awq: bool = False, scale_estimation: bool = False, gptq: bool | None = None,
                 dataset: str | None = None, num_samples: int | None = None, profile: str = "cpu",
                 data_free: bool = False, max_size: str | int | None = None, memory: str | int | None = None,
-                n_ctx: int = 4096, rope_scaling: str | None = None,
+                n_ctx: int = 4096, method: str = "rtn", rope_scaling: str | None = None,
                 verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
                 quiet: bool = False) -> Path:
     """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline. max_size / memory
     (with n_ctx): glmkit picks the most faithful recipe whose directory fits (recipe.OPENVINO_LADDER)."""
+    if method == "autoround":
+        raise GlmkitError("--method autoround is for --to gguf: its only OpenVINO path (sym W4A16 → "
+                          "compressed-tensors → optimum-intel) loses GLM-4's q/k/v biases in OpenVINO 2026.4.1 "
+                          "(KL 0.21 on glm4-tiny against 0.005 for glmkit's GPTQ int4); use the default int4")
+    if method != "rtn":
+        raise GlmkitError(f"--method {method}: choose rtn or autoround")
     compression = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
                               dataset, num_samples, profile, data_free)
     return convert(OpenVINO(compression, max_size, memory, n_ctx), src, output, rope_scaling=rope_scaling, verify=verify, force=force,

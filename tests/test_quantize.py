@@ -146,6 +146,10 @@ def test_tensor_type_overrides_land_on_the_named_tensors(tiny):
                                         (["--max-size", "100KB"], "smallest GGUF"),
                                         (["--max-size", "lots"], "give bytes or a size"),
                                         (["--memory", "100MB"], "leave nothing for the weights"),
+                                        (["--outtype", "iq2_m", "--method", "autoround"], "--method autoround writes"),
+                                        (["--outtype", "q4_k_m", "--method", "autoround", "--imatrix", "embedded"],
+                                         "drop --imatrix"),
+                                        (["--outtype", "q4_k_m", "--iters", "5"], "add --method autoround"),
                                         (["--outtype", "q4_k_m", "--tensor-type", "nothing_here=q8_0"],
                                          "no tensor name matches"),
                                         (["--outtype", "f16", "--imatrix", "embedded"], "not quantized")])
@@ -253,3 +257,29 @@ def test_openvino_max_size_writes_the_most_faithful_recipe_that_fits(tmp_path):
     r = glm_convert("glm4-tiny", "--to", "openvino", "--max-size", "1MB", "-o", tmp_path / "small")
     assert r.returncode == 2 and "give more room" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "small").exists()
+
+
+def test_autoround_gguf_carries_glmkits_metadata_and_verifies(tmp_path):
+    """AutoRound's own k-quant packing, with glmkit's header: as exported, its files add [gMASK] as BOS (prompts
+    would start [gMASK][gMASK]<sop>) and lack <|observation|> as an end token."""
+    from gguf import GGUFReader
+
+    from glmkit.convert.tokenizer import load_hf_tokenizer
+
+    out = to_gguf("glm4-tiny", tmp_path / "ar.gguf", outtype="q4_k_m", method="autoround", iters=0, quiet=True)
+    m = json.loads((tmp_path / "ar.gguf.glmkit.json").read_text())
+    assert m["settings"]["method"]["auto_round"] == "0.16.1" and m["settings"]["method"]["iters"] == 0
+    assert m["verification"]["passed"] and m["verification"]["tokenizer"]["passed"]
+    ids = load_hf_tokenizer(glm4_tiny_path()).get_vocab()
+    f = GGUFReader(out).fields
+    assert f["tokenizer.ggml.add_bos_token"].contents() is False and f["tokenizer.ggml.pre"].contents() == "glm4"
+    assert f["tokenizer.ggml.bos_token_id"].contents() == ids["<|endoftext|>"]
+    assert f["tokenizer.ggml.eom_token_id"].contents() == ids["<|observation|>"]
+    assert f["general.file_type"].contents() == 15  # llama.cpp's MOSTLY_Q4_K_M, AutoRound's packing kept
+    plain = to_gguf("glm4-tiny", tmp_path / "plain.gguf", outtype="q4_k_m", verify=False, quiet=True)
+    assert held_out_kl(out) <= 1.05 * held_out_kl(plain)
+
+
+def test_autoround_is_refused_for_openvino_with_the_reason(tmp_path):
+    r = glm_convert("glm4-tiny", "--to", "openvino", "--method", "autoround", "-o", tmp_path / "ov")
+    assert r.returncode == 2 and "q/k/v biases" in r.stderr and len(r.stderr.strip().splitlines()) == 1
