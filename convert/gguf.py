@@ -311,7 +311,12 @@ class GGUF(Target):
             m = im.load(spec)
             record = {"file": str(spec), "datasets": m.datasets, "chunks": m.chunk_count, "computed": False}
         else:
-            chunks = calibration.token_chunks(tok_dir, spec, self.calibration_chunks)
+            chunks = calibration.token_chunks(tok_dir, spec, 10**6)
+            if self.max_bytes and spec == "embedded":  # --max-size scores on the last chunks: keep them unseen
+                from .recipe import EVAL_CHUNKS
+
+                chunks = chunks[:-EVAL_CHUNKS]
+            chunks = chunks[:self.calibration_chunks]
             with progress.task("importance matrix (llama.cpp, calibration text)", total=len(chunks),
                                quiet=job.quiet) as adv:
                 m = im.compute(f16, chunks, dataset=spec if spec == "embedded" else Path(spec).name, progress=adv)
