@@ -213,6 +213,13 @@ class OpenVINO(Target):
     def default_output(self, src: str) -> Path:
         return default_output(src, f"ov-{self.settings['weight_format']}")
 
+    def _data_aware(self) -> bool:
+        return bool(self.settings.get("gptq") or self.settings.get("awq") or self.settings.get("scale_estimation"))
+
+    def _data_aware_by_default(self) -> bool:
+        c = self.compression
+        return c.gptq is None and not (c.awq or c.scale_estimation or c.dataset)
+
     def preflight(self, job: Job) -> None:
         parameters, fmt = job.parameters, self.settings["weight_format"]
         if job.ckpt.family.vision:  # GLM-4V compresses data-free: its calibration would need images
@@ -228,6 +235,13 @@ class OpenVINO(Target):
 
             self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes, self.budget["weights"])
+        short = preflight.calibration_memory_shortfall(parameters) if self._data_aware() else None
+        if short and self._data_aware_by_default():  # the default must work: THUDM's data-free recipe instead
+            self.settings = {**self.compression.resolved(data_free=True), "data_aware_skipped": short}
+            progress.say(f"{short}: compressing data-free instead (--data-free's recipe)", job.quiet)
+        elif short:
+            raise GlmkitError(f"{short}; drop --gptq/--awq/--scale-estimation (the data-free int4 fits), or "
+                              "convert on a larger machine")
         preflight.check_disk({job.out: preflight.output_bytes(parameters, fmt) + 2 * parameters  # exported IR
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped source
                              f"exporting to OpenVINO {fmt}")
@@ -255,7 +269,8 @@ class OpenVINO(Target):
             candidates = iter(range(1, 100))
 
             def candidate(overrides: dict, dry: bool):
-                settings = dataclasses.replace(self.compression, **overrides).resolved()
+                data_free = True if "data_aware_skipped" in self.settings else None
+                settings = dataclasses.replace(self.compression, **overrides).resolved(data_free=data_free)
                 out = job.stage / f"candidate-{next(candidates)}"
                 if not dry:
                     _export(source_dir, out, settings, job.config, job.quiet)

@@ -60,6 +60,24 @@ def check_export_memory(parameters: int, quiet: bool = False) -> None:
                      "now; close other programs", quiet)
 
 
+# NNCF's data-aware methods run the exported fp32 IR on calibration text: the fp32 weights must stay resident
+# (GLM-4-9B's shape, 37.6 GB, was killed for memory on a 24 GB machine after 5 minutes)
+CALIBRATION_BYTES_PER_PARAMETER = 4.0
+CALIBRATION_SLACK = 2 * GB
+
+
+def calibration_memory_shortfall(parameters: int) -> str | None:
+    """None when data-aware compression (GPTQ, AWQ, scale estimation) fits this machine's memory, else why not."""
+    import psutil
+
+    need = int(parameters * CALIBRATION_BYTES_PER_PARAMETER + CALIBRATION_SLACK)
+    total = psutil.virtual_memory().total + psutil.swap_memory().total
+    if need <= total:
+        return None
+    return (f"data-aware compression runs the fp32 model on calibration text: about {need / GB:.1f} GB, and this "
+            f"machine has {total / GB:.1f} GB")
+
+
 def check_glm4v_export_memory(language: int, vision: int, loaded_bytes: int, converted: bool) -> None:
     """GLM-4V's export holds its language model, then its vision tower, one after the other. The language model
     stays memory-mapped when it loads in the checkpoint's own dtype (the export's own allocations then, as for

@@ -283,3 +283,19 @@ def test_autoround_gguf_carries_glmkits_metadata_and_verifies(tmp_path):
 def test_autoround_is_refused_for_openvino_with_the_reason(tmp_path):
     r = glm_convert("glm4-tiny", "--to", "openvino", "--method", "autoround", "-o", tmp_path / "ov")
     assert r.returncode == 2 and "q/k/v biases" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_int4_default_falls_back_to_data_free_where_calibration_cannot_fit(tmp_path, monkeypatch):
+    """GPTQ runs the fp32 IR: GLM-4-9B's shape (37.6 GB) was killed for memory on a 24 GB machine. The default
+    then takes the data-free recipe and says why; an explicit --gptq is refused before any work."""
+    from glmkit.convert import preflight
+    from glmkit.convert.openvino import to_openvino
+
+    monkeypatch.setattr(preflight, "CALIBRATION_BYTES_PER_PARAMETER", 1e6)  # as if glm4-tiny were huge
+    out = to_openvino("glm4-tiny", tmp_path / "ov", weight_format="int4", verify=False, quiet=True)
+    s = json.loads((out / "glmkit.json").read_text())["settings"]
+    assert (s["gptq"], s["group_size"], s["ratio"], s["dataset"]) == (False, 128, 0.8, None)
+    assert "data-aware compression runs the fp32 model" in s["data_aware_skipped"]
+    with pytest.raises(GlmkitError, match="drop --gptq"):
+        to_openvino("glm4-tiny", tmp_path / "ov2", weight_format="int4", gptq=True, quiet=True)
+    assert not (tmp_path / "ov2").exists()
