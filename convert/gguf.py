@@ -365,6 +365,7 @@ class GGUF(Target):
 
                 chosen = recipe.choose_gguf(f16, self.max_bytes, weights, tok_dir, job.stage, quiet=job.quiet)
                 settings.update(outtype=chosen.outtype, max_size=chosen.record)
+                steps["max_size"] = chosen.record["seconds"]
                 if self.budget:
                     settings["memory"] = self.budget
                 self.outtype, self.overrides = chosen.outtype, chosen.overrides
@@ -375,11 +376,14 @@ class GGUF(Target):
                                            has_imatrix=weights is not None)
             if self.overrides:
                 settings["tensor_types"] = [str(o) for o in self.overrides]
-            progress.say(f"quantizing to {self.outtype} with llama.cpp"
-                         + (" and an importance matrix" if weights else ""), job.quiet)
-            t = time.perf_counter()
-            gguf_types.quantize(f16, job.tmp, self.outtype, imatrix=weights, overrides=self.overrides)
-            steps["quantize"] = round(time.perf_counter() - t, 1)
+            if self.max_bytes and chosen.path:  # the file measured is the file written
+                chosen.path.replace(job.tmp)
+            else:
+                progress.say(f"quantizing to {self.outtype} with llama.cpp"
+                             + (" and an importance matrix" if weights else ""), job.quiet)
+                t = time.perf_counter()
+                gguf_types.quantize(f16, job.tmp, self.outtype, imatrix=weights, overrides=self.overrides)
+                steps["quantize"] = round(time.perf_counter() - t, 1)
             f16.unlink()
             if self.max_bytes and job.tmp.stat().st_size > self.max_bytes:  # never: choose_gguf measured it
                 raise GlmkitError(f"--max-size: the chosen file is {job.tmp.stat().st_size:,} bytes, over "

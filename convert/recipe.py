@@ -1,10 +1,13 @@
 """`--max-size`: the quantization recipe with the best measured quality whose file fits.
 
 For GGUF, with an importance matrix (glmkit's calibration text unless the user gave one):
-  1. every llama.cpp type is sized by llama.cpp's dry run; the largest few that fit are quantized and measured;
+  1. every llama.cpp type is sized by llama.cpp's dry run; the largest that fit are quantized and measured (three
+     below BROAD_BELOW parameters, one above, where each quantization takes minutes);
   2. the best one is then raised tensor group by tensor group (token_embd, output, attn_q/k/v/output,
-     ffn_up/down to 6–8 bits), each group measured alone, and the groups with the most KL saved per byte are
-     kept while the file still fits; the mix is measured once more and kept only if it beats the plain type.
+     ffn_up/down to 6–8 bits): each group's raise is spliced from one file quantized at the higher type
+     (convert/splice.py) and measured alone, the groups with the most KL saved per byte are kept while the file
+     still fits, and the mix is measured once more and kept only if it beats the plain type.
+The file measured last is the file written: nothing is quantized again after the choice.
 Quality here is KL against the f16 GGUF on calibration text that neither the importance matrix nor verification
 uses (the last chunks of the calibration text); the held-out text stays for verification.
 """
@@ -22,15 +25,18 @@ from glmkit.glm4.errors import GlmkitError
 from . import gguf_types, progress
 from .gguf_types import Override
 from .sizes import human
+from .splice import splice
 
+BROAD_BELOW = 2e9    # parameters: smaller models measure MEASURED_TYPES types on EVAL_CHUNKS chunks, larger ones 1 and 1
 MEASURED_TYPES = 3   # plain types quantized and measured, the largest that fit
-EVAL_CHUNKS = 2      # × 512 calibration tokens scored per candidate
+EVAL_CHUNKS = 2      # × 512 calibration tokens scored per candidate, held out of the importance matrix
 GROUPS = {"token_embd": r"^token_embd\.weight$", "output": r"^output\.weight$",
           "attn_q": r"\.attn_q\.weight$", "attn_k": r"\.attn_k\.weight$", "attn_v": r"\.attn_v\.weight$",
           "attn_output": r"\.attn_output\.weight$", "ffn_up": r"\.ffn_up\.weight$",
           "ffn_down": r"\.ffn_down\.weight$"}
 SLACK = 32 * 1024    # the dry run prints MiB to two decimals and pads tensors otherwise: this close may fit
 HIGHER = {"q8_0": None, "q6_k": "q8_0", "q5_k_m": "q8_0", "q5_k_s": "q8_0", "q5_0": "q8_0"}  # else q6_k
+FILLER = "q8_0"      # the higher file's type for groups that are not probed: quick to write, never read
 
 
 @dataclass
@@ -38,17 +44,18 @@ class Chosen:
     outtype: str
     overrides: list[Override]
     record: dict = field(default_factory=dict)
+    path: Path | None = None  # the measured file, to be moved into place (None: f16 fits, nothing chosen)
 
 
 class _Scorer:
     """KL of a candidate GGUF against the f16 GGUF's own logits on held-aside calibration chunks."""
 
-    def __init__(self, f16: Path, tok_dir: Path):
+    def __init__(self, f16: Path, tok_dir: Path, chunks: int):
         from glmkit.runtimes.logits import logits
 
         from .calibration import token_chunks
 
-        self.chunks = token_chunks(tok_dir, "embedded", 10**6)[-EVAL_CHUNKS:]
+        self.chunks = token_chunks(tok_dir, "embedded", 10**6)[-EVAL_CHUNKS:][:chunks]
         self.logits = logits
         self.ref = [logits(f16, c) for c in self.chunks]
 
@@ -61,6 +68,12 @@ class _Scorer:
     @property
     def tokens(self) -> int:
         return sum(len(c) for c in self.chunks)
+
+
+def _parameters(path: Path) -> int:
+    from gguf import GGUFReader
+
+    return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
 
 
 def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, stage: Path,
@@ -80,63 +93,86 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
         smallest = min(sizes, key=sizes.get)
         raise GlmkitError(f"--max-size {human(max_bytes)}: the smallest GGUF of this model is {smallest} at about "
                           f"{human(sizes[smallest])}; give at least that")
-    scorer = _Scorer(f16, tok_dir)
+    broad = _parameters(f16) < BROAD_BELOW
+    n_types, n_chunks = (MEASURED_TYPES, EVAL_CHUNKS) if broad else (1, 1)
+    t = time.perf_counter()
+    scorer = _Scorer(f16, tok_dir, n_chunks)
+    steps = {"reference": round(time.perf_counter() - t, 1)}
     measured: list[dict] = []
-    cand = stage / "candidate.gguf"
 
-    def measure(outtype: str, overrides: list[Override], label: str) -> dict:
-        row = {"recipe": label, "outtype": outtype, "overrides": [str(o) for o in overrides], "kl": None}
+    def measure(path: Path, row: dict) -> dict:
+        """Score a written candidate; one over the size is deleted unscored."""
         t = time.perf_counter()
-        planned = sizes[outtype] if not overrides else gguf_types.planned_bytes(f16, outtype, imatrix=imatrix,
-                                                                                overrides=overrides)
-        if planned > max_bytes + SLACK:  # sized by the dry run alone: no need to quantize it
-            row["bytes"] = planned
-        else:
-            gguf_types.quantize(f16, cand, outtype, imatrix=imatrix, overrides=overrides)
-            row["bytes"] = cand.stat().st_size
-            if row["bytes"] <= max_bytes:
-                row["kl"] = round(scorer.kl(cand), 6)
-            cand.unlink()
-        row["seconds"] = round(time.perf_counter() - t, 1)
+        row["bytes"], row["kl"] = path.stat().st_size, None
+        if row["bytes"] <= max_bytes:
+            row["kl"] = round(scorer.kl(path), 6)
+        row["seconds"] = round(row.get("seconds", 0) + time.perf_counter() - t, 1)
         measured.append(row)
         return row
 
     with progress.task(f"--max-size {human(max_bytes)}: measuring recipes", total=None, quiet=quiet):
+        files: dict[str, Path] = {}
         plain: list[dict] = []
-        for name in fitting:  # largest first, until MEASURED_TYPES have really fit
-            plain.append(measure(name, [], name))
-            if sum(r["kl"] is not None for r in plain) == MEASURED_TYPES:
+        for name in fitting:  # largest first, until n_types have really fit
+            t, files[name] = time.perf_counter(), stage / f"{name}.gguf"
+            gguf_types.quantize(f16, files[name], name, imatrix=imatrix)
+            row = measure(files[name], {"recipe": name, "outtype": name, "overrides": [],
+                                        "seconds": time.perf_counter() - t})
+            plain.append(row)
+            if row["kl"] is None:
+                files.pop(name).unlink()
+            if sum(r["kl"] is not None for r in plain) == n_types:
                 break
         best = min((r for r in plain if r["kl"] is not None), key=lambda r: r["kl"], default=None)
         if best is None:
             raise GlmkitError(f"--max-size {human(max_bytes)}: no measured type fit (llama.cpp's sizes exceeded "
                               "its dry run); give a little more room")
-        chosen_row = best
+        for name in [n for n in files if n != best["outtype"]]:
+            files.pop(name).unlink()
+        chosen_row, chosen_path = best, files[best["outtype"]]
         higher = HIGHER.get(best["outtype"], "q6_k")
-        if higher:
-            single, gains = {}, []
-            for group, pattern in GROUPS.items():
-                row = single[group] = measure(best["outtype"], [Override(pattern, higher)],
-                                              f"{best['outtype']} + {group} {higher}")
+        probed = [g for g in GROUPS if higher and gguf_types.planned_bytes(
+            f16, best["outtype"], imatrix=imatrix, overrides=[Override(GROUPS[g], higher)]) <= max_bytes + SLACK]
+        if probed:
+            t, donor = time.perf_counter(), stage / f"{higher}.gguf"
+            gguf_types.quantize(f16, donor, higher, imatrix=imatrix,
+                                overrides=[Override(GROUPS[g], FILLER) for g in GROUPS if g not in probed])
+            steps[f"{higher} for the probes"] = round(time.perf_counter() - t, 1)
+
+            def spliced(groups: list[str], path: Path, scored: dict | None = None) -> dict:
+                t = time.perf_counter()
+                splice(chosen_path, donor, [GROUPS[g] for g in groups], path)
+                if scored:  # this very file was measured before
+                    return scored
+                label = f"{best['outtype']} + {', '.join(groups)} {higher}"
+                return measure(path, {"recipe": label, "outtype": best["outtype"],
+                                      "overrides": [str(Override(GROUPS[g], higher)) for g in groups],
+                                      "seconds": time.perf_counter() - t})
+
+            gains, probe, single = [], stage / "probe.gguf", {}
+            for group in probed:
+                row = single[group] = spliced([group], probe)
                 extra, saved = row["bytes"] - best["bytes"], best["kl"] - (row["kl"] if row["kl"] is not None else 1e9)
                 if extra > 0 and saved > 0:
                     gains.append((group, extra, saved))
             picked = _best_subset(gains, max_bytes - best["bytes"])
-            mix = None
-            if len(picked) == 1:
-                mix = single[picked[0]]
-            elif picked:
-                mix = measure(best["outtype"], [Override(GROUPS[g], higher) for g in picked],
-                              f"{best['outtype']} + {', '.join(picked)} {higher}")
-            if mix and mix["kl"] is not None and mix["kl"] < best["kl"]:
-                chosen_row = mix
+            if picked:
+                mix = spliced(picked, probe, single[picked[0]] if len(picked) == 1 else None)
+                if mix["kl"] is not None and mix["kl"] < best["kl"]:
+                    chosen_row, chosen_path = mix, stage / "chosen.gguf"
+                    probe.replace(chosen_path)
+                    files.pop(best["outtype"]).unlink()
+            probe.unlink(missing_ok=True)
+            donor.unlink()
     record = {"max_bytes": max_bytes, "chosen": chosen_row["recipe"], "chosen_bytes": chosen_row["bytes"],
               "chosen_kl": chosen_row["kl"],
               "scored_on": f"KL against the f16 GGUF over {scorer.tokens} calibration tokens (not held out)",
-              "planned_bytes": sizes, "measured": measured, "seconds": round(time.perf_counter() - t0, 1)}
+              "breadth": {"types_measured": n_types, "scored_tokens": scorer.tokens},
+              "planned_bytes": sizes, "measured": measured, "steps_seconds": steps,
+              "seconds": round(time.perf_counter() - t0, 1)}
     _show(record, quiet)
     overrides = [Override.parse(o) for o in chosen_row["overrides"]]
-    return Chosen(chosen_row["outtype"], overrides, record)
+    return Chosen(chosen_row["outtype"], overrides, record, chosen_path)
 
 
 # llama.cpp's working memory beside weights and KV: the logits of a 512-token batch (4 bytes × vocabulary) and a

@@ -141,6 +141,25 @@ def test_tensor_type_overrides_land_on_the_named_tensors(tiny):
             gguf_types.Override.parse(bad)
 
 
+@pytest.mark.parametrize("base,groups", [("q4_k_s", ["attn_q"]), ("iq2_m", ["token_embd", "ffn_down", "attn_v"])])
+def test_a_spliced_probe_is_the_file_llama_cpp_writes_with_those_overrides(tiny, base, groups):
+    """--max-size splices a group's raise from a higher file instead of quantizing again: that must be exactly
+    what llama.cpp's quantizer writes for the same overrides, byte for byte."""
+    from glmkit.convert.recipe import FILLER, GROUPS
+    from glmkit.convert.splice import splice
+
+    root, weights = tiny["root"], tiny["imatrix"].weights()
+    patterns = [GROUPS[g] for g in groups]
+    gguf_types.quantize(tiny["f16"], root / "base.gguf", base, imatrix=weights)
+    gguf_types.quantize(tiny["f16"], root / "q6_k.gguf", "q6_k", imatrix=weights,
+                        overrides=[gguf_types.Override(GROUPS["ffn_up"], FILLER)])  # a group not taken
+    gguf_types.quantize(tiny["f16"], root / "llama.gguf", base, imatrix=weights,
+                        overrides=[gguf_types.Override(p, "q6_k") for p in patterns])
+    n = splice(root / "base.gguf", root / "q6_k.gguf", patterns, root / "spliced.gguf")
+    assert (root / "spliced.gguf").read_bytes() == (root / "llama.gguf").read_bytes() and n > 0
+    assert (root / "spliced.gguf").read_bytes() != (root / "base.gguf").read_bytes()
+
+
 @pytest.mark.parametrize("args,words", [(["--outtype", "iq2_xs"], "needs an importance matrix"),
                                         (["--outtype", "q5_7"], "choose one of"),
                                         (["--max-size", "100KB"], "smallest GGUF"),
