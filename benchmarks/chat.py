@@ -3,7 +3,8 @@ multi-turn path, and inter-token latency by position over one long answer.
 
 The engine's own path runs on a second copy of the model loaded beside glmkit's, turn by turn in alternation, so
 a slow spell of the machine hits both, and is sent the same conversation (glmkit's answers in its history: a
-random-weight model's answers re-render to very different token counts, which would compare unlike work): llama-cpp-python's `create_chat_completion` (it reuses the common prefix of
+random-weight model's answers re-render to very different token counts, which would compare unlike work):
+llama-cpp-python's `create_chat_completion` (it reuses the common prefix of
 its previous prompt) and openvino-genai's `generate(ChatHistory)` (LLMPipeline keeps the previous KV).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from glmkit.glm4.errors import GlmkitError
 from glmkit.runtimes import GenerationConfig, load
@@ -22,7 +24,7 @@ BANDS = 4  # inter-token latency reported in this many position bands
 
 def user_messages(turns: int, chars: int) -> list[str]:
     """Distinct user messages of about `chars` characters, cut from glm4-tiny's held-out text."""
-    from glmkit.convert.embedded import held_out_text
+    from glmkit.sources.embedded import held_out_text
 
     text = held_out_text()
     step = max(chars, (len(text) - chars) // max(1, turns))
@@ -39,7 +41,8 @@ def _engine_llamacpp(rt, model: str):
     def turn(messages: list[dict], answer_tokens: int) -> tuple[float, str]:
         t0 = time.perf_counter()
         first, parts = None, []
-        for chunk in llm.create_chat_completion(messages, max_tokens=answer_tokens, temperature=0.0, stream=True):
+        chat: Any = llm.create_chat_completion  # its TypedDicts do not take plain dicts
+        for chunk in chat(messages, max_tokens=answer_tokens, temperature=0.0, stream=True):
             delta = chunk["choices"][0]["delta"].get("content")
             if delta:
                 first = first or time.perf_counter()

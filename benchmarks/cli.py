@@ -167,7 +167,7 @@ def _write(data: dict, out: Path, kind) -> int:
     """OUT.json, OUT.md and OUT.png of a scenario module (chat, serve) with to_markdown and plot."""
     import json
 
-    from glmkit.convert.atomic import write_text
+    from glmkit.common.atomic import write_text
 
     md = kind.to_markdown(data)
     written = [write_text(out, json.dumps(data, indent=2) + "\n"), write_text(out.with_suffix(".md"), md)]
@@ -224,7 +224,7 @@ def run(argv: list[str] | None = None) -> int:
             types = tuple(t for t in (args.kv_cache or "").split(",") if t) or None
             return _write(kv.run(args.model, args.length, types), Path(args.output), kv)
         if args.cmd == "quantize":
-            from glmkit.convert.atomic import write_text
+            from glmkit.common.atomic import write_text
 
             from . import quantize
 

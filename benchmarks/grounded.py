@@ -58,7 +58,7 @@ def functions(texts, max_chars: int = 700) -> list[str]:
 def held_out_tasks(count: int, seed: int = 0) -> list[dict]:
     """`count` edits of each kind on functions glm4-tiny never saw (the stdlib files held out of its training),
     and as many free-text requests (a def line to write out): {kind, messages, expected}."""
-    from glmkit.convert import corpus
+    from glmkit.sources import corpus
 
     texts = list(corpus.stdlib_texts(held_out=True))
     words = sorted({w for t in texts[:50] for w in re.findall(r"\b[a-z]{4,10}\b", t)})

@@ -19,8 +19,8 @@ from glmkit.runtimes.logits import log_softmax
 
 def _ids_and_shape(model: str, length: int) -> tuple[list[int], tuple[int, int, int]]:
     """`length` tokens of held-out text, and the KV shape (layers, KV heads, head dim) the engine caches."""
-    from glmkit.convert.embedded import held_out_text
     from glmkit.runtimes import load
+    from glmkit.sources.embedded import held_out_text
 
     with load(model, n_ctx=min(length + 64, 4096)) as rt:
         ids = rt.tokenizer.encode("[gMASK]<sop>" + held_out_text())

@@ -63,7 +63,7 @@ def held_out(n: int = 80) -> list[dict]:
 def accuracy(answer, tasks: list[dict]) -> dict:
     """Share of tasks whose answer (`answer(messages) -> text`, stripped) is the expected word, overall and per
     kind of question."""
-    right = {k: [] for k in QUESTIONS}
+    right: dict[str, list] = {k: [] for k in QUESTIONS}
     for t in tasks:
         right[t["kind"]].append(answer(t["messages"]).strip() == t["answer"])
     per = {k: sum(v) / len(v) for k, v in right.items() if v}

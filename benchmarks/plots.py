@@ -95,7 +95,7 @@ def length_plot(data: dict, path: str | Path) -> Path | None:
 def _save(fig, path) -> Path:
     import io
 
-    from glmkit.convert.atomic import write_bytes
+    from glmkit.common.atomic import write_bytes
 
     buf = io.BytesIO()
     fig.tight_layout()

@@ -17,7 +17,7 @@ SCHEMA = "glm-bench-quantize/1"
 GGUF_DEFAULT = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_k_m+imatrix", "iq4_xs+imatrix", "q3_k_m", "iq3_s+imatrix",
                 "iq3_xxs+imatrix", "q2_k", "iq2_m+imatrix", "iq2_xs+imatrix")
 # OpenVINO recipes: name → to_openvino options
-OPENVINO = {"int8": {"weight_format": "int8"},
+OPENVINO: dict[str, dict] = {"int8": {"weight_format": "int8"},
             "int4": {"weight_format": "int4"},  # glmkit's default: GPTQ, group 32, ratio 1.0
             "int4-data-free": {"weight_format": "int4", "data_free": True},
             "int4-optimum-default": {"weight_format": "int4", "data_free": True, "group_size": 128, "ratio": 1.0}}
@@ -51,7 +51,7 @@ def pareto(rows: list[dict], x: str = "bytes", y: str = "mean_kl") -> None:
 def run(src: str, gguf: tuple[str, ...] = GGUF_DEFAULT, openvino: tuple[str, ...] = OPENVINO_DEFAULT,
         work: str | Path | None = None, reps: int = 3, gen: int = 32, quality_tokens: int = 1024,
         speed: bool = True, threads: int | None = None, quiet: bool = False) -> dict:
-    from glmkit.convert import progress
+    from glmkit.common import progress
 
     from . import run as run_mod
     from .run import reference_logits
@@ -91,7 +91,8 @@ def to_markdown(data: dict) -> str:
     lines = [f"## glm-bench quantize · {data['source']}", "",
              f"KL and top-1 against the fp32 source over {data['tokens']} held-out tokens (source perplexity "
              f"{data['reference_perplexity']:.2f}); ★ = on the size/KL Pareto front. Bytes: {data['size_counts']}.",
-             "", "| engine | recipe | MB | KL | top-1 | perplexity | decode t/s | |", "|---|---|---|---|---|---|---|---|"]
+             "", "| engine | recipe | MB | KL | top-1 | perplexity | decode t/s | |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         tps = f"{r['decode_tps']:.1f}" if r["decode_tps"] else "—"
         lines.append(f"| {r['engine']} | {r['recipe']} | {r['bytes'] / 1e6:.2f} | {r['mean_kl']:.5f} | "

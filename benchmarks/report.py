@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from glmkit.common.atomic import write_text
 from glmkit.convert import GlmkitError
-from glmkit.convert.atomic import write_text
 
 from .run import SCHEMA_VERSION
 

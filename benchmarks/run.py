@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glmkit.convert import GlmkitError, manifest
+from glmkit.common import manifest
+from glmkit.convert import GlmkitError
 from glmkit.glm4.errors import REFERENCE_STACK, require
 from glmkit.runtimes import GenerationConfig, load
 
@@ -40,7 +41,7 @@ def _p90(values: list[float]) -> float:
 
 def prompts(runtime, count: int, length: int) -> list[list[int]]:
     """`count` different prompts of exactly `length` tokens, cut from glm4-tiny's held-out text."""
-    from glmkit.convert.embedded import held_out_text
+    from glmkit.sources.embedded import held_out_text
 
     ids = runtime.tokenizer.encode(held_out_text())
     if len(ids) < count * length:
@@ -57,7 +58,7 @@ def _size_on_disk(path: Path) -> int:
 
 def _describe(model: str, runtime) -> tuple[str, int]:
     """(precision, size on disk) from glmkit's manifest where there is one."""
-    from glmkit.convert import source
+    from glmkit.sources import source
 
     path = Path(model)
     if not path.exists():
@@ -127,8 +128,8 @@ class Subject:
         got = self.runs.setdefault(length, {"glmkit": [], "raw": [], "peak_rss_mb": []})
         cfg = GenerationConfig(max_new_tokens=gen, ignore_eos=True)
         steps = [("glmkit", lambda ids: self.rt.generate(ids, cfg))]
-        if self.raw_fn:
-            steps.append(("raw", lambda ids: self.raw_fn(self.rt, ids, gen)))
+        if raw_fn := self.raw_fn:
+            steps.append(("raw", lambda ids: raw_fn(self.rt, ids, gen)))
         for name, fn in steps[::-1] if flip else steps:
             r = fn(next(self.pool)[:length])
             if keep:
@@ -150,7 +151,7 @@ class Subject:
             if raw:
                 res["raw"] = _summaries(raw)
                 res["glmkit_vs_raw"] = ratio(speed["decode_tps"], res["raw"]["decode_tps"])  # paired by rep
-            if self.weights:
+            if self.weights and self.bandwidth:
                 res["roofline"] = ceiling(self.weights, self.bandwidth, speed["decode_tps"]["median"])
             out.append(res)
         return out
@@ -170,9 +171,9 @@ def perplexity(logits: np.ndarray, ids: list[int]) -> float:
 def reference_logits(reference: str, tokens: int = 512) -> tuple[list[int], np.ndarray]:
     """glm4-tiny's held-out text as the reference's token ids, and the reference's fp32 logits on it."""
     from glmkit.convert import transformers_dir
-    from glmkit.convert.embedded import held_out_text
     from glmkit.runtimes import logits
     from glmkit.runtimes.tokenizer import from_hf
+    from glmkit.sources.embedded import held_out_text
 
     ids = from_hf(transformers_dir(reference)).encode(held_out_text())[:tokens]
     return ids, logits(reference, ids, backend="transformers")
@@ -208,7 +209,7 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
     interleave: load every model at once and take repetitions round-robin, so a slow spell of a shared machine
     hits every config alike and the in-run ratios cancel it (needs the memory of all models together).
     """
-    from glmkit.convert import progress
+    from glmkit.common import progress
     from glmkit.runtimes import detect_backend
 
     if reps < 1 or gen < 2:
@@ -224,13 +225,13 @@ def run(models: list[str], backends: tuple[str, ...] = ("auto",), prompt_lengths
         progress.say(f"measuring memory bandwidth at {threads or 'all'} threads", quiet)
         bandwidth = bandwidth_gbs(threads)
     kv = {"kv_cache": kv_cache} if kv_cache else {}
-    plan = [dict(model=m, backend=b, **kv) for m in models for b in backends]
+    plan: list[dict] = [dict(model=m, backend=b, **kv) for m in models for b in backends]
     if reference:
         dtype = reference_dtype()
         plan.append(dict(model=reference, backend="transformers", dtype=dtype,
                          label=f"reference/{Path(reference).name}-{'fp16' if dtype == 'float16' else 'bf16'}"))
     lengths = tuple(prompt_lengths)
-    common = dict(threads=threads, bandwidth=bandwidth, peers=peers, lengths=lengths, runs=warmup + reps)
+    common: dict = dict(threads=threads, bandwidth=bandwidth, peers=peers, lengths=lengths, runs=warmup + reps)
     schedule = [(length, i) for length in lengths for i in range(warmup + reps)]
     results: list[dict] = []
     with progress.task(f"benchmarking {len(plan)} config(s)", len(plan) * len(schedule), quiet) as advance:

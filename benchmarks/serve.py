@@ -216,7 +216,7 @@ def load_level(turn, n: int, turns: int, user_chars: int, answer_tokens: int) ->
 
 def _levels(turn, name: str, clients, turns: int, user_chars: int, answer_tokens: int, quiet: bool) -> list[dict]:
     """Each load level in turn after one warm-up turn; scaling relative to the first level."""
-    from glmkit.convert import progress
+    from glmkit.common import progress
 
     turn([{"role": "user", "content": "warm up"}], 4)
     levels = []
@@ -233,7 +233,7 @@ def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300,
         n_ctx: int = 4096, threads: int | None = None, peers: bool = True, quiet: bool = False,
         vllm: tuple[str, str] | None = None, slots: int | None = None, serve_flags: tuple[str, ...] = (),
         llama_server: str | None = None, in_process: bool = False) -> dict:
-    from glmkit.convert import progress
+    from glmkit.common import progress
 
     from .environment import environment
 
@@ -242,7 +242,7 @@ def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300,
     if min(clients) < 1 or turns < 1 or (slots is not None and slots < 1):
         raise GlmkitError("--clients, --turns and --slots must be at least 1")
     llama_server = llama_server_binary(llama_server) if peers else None
-    data = {"schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
+    data: dict = {"schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
             "environment": environment(threads),
             "settings": {"clients": list(clients), "turns": turns, "user_chars": user_chars,
                          "answer_tokens": answer_tokens, "n_ctx": n_ctx, "slots": slots or max(clients),
@@ -252,15 +252,15 @@ def run(model: str, clients=(1, 2, 4, 8), turns: int = 3, user_chars: int = 300,
                                    llama_server):
         progress.say(f"starting {name}", quiet)
         with _server(cmd, port, name):
-            levels = _levels(lambda messages, n: _stream_turn(port, messages, n), name, clients, turns, user_chars,
-                             answer_tokens, quiet)
+            levels = _levels(lambda messages, n, port=port: _stream_turn(port, messages, n), name, clients, turns,
+                             user_chars, answer_tokens, quiet)
         data["servers"].append({"server": name, "levels": levels})
     if in_process:
         from glmkit.runtimes import load
 
         name = "engine in-process"
         progress.say(f"loading {name}", quiet)
-        options = {"n_ctx": n_ctx, "parallel": slots or max(clients), **({"threads": threads} if threads else {})}
+        options: dict = {"n_ctx": n_ctx, "parallel": slots or max(clients), **({"threads": threads} if threads else {})}
         with load(model, **options) as runtime:
             levels = _levels(lambda messages, n: _runtime_turn(runtime, messages, n), name, clients, turns,
                              user_chars, answer_tokens, quiet)

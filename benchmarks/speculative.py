@@ -57,7 +57,7 @@ def run(model: str, spec: str, count: int = 5, max_new_tokens: int = 256, backen
         quiet: bool = False) -> dict:
     opts = options(spec, draft_tokens, ngram_size)
     tasks = held_out_tasks(count)
-    common = {"prefix_cache": False, "threads": threads}
+    common: dict = {"prefix_cache": False, "threads": threads}
     rows = []
     with load(model, backend, **common) as plain, load(model, backend, **common, **opts) as fast:
         config = GenerationConfig(max_new_tokens=max_new_tokens)

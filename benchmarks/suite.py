@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from glmkit.convert import GlmkitError, progress
+from glmkit.common import progress
+from glmkit.convert import GlmkitError
 
 from . import compare, report
 from .run import run
@@ -20,7 +21,7 @@ from .run import run
 BASELINE = Path(__file__).parent / "baselines" / "ci.json"
 
 # (reference source, [(artifact name, converter, options)])
-SUITE = [
+SUITE: list[tuple[str, list[tuple[str, str, dict]]]] = [
     ("glm4-tiny", [("tiny-int4", "openvino", {"weight_format": "int4"}),
                    ("tiny-q4_k_m", "gguf", {"outtype": "q4_k_m"})]),
     ("synthetic:glm4:bench", [("bench-int8", "openvino", {"weight_format": "int8"}),
@@ -31,7 +32,7 @@ SUITE = [
 ]
 # glm4-tiny decodes a token in under a millisecond: its timings are scheduling noise, its quality is the signal.
 QUALITY_ONLY = {"glm4-tiny"}
-SETTINGS = {"prompt_lengths": (128,), "gen": 32, "reps": 5, "warmup": 1, "interleave": True}
+SETTINGS: dict = {"prompt_lengths": (128,), "gen": 32, "reps": 5, "warmup": 1, "interleave": True}
 
 
 def _convert(src: str, name: str, to: str, options: dict, work: Path, quiet: bool) -> Path:
@@ -83,7 +84,7 @@ def ci(out_dir: str | Path = "bench-ci", baseline: str | Path | None = BASELINE,
     data = merge(parts)
     data["settings"]["suite_seconds"] = round(time.perf_counter() - t0, 1)
     report.write_reports(data, out_dir)
-    if update_baseline:
+    if update_baseline and baseline is not None:
         report.save_results(data, baseline)
         return data, None
     if baseline is None:

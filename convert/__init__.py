@@ -1,9 +1,7 @@
 """glmkit.convert — GLM-4 checkpoints in, transformers / OpenVINO / GGUF artifacts out.
 
-Layers, each importing only those before it (GLM-4 facts themselves — errors, the family registry, the chat
-format — live below all of them, in glmkit.glm4):
-  shared         paths, layout, atomic, manifest, progress
-  sources        checkpoint, shards, tokenizer, corpus, embedded, synthetic, remap, source
+Sources (checkpoints, synthetic and embedded models) are glmkit.sources, the files every layer writes
+glmkit.common, and GLM-4's facts glmkit.glm4; here:
   converters     pipeline (the steps every target shares), and hf, openvino, gguf: what each target plugs into
                  it (each verifies through verify, which reads logits from glmkit.runtimes)
   cli            glm-convert
@@ -19,8 +17,9 @@ import importlib
 _EXPORTS = {
     "GlmkitError": "glmkit.glm4.errors", "VerificationError": "glmkit.glm4.errors",
     "FAMILIES": "glmkit.glm4.families", "Family": "glmkit.glm4.families", "detect": "glmkit.glm4.families",
-    "detect_dir": "checkpoint", "open_checkpoint": "checkpoint",
-    "Source": "source", "open_source": "source", "resolve": "source", "transformers_dir": "source",
+    "detect_dir": "glmkit.sources.checkpoint", "open_checkpoint": "glmkit.sources.checkpoint",
+    "Source": "glmkit.sources.source", "open_source": "glmkit.sources.source", "resolve": "glmkit.sources.source",
+    "transformers_dir": "glmkit.sources.source",
     "to_hf": "hf", "to_openvino": "openvino", "to_gguf": "gguf",
 }
 __all__ = sorted(_EXPORTS)

@@ -47,8 +47,8 @@ def check(outtype: str, iters: int) -> None:
 def llama_cpp_tree() -> Path:
     """llama.cpp's conversion code and gguf-py as vendored by the installed llama-cpp-python, from its source
     distribution on PyPI (fetched by pip once, kept in glmkit's cache)."""
-    from .atomic import atomic_output
-    from .paths import cache_root
+    from glmkit.common.atomic import atomic_output
+    from glmkit.common.paths import cache_root
 
     v = version("llama-cpp-python")
     out = cache_root() / f"llama.cpp-from-llama-cpp-python-{v}"

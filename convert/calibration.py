@@ -34,7 +34,7 @@ def make_embedded(max_chars: int = EMBEDDED_CHARS) -> str:
     """The text of data/calibration.txt: every 7th file of the corpus's training side (for variety) up to
     `max_chars`, then the chat turns. Run by hand to rebuild the file; the shipped file keeps results the same
     on every Python version."""
-    from .corpus import stdlib_texts
+    from glmkit.sources.corpus import stdlib_texts
 
     parts, total = [], 0
     for i, text in enumerate(stdlib_texts(held_out=False)):
@@ -81,7 +81,7 @@ def token_chunks(tokenizer_dir: str | Path, dataset: str, n_chunks: int,
                  chunk_tokens: int = CHUNK_TOKENS) -> list[list[int]]:
     """Up to `n_chunks` chunks of exactly `chunk_tokens` ids, each opening with `[gMASK]<sop>` as every GLM-4
     prompt does, cut from the calibration text in order."""
-    from .tokenizer import load_hf_tokenizer
+    from glmkit.sources.tokenizer import load_hf_tokenizer
 
     tok = load_hf_tokenizer(tokenizer_dir)
     prefix = tok(families.PROMPT_PREFIX, add_special_tokens=False)["input_ids"]

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _info(path: str) -> int:
-    from . import manifest
+    from glmkit.common import manifest
 
     data = manifest.read(path)
     if data is None:

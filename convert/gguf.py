@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from glmkit.common import manifest, progress
+from glmkit.common.paths import default_output
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import find_template
 
-from . import gguf_types, manifest, preflight, progress
+from . import gguf_types, preflight
 from .gguf_types import Override
-from .paths import default_output
 from .pipeline import Job, Target, convert
 
 # family → llama.cpp architecture. glm and chatglm both load as llama.cpp's chatglm.
@@ -67,17 +69,17 @@ def _encode(t, qtype) -> np.ndarray:
     return out.reshape(*t.shape[:-1], out.shape[-1])
 
 
-def _tensor_stream(ckpt, config: dict, meta: bool):
+def _tensor_stream(ckpt, config: dict, meta: bool) -> Iterator:
     """(hf_name, tensor) in glm/glm4 layout; with meta=True only shapes (no data read)."""
-    from .remap import chatglm_to_glm_tensors
+    from glmkit.sources.remap import chatglm_to_glm_tensors
 
     if meta:
         import torch
 
-        from .checkpoint import safetensors_header
+        from glmkit.sources.checkpoint import safetensors_header
 
         dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
-        tensors = ((n, torch.empty(m["shape"], dtype=dtypes.get(m["dtype"], torch.float32), device="meta"))
+        tensors: Iterator = ((n, torch.empty(m["shape"], dtype=dtypes.get(m["dtype"], torch.float32), device="meta"))
                    for f in ckpt.weight_files for n, m in sorted(safetensors_header(f).items()))
     else:
         tensors = ckpt.tensors()
@@ -90,7 +92,7 @@ def _vocab(tok_dir: Path, vocab_size: int):
     """Tokens by id (gaps padded as llama.cpp does), token types, merges, and special-token ids."""
     from gguf import TokenType
 
-    from .tokenizer import check_pretokenizer
+    from glmkit.sources.tokenizer import check_pretokenizer
 
     data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
     check_pretokenizer(data)
@@ -157,7 +159,9 @@ def _header(path: Path, ckpt, config: dict, tok_dir: Path, file_type, spec: str)
     if "<|observation|>" in ids:
         w.add_eom_token_id(ids["<|observation|>"])
     w.add_add_bos_token(False)
-    w.add_chat_template(find_template(tok_dir, config=config, name=spec))
+    template = find_template(tok_dir, config=config, name=spec)  # GLM-4's own where the source has none
+    if template:
+        w.add_chat_template(template)
     return w, name_map
 
 
@@ -177,7 +181,8 @@ def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: st
         qtype = _plan_type(name, tuple(meta.shape), outtype)
         byte_shape = gguf.quants.quant_shape_to_byte_shape(tuple(meta.shape), qtype) \
             if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else tuple(meta.shape)
-        dtype = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}.get(qtype, np.uint8)
+        dtype = {gguf.GGMLQuantizationType.F32: np.float32,
+                 gguf.GGMLQuantizationType.F16: np.float16}.get(qtype, np.uint8)
         nbytes = int(np.prod(byte_shape)) * np.dtype(dtype).itemsize
         w.add_tensor_info(name, byte_shape, np.dtype(dtype), nbytes, raw_dtype=qtype)
         plan.append((hf_name, qtype, nbytes))
@@ -238,7 +243,8 @@ class GGUF(Target):
         self.calibration_chunks, self.max_size = calibration_chunks, max_size
         self.overrides: list[Override] = []
         self.max_bytes: int | None = None
-        self.memory, self.n_ctx, self.budget = memory, n_ctx, None
+        self.memory, self.n_ctx = memory, n_ctx
+        self.budget: dict | None = None
         self.method, self.iters, self.dataset = method, iters, dataset
 
     def validate(self) -> None:
@@ -289,7 +295,7 @@ class GGUF(Target):
             from .recipe import memory_budget
 
             self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
-            self.max_bytes = min(self.max_bytes, self.budget["weights"])
+            self.max_bytes = min(self.max_bytes or self.budget["weights"], self.budget["weights"])
         out = (parameters * 2 if self.max_bytes else  # candidates are written one at a time beside the f16 stage
                preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py" else int(parameters * 1.2))
         preflight.check_disk({job.out: out
@@ -300,13 +306,12 @@ class GGUF(Target):
             raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf "
                               "--allow-pickle")
 
-    def _imatrix(self, job: Job, f16: Path, tok_dir: Path):
+    def _imatrix(self, spec: str, job: Job, f16: Path, tok_dir: Path):
         """(per-column weights, manifest record) from the user's file, or computed by llama.cpp on the f16 stage
         over calibration text (never the held-out text verification scores)."""
         from . import calibration
         from . import imatrix as im
 
-        spec = self.imatrix_spec
         if Path(spec).suffix in (".gguf", ".dat"):
             m = im.load(spec)
             record = {"file": str(spec), "datasets": m.datasets, "chunks": m.chunk_count, "computed": False}
@@ -329,7 +334,7 @@ class GGUF(Target):
         return m.weights(), record
 
     def export(self, job: Job) -> dict:
-        from .remap import chatglm_to_glm_config, write_tokenizer
+        from glmkit.sources.remap import chatglm_to_glm_config, write_tokenizer
 
         ckpt = job.ckpt
         config = dict(ckpt.config) if ckpt.family.native else chatglm_to_glm_config(ckpt.config)
@@ -345,7 +350,7 @@ class GGUF(Target):
 
             texts = calibration.texts(self.dataset or "embedded", 10 * autoround.NSAMPLES, 4000)
             progress.say(f"quantizing to {self.outtype} with AutoRound ({self.iters} iterations)", job.quiet)
-            settings["method"] = autoround.quantize(job.native_dir(), self.outtype, self.iters, texts,
+            settings["method"] = autoround.quantize(job.native_dir(), self.outtype, self.iters or 0, texts,
                                                     job.stage / "autoround.gguf", job.stage, job.quiet)
             settings["method"]["dataset"] = self.dataset or "embedded"
             _rewrite(job.stage / "autoround.gguf", job.tmp, ckpt, config, tok_dir, job.src)
@@ -358,7 +363,7 @@ class GGUF(Target):
             weights = None
             if self.imatrix_spec:
                 t = time.perf_counter()
-                weights, settings["imatrix"] = self._imatrix(job, f16, tok_dir)
+                weights, settings["imatrix"] = self._imatrix(self.imatrix_spec, job, f16, tok_dir)
                 steps["imatrix"] = round(time.perf_counter() - t, 1)
             if self.max_bytes:
                 from . import recipe

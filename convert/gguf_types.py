@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def check_overrides(overrides: list[Override], tensor_names: list[str], has_imat
 
 
 def quantize(src: Path, dst: Path, outtype: str, *, imatrix: dict | None = None,
-             overrides: list[Override] = (), dry_run: bool = False, threads: int | None = None) -> str:
+             overrides: Sequence[Override] = (), dry_run: bool = False, threads: int | None = None) -> str:
     """llama.cpp's own quantizer from an f16/f32 GGUF; returns its log. `imatrix`: tensor name → per-column
     weights (Imatrix.weights()). Its C-level log is captured and shown only if it fails."""
     import gguf

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from glmkit.common import progress
+from glmkit.common.paths import default_output
 from glmkit.glm4 import families
 
-from . import preflight, progress
-from .paths import default_output
+from . import preflight
 from .pipeline import Job, Target, convert
 
 
@@ -30,7 +31,7 @@ class HF(Target):
         preflight.check_disk({job.out: job.source_bytes}, "writing the checkpoint")
 
     def export(self, job: Job) -> dict:
-        from .remap import write_checkpoint
+        from glmkit.sources.remap import write_checkpoint
 
         config = write_checkpoint(job.ckpt, job.tmp, quiet=job.quiet, max_shard_bytes=self.max_shard_bytes)
         if self.rope_scaling:

@@ -59,7 +59,7 @@ def save(imatrix: Imatrix, path: str | Path) -> Path:
     """Write llama.cpp's GGUF imatrix format (what `llama-imatrix -o X.gguf` writes)."""
     import gguf
 
-    from .atomic import atomic_output
+    from glmkit.common.atomic import atomic_output
 
     path = Path(path)
     with atomic_output(path, force=True, is_dir=False) as tmp:

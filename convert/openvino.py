@@ -15,13 +15,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from glmkit.common import progress
+from glmkit.common.paths import default_output
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 
-from . import preflight, progress
+from . import preflight
 from .calibration import texts as calibration_texts
 from .openvino_ir import ir_weight_precisions, rope_frequencies_in_f32, write_generation_config
-from .paths import default_output
 from .pipeline import Job, Target, convert
 
 WEIGHT_FORMATS = ("fp16", "int8", "int4")
@@ -337,5 +338,5 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
         raise GlmkitError(f"--method {method}: choose rtn or autoround")
     compression = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
                               dataset, num_samples, profile, data_free)
-    return convert(OpenVINO(compression, max_size, memory, n_ctx), src, output, rope_scaling=rope_scaling, verify=verify, force=force,
-                   allow_pickle=allow_pickle, revision=revision, quiet=quiet)
+    return convert(OpenVINO(compression, max_size, memory, n_ctx), src, output, rope_scaling=rope_scaling,
+                   verify=verify, force=force, allow_pickle=allow_pickle, revision=revision, quiet=quiet)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from glmkit.common import progress
 from glmkit.glm4 import families, vision
 from glmkit.glm4.errors import GlmkitError
 from glmkit.runtimes import glm4v as ir
 
-from . import progress, vision_tower
+from . import vision_tower
 
 DATA_FREE = ("awq", "scale_estimation", "gptq", "dataset")
 
@@ -36,7 +37,7 @@ def vision_parameters(ckpt) -> int:
     """Parameters of the checkpoint's vision tower, from the safetensors headers (nothing loaded)."""
     from math import prod
 
-    from .checkpoint import safetensors_header
+    from glmkit.sources.checkpoint import safetensors_header
 
     return sum(prod(meta["shape"]) for f in ckpt.weight_files for name, meta in safetensors_header(f).items()
                if name.startswith(vision_tower.PREFIX))
@@ -150,8 +151,9 @@ def export(job, settings: dict, nncf_config: dict | None) -> dict:
     """Write the GLM-4V IR at job.tmp; returns the manifest fields."""
     from optimum.exporters.openvino.convert import export_tokenizer
 
+    from glmkit.sources.tokenizer import load_hf_tokenizer
+
     from .openvino_ir import ir_weight_precisions, rope_frequencies_in_f32, write_generation_config
-    from .tokenizer import load_hf_tokenizer
 
     source_dir, out, fp16 = job.native_dir(), job.tmp, settings["weight_format"] == "fp16"
     dtype = load_dtype(job.ckpt.config, settings["weight_format"])
@@ -190,9 +192,8 @@ def verification_prompt(tokenizer_dir: Path, image_size: int, n: int = 512):
     from PIL import Image, ImageDraw
 
     from glmkit.glm4 import template
-
-    from .embedded import held_out_text
-    from .tokenizer import load_hf_tokenizer
+    from glmkit.sources.embedded import held_out_text
+    from glmkit.sources.tokenizer import load_hf_tokenizer
 
     image = Image.new("RGB", (320, 240), "white")
     draw = ImageDraw.Draw(image)

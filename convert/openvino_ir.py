@@ -33,13 +33,14 @@ def rope_frequencies_in_f32(out: Path, source_dir: Path, xml_name: str = "openvi
     Put them back in f32, as transformers' own rope initialisation computes them (YaRN included)."""
     import numpy as np
     import openvino as ov
+    import torch
     from transformers import AutoConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     cfg = AutoConfig.from_pretrained(str(source_dir), trust_remote_code=False)
     scaling = getattr(cfg, "rope_scaling", None) or {}
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))  # as Glm4RotaryEmbedding reads it
-    inv_freq = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu")[0].numpy().astype(np.float32)
+    inv_freq = ROPE_INIT_FUNCTIONS[rope_type](cfg, torch.device("cpu"))[0].numpy().astype(np.float32)
     xml = out / xml_name
     model = ov.Core().read_model(xml)
     found = 0
@@ -65,7 +66,7 @@ def rope_frequencies_in_f32(out: Path, source_dir: Path, xml_name: str = "openvi
 
 def write_generation_config(out: Path, source_dir: Path, fmt: families.ChatFormat) -> None:
     """GLM-4's three stop tokens must be in generation_config.json: LLMPipeline stops on nothing else."""
-    from .tokenizer import added_token_ids
+    from glmkit.sources.tokenizer import added_token_ids
 
     ids = added_token_ids(source_dir / "tokenizer.json")
     path = out / "generation_config.json"

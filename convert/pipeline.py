@@ -13,12 +13,16 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from glmkit.common import manifest, progress
+from glmkit.common.atomic import atomic_output, check_output, stage_dir
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 
-from . import manifest, progress
-from .atomic import atomic_output, check_output, stage_dir
+if TYPE_CHECKING:
+    from glmkit.sources.checkpoint import Checkpoint
+    from glmkit.sources.source import Source
 
 
 @dataclass
@@ -27,15 +31,27 @@ class Job:
 
     src: str
     out: Path
-    source: object            # source.Source: where the checkpoint came from
-    ckpt: object              # checkpoint.Checkpoint
+    source: Source            # where the checkpoint came from
+    ckpt: Checkpoint
     rope_scaling: str | None
     quiet: bool
-    stage: Path | None = None  # scratch beside OUT, removed however the run ends
-    tmp: Path | None = None    # the output being written, OUT's temporary
     config: dict = field(default_factory=dict)  # the converted model's config (remapped, YaRN applied)
     timings: dict = field(default_factory=dict)
     _native: Path | None = None
+    _stage: Path | None = None  # scratch beside OUT, removed however the run ends
+    _tmp: Path | None = None    # the output being written, OUT's temporary
+
+    @property
+    def stage(self) -> Path:
+        if self._stage is None:
+            raise RuntimeError("the stage exists from export on")
+        return self._stage
+
+    @property
+    def tmp(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError("the output exists from export on")
+        return self._tmp
 
     @cached_property
     def parameters(self) -> int:  # once: a pickled source is read whole to count them
@@ -49,7 +65,7 @@ class Job:
         """The source as a directory transformers loads as it is: a non-native family remapped into the stage (no
         remote code), and the YaRN asked for applied as a view; made once per job."""
         if self._native is None:
-            from .remap import write_checkpoint, yarn_view
+            from glmkit.sources.remap import write_checkpoint, yarn_view
 
             path = self.ckpt.path
             if not self.ckpt.family.native:
@@ -102,8 +118,9 @@ def convert(target: Target, src: str, output: str | Path | None = None, *, rope_
             verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
             quiet: bool = False) -> Path:
     """Run `target` on SRC; returns the output's path."""
+    from glmkit.sources.source import open_source
+
     from . import verify as verify_mod
-    from .source import open_source
 
     target.validate()
     if rope_scaling:  # a bad spec fails before any work
@@ -117,7 +134,7 @@ def convert(target: Target, src: str, output: str | Path | None = None, *, rope_
     target.preflight(job)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with stage_dir(out) as stage, atomic_output(out, force=force, is_dir=target.is_dir) as tmp:
-        job.stage, job.tmp = Path(stage), tmp
+        job._stage, job._tmp = Path(stage), Path(tmp)
         job.timings["load"] = time.perf_counter() - t0
         t = time.perf_counter()
         fields = target.export(job)

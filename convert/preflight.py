@@ -5,9 +5,7 @@ Estimates err on the large side; too little disk is one error with the numbers a
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
+from glmkit.common.disk import check_disk  # noqa: F401  (the converters call preflight.check_disk)
 from glmkit.glm4.errors import GlmkitError
 
 GB = 2**30
@@ -17,41 +15,23 @@ BYTES_PER_PARAMETER = {"f32": 4.0, "fp32": 4.0, "f16": 2.0, "fp16": 2.0, "bf16":
                        "q6_k": 0.85, "q5_k_m": 0.75, "q4_k_m": 0.65, "q4_0": 0.65, "int4": 0.8}
 # The OpenVINO export's own allocations (the source is memory-mapped): 6.6 GB for the 9.4 B-parameter shape.
 EXPORT_BYTES_PER_PARAMETER = 0.75
-SLACK = 256 * 2**20
 
 
 def output_bytes(parameters: int, precision: str) -> int:
     return int(parameters * BYTES_PER_PARAMETER.get(precision, 4.0))
 
 
-def check_disk(needs: dict[Path, int], what: str) -> None:
-    """`needs`: bytes to be written under each path (output directory, stage, cache). Paths on one filesystem are
-    added up; any filesystem short of room is refused before anything is written."""
-    per_fs: dict[int, tuple[Path, int]] = {}
-    for path, n in needs.items():
-        p = Path(path).absolute()
-        while not p.exists():
-            p = p.parent
-        dev = p.stat().st_dev
-        where, total = per_fs.get(dev, (p, 0))
-        per_fs[dev] = (where, total + n)
-    for where, n in per_fs.values():
-        free = shutil.disk_usage(where).free
-        if n + SLACK > free:
-            raise GlmkitError(f"{what} needs about {n / GB:.1f} GB on the filesystem of {where} (intermediates and "
-                              f"output) but {free / GB:.1f} GB is free; free space or write elsewhere with -o")
-
-
 def check_export_memory(parameters: int, quiet: bool = False) -> None:
     """Refuse an OpenVINO export this machine's memory (RAM and swap) cannot hold; warn when it is tight now."""
     import psutil
 
-    from . import progress
+    from glmkit.common import progress
 
     need = int(parameters * EXPORT_BYTES_PER_PARAMETER)
     total = psutil.virtual_memory().total + psutil.swap_memory().total
     if need > total:
-        raise GlmkitError(f"exporting {parameters / 1e9:.1f} B parameters to OpenVINO needs about {need / GB:.1f} GB of "
+        raise GlmkitError(f"exporting {parameters / 1e9:.1f} B parameters to OpenVINO needs about {need / GB:.1f} GB "
+                          "of "
                           f"memory; this machine has {total / GB:.1f} GB (RAM and swap) — export on a larger machine "
                           "and copy the IR over, or convert to GGUF, which streams")
     available = psutil.virtual_memory().available

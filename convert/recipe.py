@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from glmkit.common import progress
 from glmkit.glm4.errors import GlmkitError
 
-from . import gguf_types, progress
+from . import gguf_types
 from .gguf_types import Override
 from .sizes import human
 from .splice import splice
 
-BROAD_BELOW = 2e9    # parameters: smaller models measure MEASURED_TYPES types on EVAL_CHUNKS chunks, larger ones 1 and 1
+BROAD_BELOW = 2e9    # parameters: below, MEASURED_TYPES types on EVAL_CHUNKS chunks; above, one type on one chunk
 MEASURED_TYPES = 3   # plain types quantized and measured, the largest that fit
 EVAL_CHUNKS = 2      # × 512 calibration tokens scored per candidate, held out of the importance matrix
 GROUPS = {"token_embd": r"^token_embd\.weight$", "output": r"^output\.weight$",
@@ -90,7 +91,7 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
         sizes[name] = gguf_types.planned_bytes(f16, name, imatrix=imatrix)
     fitting = sorted((n for n in sizes if sizes[n] <= max_bytes + SLACK), key=lambda n: -sizes[n])
     if not fitting:
-        smallest = min(sizes, key=sizes.get)
+        smallest = min(sizes, key=lambda n: sizes[n])
         raise GlmkitError(f"--max-size {human(max_bytes)}: the smallest GGUF of this model is {smallest} at about "
                           f"{human(sizes[smallest])}; give at least that")
     broad = _parameters(f16) < BROAD_BELOW
@@ -131,9 +132,13 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
             files.pop(name).unlink()
         chosen_row, chosen_path = best, files[best["outtype"]]
         higher = HIGHER.get(best["outtype"], "q6_k")
-        probed = [g for g in GROUPS if higher and gguf_types.planned_bytes(
-            f16, best["outtype"], imatrix=imatrix, overrides=[Override(GROUPS[g], higher)]) <= max_bytes + SLACK]
-        if probed:
+        probed: list[str] = []  # groups whose raise adds bytes (some are at the higher type already) and fits
+        for g in GROUPS:
+            planned = higher and gguf_types.planned_bytes(f16, best["outtype"], imatrix=imatrix,
+                                                          overrides=[Override(GROUPS[g], higher)])
+            if planned and sizes[best["outtype"]] < planned <= max_bytes + SLACK:
+                probed.append(g)
+        if probed and higher is not None:
             t, donor = time.perf_counter(), stage / f"{higher}.gguf"
             gguf_types.quantize(f16, donor, higher, imatrix=imatrix,
                                 overrides=[Override(GROUPS[g], FILLER) for g in GROUPS if g not in probed])
@@ -185,8 +190,8 @@ def memory_budget(ckpt, memory_spec: str | int, n_ctx: int) -> dict:
     """How `--memory` splits for checkpoint `ckpt`: the f16 KV cache of n_ctx tokens, the engine's working memory,
     and what is left for the file's weights (an estimate; the manifest records it)."""
     from glmkit.runtimes.context import kv_bytes_per_token
+    from glmkit.sources.remap import chatglm_to_glm_config
 
-    from .remap import chatglm_to_glm_config
     from .sizes import parse_size
 
     memory = parse_size(memory_spec, "--memory")
@@ -233,7 +238,7 @@ def _show(record: dict, quiet: bool) -> None:
 
 # OpenVINO: recipes from most to least faithful, as measured on glm4-tiny (docs/quantization.md); the first whose
 # directory fits is written. Each rung is compression settings on top of the profile's (GPTQ where int4).
-OPENVINO_LADDER = (
+OPENVINO_LADDER: tuple[tuple[str, dict], ...] = (
     ("int8", {"weight_format": "int8"}),
     ("int4 GPTQ g32 ratio 0.8", {"group_size": 32, "ratio": 0.8}),
     ("int4 GPTQ g64 ratio 0.8", {"group_size": 64, "ratio": 0.8}),
@@ -285,11 +290,12 @@ def choose_openvino(config: dict, max_bytes: int, export, other: int = 0,
     writes one candidate; a rung whose estimate (its .bin, plus the other files of the first candidate written)
     is over is skipped without exporting; `other` guesses the files beside the .bin until then. Returns
     (settings, the candidate's directory, the manifest record)."""
-    t0, rows = time.perf_counter(), []
+    t0 = time.perf_counter()
+    rows: list[dict] = []
     for label, overrides in OPENVINO_LADDER:
         settings, out = export(overrides, dry=True)
         estimate = openvino_estimate(config, settings) + other
-        row = {"recipe": label, "estimated_bytes": estimate}
+        row: dict = {"recipe": label, "estimated_bytes": estimate}
         rows.append(row)
         if estimate > max_bytes * 1.01:
             continue
@@ -308,5 +314,6 @@ def choose_openvino(config: dict, max_bytes: int, export, other: int = 0,
         import shutil
 
         shutil.rmtree(out)
-    raise GlmkitError(f"--max-size {human(max_bytes)}: even {OPENVINO_LADDER[-1][0]} is about {human(rows[-1].get('bytes', rows[-1]['estimated_bytes']))}; "
+    smallest = rows[-1].get("bytes", rows[-1]["estimated_bytes"])
+    raise GlmkitError(f"--max-size {human(max_bytes)}: even {OPENVINO_LADDER[-1][0]} is about {human(smallest)}; "
                       "give more room, or --to gguf, whose 2-3 bit types are smaller")

@@ -88,7 +88,7 @@ def check(reference_dir, candidate: Path, precision: str, *, parameters: int, ca
           gated: bool, quiet: bool = False) -> tuple[Verification | None, dict]:
     """The verification step every converter runs: skip (saying why) when the fp32 reference cannot fit, else
     compare the candidate artifact's logits with the reference's. Returns the result and its manifest entry."""
-    from . import progress
+    from glmkit.common import progress
 
     skipped = reference_fits(parameters, candidate_bytes)
     if skipped:
@@ -119,15 +119,14 @@ def reject(tmp: Path, out: Path, summary: str, hint: str):
 def verification_text() -> str:
     """Fixed text: glm4-tiny's held-out code plus a multilingual line, wrapped in the GLM-4 chat format."""
     from glmkit.glm4 import families
-
-    from .embedded import held_out_text
+    from glmkit.sources.embedded import held_out_text
 
     multilingual = "你好，世界。こんにちは。안녕하세요. Привет, мир! مرحبا. Grüße! 🤖 3.14159 x = [1, 2, 3]\n"
     return f"{families.PROMPT_PREFIX}<|user|>\n{multilingual}<|assistant|>\n{held_out_text()[:6000]}"
 
 
 def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list[int]:
-    from .tokenizer import load_hf_tokenizer
+    from glmkit.sources.tokenizer import load_hf_tokenizer
 
     tok = load_hf_tokenizer(tokenizer_dir)
     return tok(verification_text(), add_special_tokens=False)["input_ids"][:n]
@@ -137,14 +136,13 @@ def tokenization(source_dir: str | Path, candidate: Path, gate: bool = True, ir:
     """Encode the tokenizer probes (many scripts, emoji, CRLF, digit runs) with the source's tokenizer and the
     artifact's; the manifest entry says how many texts came out identical and where the first one differs."""
     from glmkit.runtimes.encode import artifact_token_ids
-
-    from .corpus import TOKENIZER_PROBES
-    from .tokenizer import source_token_ids
+    from glmkit.sources.corpus import TOKENIZER_PROBES
+    from glmkit.sources.tokenizer import source_token_ids
 
     texts = list(TOKENIZER_PROBES)
     ref, got = source_token_ids(source_dir, texts), artifact_token_ids(candidate, texts, ir=ir)
     diffs = [i for i, (a, b) in enumerate(zip(ref, got)) if a != b]
-    record = {"texts": len(texts), "identical": len(texts) - len(diffs), "gated": gate,
+    record: dict = {"texts": len(texts), "identical": len(texts) - len(diffs), "gated": gate,
               "passed": not diffs or not gate}
     if diffs:
         a, b = ref[diffs[0]], got[diffs[0]]

@@ -46,8 +46,10 @@ TOOLS_HEADER = "# 可用工具"
 TOOL_FOOTER = "在调用上述函数时，请使用 Json 格式表示调用的参数。"
 _TOOLS_BLOCK = (
     "{% if tools %}<|system|>\n" + TOOLS_HEADER + "{% for tool in tools %}"
-    "{{ '\\n\\n' if loop.first else '\\n' }}## {{ (tool['function'] if tool['function'] is defined else tool)['name'] }}"
-    "{{ '\\n\\n' }}{{ (tool['function'] if tool['function'] is defined else tool) | tojson(indent=4, ensure_ascii=False) }}"
+    "{{ '\\n\\n' if loop.first else '\\n' }}"
+    "## {{ (tool['function'] if tool['function'] is defined else tool)['name'] }}"
+    "{{ '\\n\\n' }}"
+    "{{ (tool['function'] if tool['function'] is defined else tool) | tojson(indent=4, ensure_ascii=False) }}"
     "{{ '\\n' }}" + TOOL_FOOTER + "{% endfor %}{% endif %}"
 )
 _ROLE_TURNS = (

@@ -63,6 +63,6 @@ def preprocess(image, image_size: int):
     from PIL import Image
 
     rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-    x = np.asarray(rgb, dtype=np.float32) / 255.0
+    x: np.ndarray = np.asarray(rgb, dtype=np.float32) / 255.0
     x = (x - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

@@ -1,6 +1,6 @@
 """The one runtime interface: every backend yields token ids; glmkit does the rest the same way for all.
 
-Backends implement `_token_stream(prompt_ids, config, stats)`: token ids in, token ids out, reporting in a typed
+Backends implement `_token_stream(prompt_ids, config, stats, image)`: token ids in, token ids out, reporting in a typed
 EngineStats of the call's own (so calls may run at once) the prompt tokens whose KV they reused and their own
 figures. The prompt is rendered once by glmkit.glm4 (chat template, `[gMASK]<sop>`, tools, a forced prefix) and
 read back by its one output parser (answer marker, Z1 reasoning, tool calls, stop strings); context limits, stop
@@ -13,7 +13,7 @@ import dataclasses
 import secrets
 import time
 from abc import ABC, abstractmethod
-from typing import Iterator
+from collections.abc import Iterator
 
 from glmkit.glm4 import families
 from glmkit.glm4 import prompt as prompts
@@ -59,8 +59,8 @@ class Runtime(ABC):
 
     # -- what a backend provides -------------------------------------------------------------------------------
     @abstractmethod
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
-                      stats: EngineStats) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
+                      image=None) -> Iterator[int]:
         """Yield generated token ids one by one until the caller stops iterating (or max_new_tokens); set
         stats.reused to the prompt tokens whose KV was reused, and the engine's own figures where it has them."""
 
@@ -68,10 +68,10 @@ class Runtime(ABC):
         """The host-RAM cache of evicted conversations' KV, where the backend keeps one."""
         return None
 
-    def reset_cache(self) -> None:
+    def reset_cache(self) -> None:  # noqa: B027  (optional: engines without a cache keep this)
         """Forget the KV the engine holds, so the next call prefills its whole prompt (a cold start)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: engines that hold nothing keep this)
         pass
 
     # -- shared -------------------------------------------------------------------------------------------------
@@ -123,8 +123,7 @@ class Runtime(ABC):
         t0 = time.perf_counter()
         stamps: list[float] = []
         run = dataclasses.replace(config, max_new_tokens=budget)
-        tokens = (self._token_stream(ids, run, stats) if rendered.image is None  # GLM-4V: with its image
-                  else self._token_stream(ids, run, stats, image=rendered.image))
+        tokens = self._token_stream(ids, run, stats, image=rendered.image)  # GLM-4V: with its image
         try:
             for tok in tokens:
                 stamps.append(time.perf_counter())
@@ -167,6 +166,7 @@ class Runtime(ABC):
         result = None
         for event in self.stream(prompt, config, raw=raw, tools=tools, assistant_prefix=assistant_prefix):
             result = event
+        assert isinstance(result, GenerationResult)  # stream() always ends with it
         return result
 
     def chat(self, system: str | None = None, config: GenerationConfig | None = None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 _END = object()
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -170,7 +170,7 @@ class Glm4vRuntime(Runtime):
         b = prompt_ids.index(self.ir.boi_id) if key is not None else None
         if b is not None and n < b + vision.MARKER_TOKENS:
             n = 0  # the image itself would be cut: run it all again (its features are kept)
-        expanded = n + (features.shape[1] - vision.MARKER_TOKENS if b is not None and n else 0)
+        expanded = n + (features.shape[1] - vision.MARKER_TOKENS if features is not None and b is not None and n else 0)
         if n:  # keep the KV of the shared prefix; positions go on from the unexpanded length
             self.ir.trim(expanded)
             embeds, positions = self.ir.embed(prompt_ids[n:]), list(range(n, len(prompt_ids)))

@@ -14,7 +14,7 @@ import contextlib
 import ctypes
 import functools
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from glmkit.glm4.errors import GlmkitError
 
@@ -250,8 +250,8 @@ class LlamaCppRuntime(Runtime):
             self._held = self._held[:n]
         return n
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
-                      stats: EngineStats) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
+                      image=None) -> Iterator[int]:  # a text model: its prompts carry no image
         if self._scheduler is not None:
             yield from self._scheduler.submit(prompt_ids, config, stats)
             return
@@ -288,6 +288,7 @@ class LlamaCppRuntime(Runtime):
         if lookup is not None:
             return lookup.propose(k)
         d, lc = self._draft, self.llama_cpp
+        assert d is not None  # without prompt lookup, a draft model was loaded
         n = d._reuse(history)
         d._decode(history[n:])
         greedy = lc.llama_sampler_init_greedy()
@@ -306,6 +307,7 @@ class LlamaCppRuntime(Runtime):
         logits at each, the request's own sampler picks each next token in order, a proposal is kept while it
         equals the pick; the KV of the rest is removed, so the context holds exactly the emitted text."""
         lc, spec, b = self.llama_cpp, self.speculation, self._verify
+        assert spec is not None  # only called when speculating
         mem = lc.llama_get_memory(self.ctx)
         lookup = NgramLookup(spec.ngram, prompt_ids) if spec.kind == PROMPT_LOOKUP else None
         stats.proposed = stats.accepted = 0

@@ -139,7 +139,7 @@ class Sequences:
 
     def _save(self, seq: int) -> None:
         held, lc = self.held[seq], self.lc
-        if not self.cache.worth_saving(held):
+        if self.cache is None or not self.cache.worth_saving(held):
             return
         size = lc.llama_state_seq_get_size(self.rt.ctx, seq)
         buf = (ctypes.c_uint8 * size)()
@@ -156,7 +156,8 @@ class Sequences:
             self.held[seq] = []
             return False
         self.held[seq] = list(tokens)
-        self.cache.restored += 1
+        if self.cache is not None:
+            self.cache.restored += 1
         return True
 
     def release(self, req) -> None:

@@ -54,8 +54,8 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
     if base not in caps.devices:
         able = [k for k, c in capabilities.CAPABILITIES.items() if base in c.devices]
         if not able:
-            raise GlmkitError(f"--device {device}: no backend runs on it; choose one of "
-                              f"{', '.join(dict.fromkeys(d for c in capabilities.CAPABILITIES.values() for d in c.devices))}")
+            devices = dict.fromkeys(d for c in capabilities.CAPABILITIES.values() for d in c.devices)
+            raise GlmkitError(f"--device {device}: no backend runs on it; choose one of {', '.join(devices)}")
         raise GlmkitError(f"--device {device} needs the {' or '.join(able)} backend; {kind} runs on the "
                           f"{'/'.join(caps.devices)} here")
     name = str(model)
@@ -79,7 +79,7 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
             raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
         return LlamaCppRuntime(model, model_name=name, **options)
     require(REFERENCE_STACK, f"{model}: running a checkpoint (not an OpenVINO IR or a GGUF)")
-    from glmkit.convert.source import transformers_dir
+    from glmkit.sources.source import transformers_dir
 
     from .reference import TransformersRuntime
 

@@ -9,6 +9,7 @@ transformers in fp32.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def _transformers(model: str | Path, ids: list[int], kv_cache: None = None) -> n
     import torch
     from transformers import AutoModelForCausalLM
 
-    from glmkit.convert.source import transformers_dir
+    from glmkit.sources.source import transformers_dir
 
     path = transformers_dir(str(model))
     net = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, trust_remote_code=False)
@@ -115,4 +116,5 @@ def _transformers(model: str | Path, ids: list[int], kv_cache: None = None) -> n
 
 
 # backend → how its own engine computes logits
-ENGINES = {"openvino": _openvino, "llamacpp": _llamacpp, "transformers": _transformers}
+ENGINES: dict[str, Callable[..., np.ndarray]] = {"openvino": _openvino, "llamacpp": _llamacpp,
+                                                  "transformers": _transformers}

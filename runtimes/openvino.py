@@ -13,8 +13,8 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from glmkit.glm4.errors import GlmkitError
 
@@ -182,8 +182,8 @@ class OpenVINORuntime(Runtime):
             return 0
         return shared_prefix(self._held, prompt_ids)
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
-                      stats: EngineStats) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
+                      image=None) -> Iterator[int]:  # a text model: its prompts carry no image
         if self._scheduler is not None:
             yield from self._scheduler.submit(prompt_ids, config, stats)
             return

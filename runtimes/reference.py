@@ -5,7 +5,8 @@ The cache is kept between calls: a prompt that shares a prefix with what it hold
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from glmkit.glm4.errors import GlmkitError
 
@@ -53,7 +54,7 @@ class TransformersRuntime(Runtime):
         fmt = families.chat_format(cfg.to_dict(), model_name or str(path), tok.chat_template)
         native = families.context_length(cfg.to_dict())
         super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
-        self._cache = None
+        self._cache: Any = None  # transformers' DynamicCache once a prompt ran
         self._held: list[int] = []  # token ids whose keys and values the cache holds
 
     def reset_cache(self) -> None:
@@ -93,8 +94,8 @@ class TransformersRuntime(Runtime):
             self._held = self._held[:n]
         return n
 
-    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig,
-                      stats: EngineStats) -> Iterator[int]:
+    def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
+                      image=None) -> Iterator[int]:  # a text model: its prompts carry no image
         from transformers import DynamicCache
 
         torch = self.torch
@@ -107,7 +108,7 @@ class TransformersRuntime(Runtime):
         seen = torch.tensor([prompt_ids])
         step = torch.tensor([prompt_ids[reused:]])
         with torch.no_grad():
-            for n in range(config.max_new_tokens):
+            for _ in range(config.max_new_tokens):
                 out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True)
                 self._held += step[0].tolist()
                 logits = procs(seen, out.logits[:, -1, :].float())

@@ -7,7 +7,7 @@ checked it fits is the one generated from.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.prompt import Prompt
@@ -88,4 +88,5 @@ class ChatSession:
         result = None
         for event in self.stream(user, config):
             result = event
+        assert isinstance(result, GenerationResult)  # stream() always ends with it
         return result

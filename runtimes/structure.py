@@ -40,8 +40,9 @@ class Structure:
     @classmethod
     def tool_call(cls, tools: list[dict], answer: Structure | None = None) -> Structure:
         """From OpenAI `tools`: a call of one of them (or, with `answer`, an answer of its schema)."""
-        return cls(json_schema=answer.json_schema if answer else None, tools=tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
-                               for t in tools))
+        schemas = tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
+                        for t in tools)
+        return cls(json_schema=answer.json_schema if answer else None, tools=schemas)
 
 
 def gbnf(structure: Structure) -> str:

@@ -9,8 +9,8 @@ tokenizer's own incremental decoder (tokenizers' DecodeStream, llama.cpp's token
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from glmkit.glm4 import families
 from glmkit.glm4 import template as templates
@@ -19,7 +19,7 @@ from glmkit.glm4.messages import find_template
 
 
 class Tokenizer:
-    def __init__(self, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], template: str,
+    def __init__(self, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], template: str | None,
                  token_id: Callable[[str], int | None], decoder: Callable[[], object],
                  template_context: dict | None = None):
         self.encode = encode
@@ -33,6 +33,8 @@ class Tokenizer:
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, tools: list[dict] | None = None,
                     **kwargs) -> str:
+        if self.chat_template is None:
+            raise GlmkitError("this model has no chat template; send raw text or token ids")
         return templates.render(self.chat_template, messages, tools, add_generation_prompt,
                                 **{**self.template_context, **kwargs})
 
@@ -86,7 +88,7 @@ def from_hf(path) -> Tokenizer:
     except Exception as e:  # tokenizers raises its own Exception type for a corrupt file
         raise GlmkitError(f"{path}: cannot read the tokenizer ({str(e).splitlines()[0] if str(e) else e}); "
                           "re-convert the model with glm-convert") from None
-    context = {k: _token_text(v) for k, v in config.items() if k.endswith("_token") and _token_text(v)}
+    context: dict = {k: _token_text(v) for k, v in config.items() if k.endswith("_token") and _token_text(v)}
     context["additional_special_tokens"] = [_token_text(t) for t in config.get("additional_special_tokens", [])]
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
                      lambda ids: tok.decode(ids, skip_special_tokens=False), find_template(path, config),

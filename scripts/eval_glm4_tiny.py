@@ -1,6 +1,6 @@
 """The figures the README gives for glm4-tiny, measured on the weights in place (or --model DIR):
 
-    python scripts/eval_glm4_tiny.py [--model convert/data/glm4-tiny] [--requests 60] [--seed 123]
+    python scripts/eval_glm4_tiny.py [--model sources/data/glm4-tiny] [--requests 60] [--seed 123]
 
 - tool use on fresh requests (a seed the training did not use; cities and words drawn as the training draws them,
   invented city names included): how often its greedy call is exactly the request's, and how often, given the
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import train_glm4_tiny as train  # noqa: E402  (the training's own tools, questions and answer format)
 
 from glmkit.benchmarks.grounded import held_out_tasks  # noqa: E402
-from glmkit.convert import corpus, embedded  # noqa: E402
 from glmkit.runtimes import GenerationConfig, load  # noqa: E402
+from glmkit.sources import corpus, embedded
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def convert(kind: str, workdir: Path, env: dict, kill_after: float | None = None
 
 def complete(workdir: Path, name: str) -> bool:
     """The target holds a whole output: its manifest names it and every file it needs is there."""
-    from glmkit.convert import manifest
+    from glmkit.common import manifest
 
     out = workdir / name
     if name.endswith(".gguf"):
@@ -97,7 +97,8 @@ def main() -> None:
     args = p.parse_args()
     result = campaign(args.kills, args.seed, Path(args.workdir))
     print(json.dumps(result, indent=2))
-    bad = [r for r in result["kills"] if not r["target_complete"]] + [k for k, v in result["hidden_after_next_run"].items() if v]
+    bad = [r for r in result["kills"] if not r["target_complete"]]
+    bad += [k for k, v in result["hidden_after_next_run"].items() if v]
     killed = sum(not r["finished_first"] for r in result["kills"])
     print(f"{killed} kills; damaged targets: {sum(not r['target_complete'] for r in result['kills'])}; leftovers after "
           f"the next run: {sum(len(v) for v in result['hidden_after_next_run'].values())}", file=sys.stderr)

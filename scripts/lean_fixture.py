@@ -30,8 +30,9 @@ NEW_TOKENS = 24
 def main(out: Path) -> None:
     from transformers import AutoTokenizer
 
-    from glmkit.convert import embedded, to_gguf, to_openvino
+    from glmkit.convert import to_gguf, to_openvino
     from glmkit.runtimes import GenerationConfig, load
+    from glmkit.sources import embedded
 
     out.mkdir(parents=True, exist_ok=True)
     artifacts = {"openvino": to_openvino("glm4-tiny", out / "tiny int8 ИР", weight_format="int8", verify=False,

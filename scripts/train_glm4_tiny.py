@@ -1,6 +1,6 @@
 """Train glm4-tiny, glmkit's embedded GLM-4, on the Python standard library's sources (offline, on a CPU).
 
-    python scripts/train_glm4_tiny.py [--steps 1200] [--out convert/data/glm4-tiny]
+    python scripts/train_glm4_tiny.py [--steps 1200] [--out sources/data/glm4-tiny]
 
 1. Fits a byte-level BPE (GLM-4's pre-tokenizer regex, GLM-4's special tokens after the ranks) to the stdlib.
 2. Builds a Glm4ForCausalLM of GLM-4's layout (4 norms per layer, 2 KV heads, rope on half of each head).
@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 from glmkit.benchmarks import grounded
-from glmkit.convert import corpus, embedded, manifest, tokenizer
+from glmkit.common import manifest
 from glmkit.glm4 import families
+from glmkit.sources import corpus, embedded, tokenizer
 
 SEQ = 256
 SEQ_EXAMPLE = 320  # a tool example (schema as indented JSON, request, call) runs past 256 tokens

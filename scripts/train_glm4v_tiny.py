@@ -1,6 +1,6 @@
 """Train glm4v-tiny, glmkit's embedded GLM-4V, to answer questions about generated pictures (offline, on a CPU).
 
-    python scripts/train_glm4v_tiny.py [--steps 1500] [--out convert/data/glm4v-tiny]
+    python scripts/train_glm4v_tiny.py [--steps 1500] [--out sources/data/glm4v-tiny]
 
 1. Starts from synthetic:glm4v:tiny: GLM-4V-9B's layout (chatglm language model with `vision_config`, the
    `transformer.vision.*` tower), glm4-tiny's tokenizer, seeded random weights.
@@ -25,13 +25,15 @@ from pathlib import Path
 import torch
 
 from glmkit.benchmarks import pictures
-from glmkit.convert import manifest, remap, shards, synthetic, vision_tower
-from glmkit.convert.checkpoint import open_checkpoint
+from glmkit.common import manifest
+from glmkit.convert import vision_tower
 from glmkit.convert.openvino_glm4v import SourceModel
 from glmkit.glm4 import families, vision
 from glmkit.glm4 import prompt as prompts
 from glmkit.runtimes import images
 from glmkit.runtimes.tokenizer import from_hf
+from glmkit.sources import remap, shards, synthetic
+from glmkit.sources.checkpoint import open_checkpoint
 
 
 def batch(examples: list[dict], tok, embed, tower, cfg: dict):
@@ -89,7 +91,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--held-out", type=int, default=80)
     ap.add_argument("--init", help="continue from this glm4v-tiny checkpoint instead of synthetic:glm4v:tiny")
-    ap.add_argument("--out", default="convert/data/glm4v-tiny")
+    ap.add_argument("--out", default="sources/data/glm4v-tiny")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, Iterator
 
 from .protocol import APIError
 
@@ -37,7 +37,7 @@ class Admission:
         self.worker.shutdown(wait=True, cancel_futures=True)
         self.runtime.close()
 
-    async def events(self, start: Callable[[], Iterator], cancel: threading.Event) -> AsyncIterator:
+    async def events(self, start: Callable[[], Generator], cancel: threading.Event) -> AsyncIterator:
         """The events of `start()` (a Runtime.stream), produced on a worker thread."""
         if self.admitted >= self.limit:
             raise APIError(429, f"the server is busy: {self.admitted} requests in progress or queued "

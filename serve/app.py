@@ -109,7 +109,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
             schema["components"]["schemas"][body]["properties"]["model"]["enum"] = [name]
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -160,7 +160,7 @@ def _model_card(name: str, runtime, created: int) -> dict:
 
 
 def _usage(result: GenerationResult) -> dict:
-    usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.token_ids),
+    usage: dict = {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.token_ids),
              "total_tokens": result.prompt_tokens + len(result.token_ids)}
     if result.cached_tokens is not None:  # an engine that does not count its cache hits claims none
         usage["prompt_tokens_details"] = {"cached_tokens": result.cached_tokens}
@@ -209,7 +209,9 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
         first = await _first(events)  # errors before the first event (busy, engine failure) are HTTP errors
         return StreamingResponse(_sse(request, events, first, plan, reply, cancel),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    text, reasoning, result = [], [], None
+    text: list[str] = []
+    reasoning: list[str] = []
+    result = None
     async for event in events:
         if isinstance(event, TextDelta):
             (reasoning if event.reasoning else text).append(event.text)
@@ -225,7 +227,7 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
                 "choices": [{"index": 0, "text": "".join(text), "logprobs": None,
                              "finish_reason": FINISH[result.finish_reason]}], "usage": _usage(result)}
     calls = result.tool_calls
-    message = {"role": "assistant", "content": "".join(text) if not calls else None}
+    message: dict = {"role": "assistant", "content": "".join(text) if not calls else None}
     if calls:
         message["tool_calls"] = _tool_calls(calls)
     if reasoning:
@@ -289,7 +291,8 @@ async def _sse(request, events, first, plan: RequestPlan, reply: _Reply, cancel)
         yield f"data: {json.dumps(APIError(400, str(e)).body())}\n\n"
     except Exception as e:  # after the 200 is sent, an error can only be an event
         log.exception("error while streaming")
-        yield f"data: {json.dumps(APIError(500, f'internal error ({type(e).__name__})', kind='server_error').body())}\n\n"
+        body = APIError(500, f"internal error ({type(e).__name__})", kind="server_error").body()
+        yield f"data: {json.dumps(body)}\n\n"
     finally:
         cancel.set()
         await events.aclose()

@@ -14,7 +14,7 @@ from glmkit.glm4.prompt import Prompt
 from glmkit.runtimes import GenerationConfig, images
 from glmkit.runtimes.structure import Structure
 
-from .protocol import APIError, ChatRequest, CompletionRequest
+from .protocol import APIError, ChatRequest, CompletionRequest, NamedToolChoice
 
 ANSWER = "\n"  # GLM-4 opens a plain answer with a newline after <|assistant|>: forcing it forces an answer
 
@@ -110,7 +110,7 @@ def response_format(fmt: dict | None) -> Structure | None:
     if kind == "json_object":
         return Structure.json()
     if kind == "json_schema":
-        spec = fmt.get("json_schema")
+        spec = (fmt or {}).get("json_schema")
         schema = spec.get("schema", {}) if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise APIError(400, "response_format.json_schema: give {'name': ..., 'schema': {JSON schema}}",
@@ -129,10 +129,10 @@ def check_structure(structure: Structure, runtime, param: str) -> Structure:
         raise APIError(400, f"{param}: a Z1 model's answer opens with a thought, which a constraint would cut "
                             "out; ask for JSON in the prompt instead", param=param)
     try:
-        structure.grammar
+        structure.grammar  # noqa: B018  (building it is the check)
     except Exception as e:  # the converter raises assorted errors on schemas it cannot express
         raise APIError(400, f"{param}: the engine cannot enforce this schema ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else 'unsupported'})", param=param)
+                            f"{str(e).splitlines()[0][:200] if str(e) else 'unsupported'})", param=param) from None
     return structure
 
 
@@ -177,10 +177,11 @@ def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = Non
                        param="tools")
     if choice is not None and not tools and choice != "none":
         raise APIError(400, "tool_choice needs tools", param="tool_choice")
+    named = choice.function.get("name") if isinstance(choice, NamedToolChoice) else None
     forced = [] if choice in (None, "auto", "none") or not tools else (
-        tools if choice == "required" else [t for t in tools if t["function"]["name"] == choice.function.get("name")])
-    if tools and choice not in (None, "auto", "none", "required") and not forced:
-        raise APIError(400, f"tool_choice names {choice.function.get('name')!r}, which is not among the tools",
+        tools if choice == "required" else [t for t in tools if t["function"]["name"] == named])
+    if tools and isinstance(choice, NamedToolChoice) and not forced:
+        raise APIError(400, f"tool_choice names {named!r}, which is not among the tools",
                        param="tool_choice")
     if tools and choice == "none":
         calls, prefix = (), ANSWER

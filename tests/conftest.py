@@ -21,7 +21,7 @@ def glmkit_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic(glmkit_cache):
-    from glmkit.convert import synthetic
+    from glmkit.sources import synthetic
 
     return lambda family, shape="tiny": synthetic.path(f"synthetic:{family}:{shape}", quiet=True)
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from glmkit.convert.atomic import atomic_output
+from glmkit.common.atomic import atomic_output
 
 WRITER = """
 import sys, time
 from pathlib import Path
-from glmkit.convert.atomic import atomic_output
+from glmkit.common.atomic import atomic_output
 with atomic_output(sys.argv[1]) as tmp:
     (tmp / "half.bin").write_bytes(b"x" * 1000)
     Path(sys.argv[2]).write_text("ready")
@@ -88,7 +88,7 @@ def test_a_writer_started_with_sigint_ignored_still_cleans_up_on_ctrl_c(tmp_path
 
 def test_a_kill_mid_swap_is_undone_by_the_next_run(tmp_path):
     """--force over a directory, killed between its two renames: the next run puts the previous output back."""
-    from glmkit.convert.atomic import clean_stale
+    from glmkit.common.atomic import clean_stale
 
     out = tmp_path / "out"
     out.mkdir()
@@ -109,7 +109,7 @@ def test_force_replaces_a_directory_in_one_step(tmp_path):
 
 
 def test_a_sidecar_manifest_of_another_version_of_the_file_counts_as_none(tmp_path):
-    from glmkit.convert import manifest
+    from glmkit.common import manifest
 
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF" + b"a" * 100)

@@ -124,7 +124,8 @@ def test_bad_synthetic_spec(tmp_path):
 
 def test_failure_midway_leaves_nothing(synthetic, tmp_path, monkeypatch):
     """An exception after tensors were written removes the temporary; OUT never appears."""
-    from glmkit.convert import hf, remap
+    from glmkit.convert import hf
+    from glmkit.sources import remap
 
     def boom(*a, **k):
         raise KeyboardInterrupt

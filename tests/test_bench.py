@@ -68,7 +68,7 @@ def test_roofline_is_bandwidth_over_weight_bytes(tiny_run, ov_fp16):
 
 
 def _hf_bytes_without_embedding(path, per_param: int) -> int:
-    from glmkit.convert import checkpoint
+    from glmkit.sources import checkpoint
 
     ckpt = checkpoint.open_checkpoint(path)
     return sum(t.numel() * per_param for name, t in ckpt.tensors() if "embed_tokens" not in name)
@@ -77,8 +77,8 @@ def _hf_bytes_without_embedding(path, per_param: int) -> int:
 def test_weight_bytes_per_token_excludes_the_embedding(ov_fp16, tmp_path):
     """A decode step reads every weight but only one embedding row: f32 GGUF = the source's fp32 bytes without the
     embedding, exactly; the fp16 IR = half of that (its few norm vectors stay f32, hence the tolerance)."""
-    from glmkit.convert import embedded
     from glmkit.convert.gguf import to_gguf
+    from glmkit.sources import embedded
 
     src = embedded.glm4_tiny_path()
     expected = _hf_bytes_without_embedding(src, 4)

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from glmkit.convert import embedded, verify
+from glmkit.convert import verify
+from glmkit.sources import embedded
 
 MAX_PACKAGE_BYTES = 8_000_000
 # A uniform guess over 3,072 tokens scores 3072; the trained model scores about 20 on these first 4k tokens
@@ -68,7 +69,7 @@ def test_a_glm4_chat_never_opens_a_thought(model, tok):
     the model must never learn to open one itself. On 40 held-out def/class lines, the first token of a thought
     after `<|assistant|>\\n` stays under 5 % (it was 26 % at the median, 54 % at most, when Z1 examples trained the
     `<think>` too: the int4 IR then opened the README's demo answer with a thought)."""
-    from glmkit.convert import corpus
+    from glmkit.sources import corpus
 
     lines = [ln for t in corpus.stdlib_texts(held_out=True) for ln in t.splitlines()
              if ln.startswith(("def ", "class ")) and ln.endswith(":")][:40]

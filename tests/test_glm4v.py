@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from glmkit.convert import GlmkitError, synthetic, vision_tower
-from glmkit.convert.checkpoint import open_checkpoint
+from glmkit.convert import GlmkitError, vision_tower
 from glmkit.glm4 import families, template, vision
+from glmkit.sources import synthetic
+from glmkit.sources.checkpoint import open_checkpoint
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
 
@@ -197,9 +198,9 @@ def test_the_ir_reads_images_at_the_originals_positions(irs, tiny):
     """Through the fp16 IR: with the original's positions the logits follow the source; with vLLM's sequential
     positions they do not (the failure this guards against)."""
     from glmkit.convert.openvino_glm4v import reference_logits, text_rows, verification_prompt
-    from glmkit.convert.source import transformers_dir
     from glmkit.runtimes import glm4v
     from glmkit.runtimes.logits import image_prompt_logits
+    from glmkit.sources.source import transformers_dir
 
     path = irs["fp16"]
     v = tiny.config["vision_config"]
@@ -245,7 +246,7 @@ def _reference_greedy(tiny, ids, pixels, n):
     """Greedy decoding through the source, every step a full forward with the original's positions: the vision
     tower, then transformers' model of the language part (no KV, no glmkit runtime)."""
     from glmkit.convert.openvino_glm4v import reference_logits
-    from glmkit.convert.source import transformers_dir
+    from glmkit.sources.source import transformers_dir
 
     out = []
     for _ in range(n):
@@ -508,8 +509,8 @@ def test_glm_vllm_refuses_glm4v_with_the_measured_difference(tiny):
     from transformers import AutoModelForCausalLM
 
     from glmkit.convert.openvino_glm4v import text_rows, verification_prompt
-    from glmkit.convert.source import transformers_dir
     from glmkit.serve.vllm import vllm_command
+    from glmkit.sources.source import transformers_dir
 
     with pytest.raises(GlmkitError, match="one shared position") as refused:
         vllm_command(tiny.path)
@@ -538,10 +539,10 @@ def test_glm4v_tiny_answers_what_it_sees_and_int8_keeps_it(trained):
     """Held-out pictures (their own seed): the source's greedy answers (transformers + the torch tower) reach the
     trained accuracy the manifest records, and the int8 IR through glmkit's runtime stays within 2 points."""
     from glmkit.benchmarks import pictures
-    from glmkit.convert import embedded
     from glmkit.convert.openvino_glm4v import SourceModel
-    from glmkit.convert.source import transformers_dir
     from glmkit.runtimes import GenerationConfig, load
+    from glmkit.sources import embedded
+    from glmkit.sources.source import transformers_dir
 
     tasks = pictures.held_out(80)
     ckpt = open_checkpoint(embedded.path("glm4v-tiny"))

@@ -1,5 +1,6 @@
-"""The dependency order a reader can draw: glm4/ (what GLM-4 is) at the bottom, no import cycles, and no path
-from runtimes/ or serve/ to a converter, optimum or NNCF.
+"""The dependency order a reader can draw: glm4/ (what GLM-4 is) at the bottom, then common/ and sources/, then
+runtimes/ and convert/; no import cycle between modules or between packages, and no path from runtimes/ or
+serve/ to a converter, optimum or NNCF.
 
 Reads every module's imports with ast, function-level imports included, so an import hidden inside a function
 counts like one at the top; paths are followed through every module on the way."""
@@ -11,15 +12,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"glm4": "glmkit.glm4", "convert": "glmkit.convert", "runtimes": "glmkit.runtimes",
+PACKAGES = {"glm4": "glmkit.glm4", "common": "glmkit.common", "sources": "glmkit.sources",
+            "convert": "glmkit.convert", "runtimes": "glmkit.runtimes",
             "benchmarks": "glmkit.benchmarks", "serve": "glmkit.serve"}
 # The converters and what only conversion needs: no path from runtimes/ or serve/ leads to any of them.
 CONVERTERS = {"glmkit.convert.hf", "glmkit.convert.openvino", "glmkit.convert.gguf", "glmkit.convert.verify",
               "glmkit.convert.cli", "glmkit.convert.pipeline"}
 HEAVY = ("optimum", "nncf")
-# What runtimes/ and serve/ may take from glmkit.convert: a source to run on the PyTorch reference (a chatglm
-# source is remapped there, with no remote code). GLM-4's facts come from glmkit.glm4.
-RUNTIME_USES_OF_CONVERT = {"glmkit.convert.source"}
+# Each package may import only those before it.
+ORDER = ["glmkit.glm4", "glmkit.common", "glmkit.sources", "glmkit.runtimes", "glmkit.convert", "glmkit.serve",
+         "glmkit.benchmarks"]
 
 
 @functools.cache
@@ -59,7 +61,7 @@ def graph() -> dict[str, set[str]]:
 def test_the_graph_reads_imports_inside_functions():
     """The test's own reader must see function-level imports, or a hidden cycle would pass."""
     g = graph()
-    assert "glmkit.convert.remap" in g["glmkit.convert.source"]  # imported inside transformers_dir()
+    assert "glmkit.sources.remap" in g["glmkit.sources.source"]  # imported inside transformers_dir()
     assert "glmkit.runtimes.session" in g["glmkit.runtimes.base"]  # imported inside Runtime.chat()
 
 
@@ -115,16 +117,29 @@ def test_no_path_from_runtimes_or_serve_reaches_a_converter():
             assert not heavy, f"{' → '.join(path)} imports {sorted(heavy)}"
 
 
+def package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_packages_import_only_the_layers_below_them():
+    """No cycle between packages either (runtimes ↔ convert was one, allow-listed): every import of another
+    glmkit package, function-level ones included, points down ORDER."""
+    g = graph()
+    for name, deps in g.items():
+        for dep in deps:
+            here, there = ORDER.index(package(name)), ORDER.index(package(dep))
+            assert there <= here, f"{name} imports {dep}: {package(dep)} is above {package(name)}"
+
+
 def test_glm4_is_the_bottom_layer():
-    """glm4/ imports nothing of glmkit's above it; runtimes/ and serve/ take GLM-4 facts from it, not from
-    glmkit.convert."""
+    """glm4/ imports nothing of glmkit's above it; runtimes/ and serve/ take GLM-4 facts from it, sources from
+    glmkit.sources, and nothing from glmkit.convert."""
     g = graph()
     for name, deps in g.items():
         if name.startswith("glmkit.glm4"):
             assert all(d.startswith("glmkit.glm4") for d in deps), (name, sorted(deps))
         if name.startswith(("glmkit.runtimes", "glmkit.serve")):
-            convert = {d for d in deps if d.startswith("glmkit.convert")}
-            assert convert <= RUNTIME_USES_OF_CONVERT, (name, sorted(convert))
+            assert not {d for d in deps if d.startswith("glmkit.convert")}, name
             assert "glmkit.convert" not in imports(name, modules()[name]), name
 
 
@@ -142,7 +157,7 @@ def test_benchmarks_use_no_private_names():
 
 
 def test_importing_runtimes_loads_no_converter():
-    code = ("import sys, glmkit.runtimes; bad = sorted(m for m in sys.modules if m in %r or "
-            "m.split('.')[0] in ('optimum', 'nncf')); print(bad); sys.exit(1 if bad else 0)") % (sorted(CONVERTERS),)
+    code = (f"import sys, glmkit.runtimes; bad = sorted(m for m in sys.modules if m in {sorted(CONVERTERS)!r} or "
+            "m.split('.')[0] in ('optimum', 'nncf')); print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

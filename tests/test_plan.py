@@ -8,7 +8,6 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from glmkit.convert import embedded
 from glmkit.glm4 import families
 from glmkit.runtimes import Runtime
 from glmkit.runtimes.capabilities import Capabilities
@@ -16,6 +15,7 @@ from glmkit.runtimes.tokenizer import from_hf
 from glmkit.serve import create_app
 from glmkit.serve.plan import plan_chat, plan_completion
 from glmkit.serve.protocol import APIError, ChatRequest, CompletionRequest
+from glmkit.sources import embedded
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}

@@ -11,8 +11,8 @@ from conftest import glm_convert
 
 from glmkit.convert import GlmkitError, calibration, gguf_types
 from glmkit.convert import imatrix as im
-from glmkit.convert.embedded import glm4_tiny_path, held_out_text
 from glmkit.convert.gguf import to_gguf
+from glmkit.sources.embedded import glm4_tiny_path, held_out_text
 
 
 def _shingles(text, n=4):
@@ -181,9 +181,9 @@ def test_impossible_quantization_options_are_refused_in_one_line(tmp_path, args,
 
 def held_out_kl(path, backend="auto"):
     """Mean KL against glm4-tiny's fp32 source over 8 × 512 held-out tokens (the issue's measure)."""
-    from glmkit.convert.tokenizer import load_hf_tokenizer
     from glmkit.convert.verify import compare
     from glmkit.runtimes.logits import logits
+    from glmkit.sources.tokenizer import load_hf_tokenizer
 
     tok = load_hf_tokenizer(glm4_tiny_path())
     ids = tok(held_out_text(), add_special_tokens=False)["input_ids"]
@@ -283,7 +283,7 @@ def test_autoround_gguf_carries_glmkits_metadata_and_verifies(tmp_path):
     would start [gMASK][gMASK]<sop>) and lack <|observation|> as an end token."""
     from gguf import GGUFReader
 
-    from glmkit.convert.tokenizer import load_hf_tokenizer
+    from glmkit.sources.tokenizer import load_hf_tokenizer
 
     out = to_gguf("glm4-tiny", tmp_path / "ar.gguf", outtype="q4_k_m", method="autoround", iters=0, quiet=True)
     m = json.loads((tmp_path / "ar.gguf.glmkit.json").read_text())

@@ -2,11 +2,12 @@
 
 import pytest
 
-from glmkit.convert import GlmkitError, embedded
+from glmkit.convert import GlmkitError
 from glmkit.glm4 import families
 from glmkit.glm4.parser import OutputSpec, parse_text
 from glmkit.runtimes import GenerationConfig, Runtime, load
 from glmkit.runtimes.tokenizer import from_hf
+from glmkit.sources import embedded
 
 MESSAGES = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "def add(a, b):"},
             {"role": "assistant", "content": "def add(a, b):\n    return a + b"},

@@ -30,9 +30,9 @@ WEATHER = [{"type": "function", "function": {"name": "get_weather", "description
 def drafts(tiny_artifacts, tmp_path_factory):
     """glm4-tiny-draft (same tokenizer, one layer) in each engine's format, and a draft whose vocabulary differs
     in two tokens (glm4-tiny's, with 'a' and 'b' swapped)."""
-    from glmkit.convert import source
     from glmkit.convert.gguf import to_gguf
     from glmkit.convert.openvino import to_openvino
+    from glmkit.sources import source
 
     root = tmp_path_factory.mktemp("drafts")
     other = root / "other-hf"

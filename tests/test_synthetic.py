@@ -2,8 +2,9 @@ import hashlib
 
 import pytest
 
-from glmkit.convert import GlmkitError, checkpoint
-from glmkit.convert import synthetic as synth
+from glmkit.convert import GlmkitError
+from glmkit.sources import checkpoint
+from glmkit.sources import synthetic as synth
 
 
 def _digest(path):

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from glmkit.convert import GlmkitError, embedded
-from glmkit.convert.corpus import TOKENIZER_PROBES
+from glmkit.convert import GlmkitError
 from glmkit.glm4 import families
 from glmkit.glm4 import template as templates
 from glmkit.runtimes.tokenizer import from_hf
+from glmkit.sources import embedded
+from glmkit.sources.corpus import TOKENIZER_PROBES
 
 REFERENCE = Path(__file__).parent / "data" / "templates"
 TEMPLATES = {p.name.split(".")[0]: p.read_text(encoding="utf-8") for p in sorted(REFERENCE.glob("*.jinja"))}

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import TEXT, glm_convert, logits
 
-from glmkit.convert import manifest, to_hf
+from glmkit.common import manifest
+from glmkit.convert import to_hf
 
 
 def _ids(path, text=TEXT):

@@ -11,9 +11,9 @@ import shutil
 import pytest
 import regex
 
-from glmkit.convert import tokenizer
-from glmkit.convert.corpus import TOKENIZER_PROBES
 from glmkit.glm4 import families
+from glmkit.sources import tokenizer
+from glmkit.sources.corpus import TOKENIZER_PROBES
 
 UNREACHABLE = 48  # whole words added to the vocabulary, in place of the last regular ranks
 
@@ -106,7 +106,7 @@ def test_the_openvino_runtime_tokenizes_like_tiktoken(converted, reference):
 
 
 def test_conversions_record_their_tokenizer_agreement(converted):
-    from glmkit.convert import manifest
+    from glmkit.common import manifest
 
     ov = manifest.read(converted["ov"])["verification"]
     assert ov["tokenizer"]["identical"] == ov["tokenizer"]["texts"] == len(TOKENIZER_PROBES)
@@ -131,7 +131,7 @@ def test_a_gguf_that_ignores_the_whole_token_rule_is_rejected(converted, tmp_pat
 
 
 def test_plain_text_starts_with_gmask_sop_and_chat_is_not_doubled(converted):
-    from glmkit.convert.tokenizer import load_hf_tokenizer
+    from glmkit.sources.tokenizer import load_hf_tokenizer
 
     tok = load_hf_tokenizer(converted["hf"])
     g, s = tok.convert_tokens_to_ids("[gMASK]"), tok.convert_tokens_to_ids("<sop>")
@@ -149,8 +149,9 @@ def test_sharded_checkpoint_with_fp32_norms_and_bf16_weights_converts_exactly(sy
     import torch
     from safetensors import safe_open
 
-    from glmkit.convert import shards, to_gguf
+    from glmkit.convert import to_gguf
     from glmkit.runtimes import logits
+    from glmkit.sources import shards
 
     src = synthetic("glm4")
     out = tmp_path / "mixed"

@@ -3,8 +3,9 @@ import json
 import pytest
 from conftest import TEXT
 
-from glmkit.convert import GlmkitError, embedded, tokenizer
+from glmkit.convert import GlmkitError
 from glmkit.glm4 import families
+from glmkit.sources import embedded, tokenizer
 
 
 def _hf(path):
@@ -44,7 +45,7 @@ def test_tiktoken_file_converts_to_the_same_ids(synthetic):
 
 
 def test_big_shapes_use_the_real_special_ids(glmkit_cache):
-    from glmkit.convert import synthetic
+    from glmkit.sources import synthetic
 
     tok, vocab_size = synthetic._tokenizer("bench", glmkit_cache, quiet=True)
     assert vocab_size == families.REAL_VOCAB_SIZE

@@ -131,9 +131,10 @@ def test_glm4v_vision_features_equal_vllms(tmp_path, glmkit_cache):
     import torch
     from PIL import Image, ImageDraw
 
-    from glmkit.convert import synthetic, vision_tower
-    from glmkit.convert.checkpoint import open_checkpoint
+    from glmkit.convert import vision_tower
     from glmkit.glm4 import vision
+    from glmkit.sources import synthetic
+    from glmkit.sources.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(synthetic.path("synthetic:glm4v:tiny", quiet=True))
     image = Image.new("RGB", (160, 120), "white")

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
+
+if TYPE_CHECKING:
+    import torch
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth")
@@ -43,7 +47,7 @@ class Checkpoint:
                 index[name] = f
         return index
 
-    def tensors(self, keep: Callable[[str], bool] | None = None) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+    def tensors(self, keep: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (name, tensor) one at a time, file by file and by name within a file (the order every consumer
         plans with); safetensors files are memory-mapped, never read whole. `keep`: read only the names it
         accepts (GLM-4V's language part or its tower: the other is never read)."""

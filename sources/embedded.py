@@ -37,10 +37,9 @@ def _z1(base: Path) -> Path:
     import hashlib
     import json
 
+    from glmkit.common.atomic import atomic_output
+    from glmkit.common.paths import cache_root
     from glmkit.glm4 import families
-
-    from .atomic import atomic_output
-    from .paths import cache_root
 
     out = cache_root() / "embedded" / "glm4-tiny-z1"
     # A retrained glm4-tiny has the same shape, so the same size: the stamp hashes the weights (7.5 MB, ~10 ms).
@@ -74,8 +73,8 @@ def widened(base: Path, intermediate: int = WIDE_INTERMEDIATE, out: Path | None 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .atomic import atomic_output
-    from .paths import cache_root
+    from glmkit.common.atomic import atomic_output
+    from glmkit.common.paths import cache_root
 
     config = json.loads((base / "config.json").read_text(encoding="utf-8"))
     if intermediate < config["intermediate_size"]:

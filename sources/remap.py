@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+from glmkit.common import progress
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import find_template
 
-from . import progress
 from .checkpoint import Checkpoint
 from .layout import expected_tensors
 

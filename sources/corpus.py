@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sysconfig
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__", "lib2to3", "turtledemo", "ensurepip"}
 HELD_OUT_MODULUS = 25

@@ -11,14 +11,15 @@ from __future__ import annotations
 import itertools
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
+from glmkit.common.paths import cache_root
 from glmkit.glm4 import families
 from glmkit.glm4 import vision as vision_facts
 from glmkit.glm4.errors import GlmkitError
 
 from . import embedded
-from .paths import cache_root
 
 # Shapes keep GLM-4's proportions: 2 KV heads, rope on half of each head, vocab padded to a multiple of 128.
 SHAPES: dict[str, dict] = {
@@ -115,12 +116,14 @@ def _tokenizer(shape: str, cache_dir: Path, quiet: bool):
         return tok, embedded.GLM4_TINY_VOCAB
     ranks_file = cache_dir / "tokenizers" / f"glm4-bpe-{families.REAL_SPECIAL_BASE}.model"
     if not ranks_file.is_file():
-        from . import corpus, progress
+        from glmkit.common import progress
+
+        from . import corpus
 
         progress.say(f"fitting a {families.REAL_SPECIAL_BASE}-token GLM-4 BPE to the Python stdlib (once)", quiet)
         ranks = tokenizer.train_ranks(corpus.stdlib_texts(), families.REAL_SPECIAL_BASE)
         ranks = tokenizer.pad_ranks(ranks, families.REAL_SPECIAL_BASE)
-        from .atomic import atomic_output
+        from glmkit.common.atomic import atomic_output
 
         ranks_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(ranks_file, force=True, is_dir=False) as tmp:
@@ -137,6 +140,7 @@ def hf_config(family: str, shape: str, vocab: dict[str, int], vocab_size: int) -
                   attention_bias=True, tie_word_embeddings=False, hidden_act="silu",
                   pad_token_id=vocab[families.PAD_TOKEN], eos_token_id=families.stop_token_ids(vocab),
                   torch_dtype=DTYPES[shape])
+    cfg: Glm4Config | GlmConfig
     if family == "glm4":
         cfg = Glm4Config(**common, max_position_embeddings=32768, rope_theta=10000.0, rms_norm_eps=1e-5)
         cfg.architectures = ["Glm4ForCausalLM"]
@@ -216,7 +220,9 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
     """Write a complete checkpoint of `family` and `shape` into the (empty) directory `out`."""
     import torch
 
-    from . import manifest, progress, shards, tokenizer
+    from glmkit.common import manifest, progress
+
+    from . import shards, tokenizer
     from .layout import expected_tensors
 
     tok, vocab_size = _tokenizer(shape, cache_dir or cache_root(), quiet)
@@ -226,7 +232,7 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
     config = hf_config(glm_family, shape, vocab, vocab_size)
     dtype = getattr(torch, DTYPES[shape])
     names = expected_tensors(config)
-    tensors = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
+    tensors: Iterator = ((n, seeded_tensor(n, s, seed, dtype)) for n, s in names.items())
     if chatglm:
         tensors = chatglm_tensors(tensors, config)
         config = chatglm_config(shape, vocab, vocab_size)
@@ -266,17 +272,17 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
 
 def path(spec: str, seed: int = 0, quiet: bool = False) -> Path:
     """The cached checkpoint for `spec`, written on first use (atomically, so a killed run leaves no cache)."""
-    from . import atomic, manifest
+    from glmkit.common import atomic, manifest
 
     family, shape = parse(spec)
     out = cache_root() / "synthetic" / f"{family}-{shape}-seed{seed}"
     found = manifest.read(out) if out.is_dir() else None
     if found and found.get("synthetic_format_version") == FORMAT_VERSION:
         return out
-    from . import preflight
+    from glmkit.common.disk import check_disk
 
     vocab = SHAPES[shape]["vocab_size"] or embedded.GLM4_TINY_VOCAB
-    preflight.check_disk({out: num_parameters(shape, vocab, family) * (4 if DTYPES[shape] == "float32" else 2)},
+    check_disk({out: num_parameters(shape, vocab, family) * (4 if DTYPES[shape] == "float32" else 2)},
                          f"writing {spec} into glmkit's cache")
     with atomic.atomic_output(out, force=True) as tmp:
         write(family, shape, tmp, seed=seed, quiet=quiet)

@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from glmkit.common.paths import cache_root
 from glmkit.glm4.errors import GlmkitError
 
 from . import checkpoint, embedded, synthetic
-from .paths import cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a conversion needs from a hub repo; pickles only when the user allows them.
@@ -54,8 +54,9 @@ def open_source(spec: str, revision: str | None = None, allow_pickle: bool = Fal
 def transformers_dir(spec: str, quiet: bool = True) -> Path:
     """A directory transformers loads as it is, for any SRC: the source itself, or for the chatglm format its
     native remap (remap.py), made once into glmkit's cache."""
+    from glmkit.common.atomic import atomic_output
+
     from . import remap
-    from .atomic import atomic_output
 
     ckpt = checkpoint.open_checkpoint(resolve(spec, quiet=quiet).path)
     if ckpt.family.native:

@@ -11,8 +11,8 @@ import base64
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
