@@ -27,17 +27,6 @@ from .memory import peak_rss_mb
 from .types import EngineStats, GenerationConfig, GenerationResult, TextDelta
 
 
-def shared_prefix(held: list[int], prompt_ids: list[int]) -> int:
-    """How many of the held tokens a prompt starts with — never all of the prompt: its last token is decoded again,
-    since its logits choose the first new token."""
-    n = 0
-    for a, b in zip(held, prompt_ids[:-1]):
-        if a != b:
-            break
-        n += 1
-    return n
-
-
 class Runtime(ABC):
     """Load with glmkit.runtimes.load(); then generate(), stream() or chat()."""
 

@@ -21,8 +21,9 @@ import numpy as np
 from glmkit.glm4 import vision
 from glmkit.glm4.errors import GlmkitError
 
-from .base import Runtime, shared_prefix
+from .base import Runtime
 from .capabilities import Capabilities
+from .kv import HeldKV
 from .types import EngineStats, GenerationConfig
 
 VISION_XML = "openvino_vision_embeddings_model.xml"
@@ -139,12 +140,11 @@ class Glm4vRuntime(Runtime):
         self.prefix_cache = prefix_cache
         self.images_encoded = 0
         self._features: tuple[str, np.ndarray] | None = None  # the last image's key and features
-        self._held: list[int] = []  # token ids whose KV the language model holds
-        self._held_image: str | None = None
+        # the language model's KV, tagged with the image whose embeddings it holds; trimmed in embeddings
+        self.kv = HeldKV(self.ir.reset, self.ir.trim)
 
     def reset_cache(self) -> None:
-        self.ir.reset()
-        self._held, self._held_image = [], None
+        self.kv.drop()
 
     def image_features(self, image, stats: EngineStats | None = None) -> tuple[str, np.ndarray]:
         from . import images
@@ -166,19 +166,18 @@ class Glm4vRuntime(Runtime):
         key, features = self.image_features(image, stats) if image is not None else (None, None)
         if image is None and self.ir.boi_id in prompt_ids:
             raise GlmkitError("the prompt holds an image marker but no image came with it; send the image")
-        n = shared_prefix(self._held, prompt_ids) if self.prefix_cache and key == self._held_image else 0
+        n = self.kv.shared(prompt_ids, tag=key) if self.prefix_cache else 0
         b = prompt_ids.index(self.ir.boi_id) if key is not None else None
         if b is not None and n < b + vision.MARKER_TOKENS:
             n = 0  # the image itself would be cut: run it all again (its features are kept)
-        expanded = n + (features.shape[1] - vision.MARKER_TOKENS if features is not None and b is not None and n else 0)
-        if n:  # keep the KV of the shared prefix; positions go on from the unexpanded length
-            self.ir.trim(expanded)
+        image_extra = features.shape[1] - vision.MARKER_TOKENS if features is not None and b is not None else 0
+        n = self.kv.keep(n, length=n + image_extra if n else 0)
+        if n:  # the KV of the shared prefix kept; positions go on from the unexpanded length
             embeds, positions = self.ir.embed(prompt_ids[n:]), list(range(n, len(prompt_ids)))
         else:
-            self.reset_cache()
             embeds, positions = self.ir.splice(prompt_ids, features)
         stats.reused = n
-        self._held, self._held_image = list(prompt_ids), key
+        self.kv.hold(prompt_ids, tag=key)
         t0 = time.perf_counter()
         logits = self._forward(embeds, positions)
         stats.prefill_ms = (time.perf_counter() - t0) * 1000
@@ -189,8 +188,8 @@ class Glm4vRuntime(Runtime):
             sample.accept(tok)
             yield tok
             if i + 1 < config.max_new_tokens:  # only when the caller asks for the next token
-                logits = self._forward(self.ir.embed([tok]), [len(self._held)])
-                self._held.append(tok)
+                logits = self._forward(self.ir.embed([tok]), [len(self.kv)])
+                self.kv.extend([tok])
 
     def _forward(self, embeds: np.ndarray, positions: list[int]) -> np.ndarray:
         """The last row's logits; a pass that fails or is interrupted leaves the KV unknown, so it is dropped and

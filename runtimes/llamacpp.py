@@ -18,11 +18,12 @@ from collections.abc import Iterator
 
 from glmkit.glm4.errors import GlmkitError
 
-from .base import Runtime, shared_prefix
+from .base import Runtime
 from .batching import Scheduler
 from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
 from .cstdio import captured_c_output
+from .kv import HeldKV
 from .llamacpp_batch import DraftSequences, Sequences
 from .promptcache import PromptCache
 from .speculative import PROMPT_LOOKUP, NgramLookup, Pacer, Speculation, same_vocabulary
@@ -139,7 +140,9 @@ class LlamaCppRuntime(Runtime):
         except ValueError:  # metadata read, weights cut short
             raise corrupt_gguf(path) from None
         self.ctx = self.llm._ctx.ctx
-        self._held: list[int] = []  # token ids whose KV sequence 0 holds, in order
+        # sequence 0's KV (self.ctx is read at each call: parallel=N replaces it), cleared as cells marked free
+        self.kv = HeldKV(lambda: llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), False),
+                         lambda n: llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.ctx), 0, n, -1))
         self._scheduler = None
         if parallel > 1:  # a context of its own: llama-cpp-python's Llama takes no sequence count
             params = self.llm.context_params
@@ -224,31 +227,17 @@ class LlamaCppRuntime(Runtime):
             arr = (lc.llama_token * len(chunk))(*chunk)
             if lc.llama_decode(self.ctx, lc.llama_batch_get_one(arr, len(chunk))) != 0:
                 self.reset_cache()
-                raise GlmkitError(f"llama.cpp could not decode {len(chunk)} tokens at position {len(self._held)} "
+                raise GlmkitError(f"llama.cpp could not decode {len(chunk)} tokens at position {len(self.kv)} "
                                   f"of a {self.context_length}-token context")
-            self._held += chunk
+            self.kv.extend(chunk)
 
     def reset_cache(self) -> None:
-        lc = self.llama_cpp
-        lc.llama_memory_clear(lc.llama_get_memory(self.ctx), False)  # cells marked free; no 100s-of-MB memset
-        self._held = []
+        self.kv.drop()
 
     def _reuse(self, prompt_ids: list[int]) -> int:
-        """Keep the KV of the longest prefix shared with the held tokens and drop the rest; at least the last
-        prompt token is decoded again, since its logits pick the first new token."""
-        if not self.prefix_cache:
-            self.reset_cache()
-            return 0
-        n = shared_prefix(self._held, prompt_ids)
-        if n == 0:  # a clear, not a removal: llama.cpp then places the new tokens from the first cell again,
-            self.reset_cache()  # and attention spans only them (4 % of decode speed with flash attention)
-        elif n < len(self._held):
-            lc = self.llama_cpp
-            if not lc.llama_memory_seq_rm(lc.llama_get_memory(self.ctx), 0, n, -1):
-                self.reset_cache()
-                return 0
-            self._held = self._held[:n]
-        return n
+        # nothing shared is a clear, not a removal: llama.cpp then places the new tokens from the first cell
+        # again, and attention spans only them (4 % of decode speed with flash attention)
+        return self.kv.reuse(prompt_ids, self.prefix_cache)
 
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
                       image=None) -> Iterator[int]:  # a text model: its prompts carry no image
@@ -308,7 +297,6 @@ class LlamaCppRuntime(Runtime):
         equals the pick; the KV of the rest is removed, so the context holds exactly the emitted text."""
         lc, spec, b = self.llama_cpp, self.speculation, self._verify
         assert spec is not None  # only called when speculating
-        mem = lc.llama_get_memory(self.ctx)
         lookup = NgramLookup(spec.ngram, prompt_ids) if spec.kind == PROMPT_LOOKUP else None
         stats.proposed = stats.accepted = 0
         pacer = Pacer(spec.tokens)
@@ -325,11 +313,11 @@ class LlamaCppRuntime(Runtime):
             yield tok
             if (left := emitted(tok)) <= 0:
                 return
-            k = min(pacer.want(), left - 1, self.context_length - len(self._held) - 1)
+            k = min(pacer.want(), left - 1, self.context_length - len(self.kv) - 1)
             drafts = self._propose(history, lookup, k) if k > 0 else []
             stats.proposed += len(drafts)
             kept_before = stats.accepted
-            base = len(self._held)
+            base = len(self.kv)
             for j, t in enumerate([tok] + drafts):
                 b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, base + j, 1, True
                 b.seq_id[j][0] = 0
@@ -337,7 +325,7 @@ class LlamaCppRuntime(Runtime):
             if lc.llama_decode(self.ctx, b) != 0:
                 self.reset_cache()
                 raise GlmkitError(f"llama.cpp could not decode {b.n_tokens} tokens at position {base}")
-            self._held += [tok] + drafts
+            self.kv.extend([tok] + drafts)
             keep = base + 1  # the KV that matches what was emitted: tok, then each accepted proposal
             try:
                 for j in range(len(drafts) + 1):
@@ -351,9 +339,7 @@ class LlamaCppRuntime(Runtime):
                         return
             finally:  # also when the caller stops inside the accepted run (a stop token, a stop string)
                 pacer.kept(len(drafts), stats.accepted - kept_before)
-                if keep < len(self._held):
-                    lc.llama_memory_seq_rm(mem, 0, keep, -1)
-                    self._held = self._held[:keep]
+                self.kv.keep(keep)
 
     def prompt_cache_stats(self) -> dict | None:
         """The host-RAM prompt cache behind parallel=N (None without one)."""

@@ -9,7 +9,7 @@ import ctypes
 
 from glmkit.glm4.errors import GlmkitError
 
-from .base import shared_prefix
+from .kv import HeldKV
 from .promptcache import MIN_TOKENS, PromptCache
 from .speculative import NgramLookup, Pacer
 
@@ -22,6 +22,11 @@ class _Seq:
                  pacer: Pacer | None = None):
         self.seq, self.feed, self.pos, self.sampler, self.lookup, self.pacer = seq, feed, pos, sampler, lookup, pacer
         self.made = 0
+
+
+def sequence_kv(lc, mem, seq: int) -> HeldKV:
+    """Sequence `seq` of a llama.cpp context with several: cleared and trimmed on its own."""
+    return HeldKV(lambda: lc.llama_memory_seq_rm(mem, seq, -1, -1), lambda n: lc.llama_memory_seq_rm(mem, seq, n, -1))
 
 
 class Sequences:
@@ -39,15 +44,15 @@ class Sequences:
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self.mem = lc.llama_get_memory(rt.ctx)
         self.free = list(range(n))
-        self.held: dict[int, list[int]] = {s: [] for s in range(n)}  # what each sequence's KV holds
+        self.held = {s: sequence_kv(lc, self.mem, s) for s in range(n)}  # what each sequence's KV holds
 
     def start(self, req) -> bool:
         if not self.free:
             return False
         ids = req.prompt_ids
         # the free sequence whose KV shares the longest prefix with the prompt (the same chat's earlier turn)
-        seq = max(self.free, key=lambda s: shared_prefix(self.held[s], ids))
-        n = shared_prefix(self.held[seq], ids) if self.rt.prefix_cache else 0
+        seq = max(self.free, key=lambda s: self.held[s].shared(ids))
+        n = self.held[seq].shared(ids) if self.rt.prefix_cache else 0
         if self.cache is not None and self.rt.prefix_cache:
             hit = self.cache.best(ids, n)  # a conversation evicted earlier shares more: restore it here
             if hit is not None or len(self.held[seq]) - n >= MIN_TOKENS:
@@ -55,11 +60,8 @@ class Sequences:
             if hit is not None:
                 n = hit[2] if self._restore(seq, hit[0], hit[1]) else 0
                 self.cache.restored_tokens += n
-        if not self.lc.llama_memory_seq_rm(self.mem, seq, n, -1):
-            self.lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
-            n = 0
+        n = self.held[seq].keep(n)
         self.free.remove(seq)
-        self.held[seq] = list(ids[:n])
         spec = self.rt.speculation
         lookup = NgramLookup(spec.ngram, ids) if spec else None
         req.state = _Seq(seq, list(ids[n:]), n, self.rt._sampler(req.config, ids), lookup,
@@ -82,7 +84,7 @@ class Sequences:
                 if n > 0:
                     wants[req] = n
         if self.drafter is not None and wants:
-            proposals = self.drafter.propose({req.state.seq: (self.held[req.state.seq] + req.state.feed, n)
+            proposals = self.drafter.propose({req.state.seq: (self.held[req.state.seq].ids + req.state.feed, n)
                                               for req, n in wants.items()})
         else:
             proposals = {req.state.seq: req.state.lookup.propose(n) for req, n in wants.items()}
@@ -103,7 +105,7 @@ class Sequences:
             if first is not None:
                 outputs.append((req, first, drafts))
             s.feed, s.pos, room = s.feed[len(take):], s.pos + len(take), room - len(take)
-            self.held[s.seq] += take
+            self.held[s.seq].extend(take)
             if room == 0:
                 break
         b.n_tokens = k
@@ -127,8 +129,8 @@ class Sequences:
                 s.pacer.kept(len(drafts), accepted)
                 keep = s.pos - len(drafts) + accepted  # the rejected proposals' KV goes
                 if keep < s.pos:
-                    lc.llama_memory_seq_rm(self.mem, s.seq, keep, -1)
-                    self.held[s.seq] = self.held[s.seq][:keep]
+                    if self.held[s.seq].keep(keep) != keep:
+                        raise GlmkitError("llama.cpp could not remove the KV of rejected proposals")
                     s.pos = keep
             if s.lookup is not None:
                 s.lookup.extend(made)
@@ -138,7 +140,7 @@ class Sequences:
         return results
 
     def _save(self, seq: int) -> None:
-        held, lc = self.held[seq], self.lc
+        held, lc = self.held[seq].ids, self.lc
         if self.cache is None or not self.cache.worth_saving(held):
             return
         size = lc.llama_state_seq_get_size(self.rt.ctx, seq)
@@ -149,13 +151,12 @@ class Sequences:
 
     def _restore(self, seq: int, tokens: tuple[int, ...], data: bytes) -> bool:
         lc = self.lc
-        lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        self.held[seq].drop()
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         if not lc.llama_state_seq_set_data(self.rt.ctx, buf, len(data), seq):
-            lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
-            self.held[seq] = []
+            self.held[seq].drop()
             return False
-        self.held[seq] = list(tokens)
+        self.held[seq].hold(tokens)
         if self.cache is not None:
             self.cache.restored += 1
         return True
@@ -187,16 +188,14 @@ class DraftSequences:
         self.mem = lc.llama_get_memory(self.ctx)
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self.greedy = lc.llama_sampler_init_greedy()
-        self.held: dict[int, list[int]] = {s: [] for s in range(n)}
+        self.held = {s: sequence_kv(lc, self.mem, s) for s in range(n)}
 
     def propose(self, wants: dict[int, tuple[list[int], int]]) -> dict[int, list[int]]:
         """{seq: (its conversation, the last token not yet decoded; how many to propose)} → {seq: proposals}."""
         lc, b = self.lc, self.batch
         feed = {}
         for seq, (history, _) in wants.items():
-            n = shared_prefix(self.held[seq], history)
-            lc.llama_memory_seq_rm(self.mem, seq, n, -1)
-            self.held[seq] = history[:n]
+            n = self.held[seq].keep(self.held[seq].shared(history))
             feed[seq] = history[n:]
         out: dict[int, list[int]] = {seq: [] for seq in wants}
         while feed:
@@ -210,7 +209,7 @@ class DraftSequences:
                     if b.logits[k]:
                         outputs[seq] = k
                     k += 1
-                self.held[seq] += take
+                self.held[seq].extend(take)
                 feed[seq] = tokens[len(take):]
                 if k == self.n_batch:
                     break

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from glmkit.glm4.errors import GlmkitError
 
-from .base import Runtime, shared_prefix
+from .base import Runtime
 from .batching import Scheduler
 from .capabilities import CAPABILITIES
 from .context import default_context, kv_bytes_per_token
+from .kv import HeldKV
 from .speculative import PROMPT_LOOKUP, Speculation, same_vocabulary
 from .types import EngineStats, GenerationConfig
 
@@ -128,7 +129,8 @@ class OpenVINORuntime(Runtime):
         super().__init__(tok, fmt, context, model_name or str(path))
         self.kv_shape = shape
         self.kv_bytes_per_token = kv_bytes_per_token(*shape, kv_type)
-        self._held: list[int] = []  # what LLMPipeline's KV holds after the last call (its prompt + answer)
+        # what LLMPipeline's KV holds after the last call (its prompt and answer); it trims and clears by itself
+        self.kv = HeldKV(lambda: None)
         self._scheduler = None
         if parallel > 1:
             self.parallel = parallel
@@ -172,7 +174,7 @@ class OpenVINORuntime(Runtime):
 
         g = self.generation_config(GenerationConfig(max_new_tokens=1, ignore_eos=True))
         self.pipe.generate(ov.Tensor(np.array([[self.tokenizer.special_ids["<|endoftext|>"]]], dtype=np.int64)), g)
-        self._held = []
+        self.kv.drop()
 
     def _reuse(self, prompt_ids: list[int]) -> int:
         """Prompt tokens LLMPipeline will find in its KV: it keeps the previous prompt and answer and prefills
@@ -180,7 +182,7 @@ class OpenVINORuntime(Runtime):
         if not self.prefix_cache:
             self.reset_cache()
             return 0
-        return shared_prefix(self._held, prompt_ids)
+        return self.kv.shared(prompt_ids)
 
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
                       image=None) -> Iterator[int]:  # a text model: its prompts carry no image
@@ -230,9 +232,9 @@ class OpenVINORuntime(Runtime):
         finally:
             cancel.set()
             worker.join()
-            self._held = list(prompt_ids) + answer
+            self.kv.hold(list(prompt_ids) + answer)
             if "error" in box:
-                self._held = []
+                self.kv.drop()
                 raise box["error"]
             if self.speculation:  # openvino-genai reports no counts: the kept proposals are what came in bulk
                 stats.accepted = max(0, len(answer) - writes[0])  # (how many it proposed, it does not say)

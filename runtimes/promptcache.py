@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .base import shared_prefix
+from .kv import shared_prefix
 
 MIN_TOKENS = 32  # shorter prefixes prefill faster than they restore
 

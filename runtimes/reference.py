@@ -10,8 +10,9 @@ from typing import Any
 
 from glmkit.glm4.errors import GlmkitError
 
-from .base import Runtime, shared_prefix
+from .base import Runtime
 from .capabilities import CAPABILITIES
+from .kv import HeldKV
 from .types import EngineStats, GenerationConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -55,10 +56,13 @@ class TransformersRuntime(Runtime):
         native = families.context_length(cfg.to_dict())
         super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
         self._cache: Any = None  # transformers' DynamicCache once a prompt ran
-        self._held: list[int] = []  # token ids whose keys and values the cache holds
+        self.kv = HeldKV(self._clear, lambda n: self._cache.crop(n))
+
+    def _clear(self) -> None:
+        self._cache = None
 
     def reset_cache(self) -> None:
-        self._cache, self._held = None, []
+        self.kv.drop()
 
     def _processors(self, config: GenerationConfig, n_prompt: int):
         from transformers import (
@@ -83,16 +87,7 @@ class TransformersRuntime(Runtime):
         return procs
 
     def _reuse(self, prompt_ids: list[int]) -> int:
-        if not self.prefix_cache or self._cache is None:
-            self.reset_cache()
-            return 0
-        n = shared_prefix(self._held, prompt_ids)
-        if n == 0:
-            self.reset_cache()
-        elif n < len(self._held):
-            self._cache.crop(n)
-            self._held = self._held[:n]
-        return n
+        return self.kv.reuse(prompt_ids, self.prefix_cache and self._cache is not None)
 
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
                       image=None) -> Iterator[int]:  # a text model: its prompts carry no image
@@ -110,7 +105,7 @@ class TransformersRuntime(Runtime):
         with torch.no_grad():
             for _ in range(config.max_new_tokens):
                 out = self.model(input_ids=step, past_key_values=self._cache, use_cache=True)
-                self._held += step[0].tolist()
+                self.kv.extend(step[0].tolist())
                 logits = procs(seen, out.logits[:, -1, :].float())
                 if config.greedy:
                     tok = int(logits.argmax(-1))

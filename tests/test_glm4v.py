@@ -283,6 +283,23 @@ def test_the_next_turn_reuses_the_kv_and_the_images_features(irs):
         assert rt.images_encoded == 2
 
 
+def test_the_glm4v_engine_holds_and_reuses_by_the_kv_rule(irs):
+    """runtimes/kv.py's rule on GLM-4V: the cache holds the prompt and the decoded answer, tagged with its image;
+    the same image's next turn reuses exactly the shared prefix, another image nothing."""
+    from glmkit.runtimes import GenerationConfig, load
+    from glmkit.runtimes.kv import shared_prefix
+
+    g = GenerationConfig(max_new_tokens=6, ignore_eos=True)
+    first = _ask(_drawn())
+    with load(str(irs["fp16"]), **EXACT) as rt:
+        a = rt.generate(first, g)
+        prompt, held = rt.prompt(first).ids, list(rt.kv.ids)
+        assert held[:len(prompt)] == prompt and held[len(prompt):] == a.token_ids[:len(held) - len(prompt)]
+        turn2 = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "And the colour?"}]
+        assert rt.generate(turn2, g).cached_tokens == shared_prefix(held, rt.prompt(turn2).ids)
+        assert rt.generate(_ask(_drawn("blue")), g).cached_tokens == 0
+
+
 def test_a_failed_pass_leaves_no_stale_kv(irs, monkeypatch):
     """A prefill that fails (an engine error before the state moved) or is interrupted (Ctrl-C after it moved)
     must not leave the runtime believing it holds the conversation's KV: the same request again answers as a
