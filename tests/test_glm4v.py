@@ -276,7 +276,7 @@ def test_the_next_turn_reuses_the_kv_and_the_images_features(irs):
         a = rt.generate(first, g)
         turn2 = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "And the colour?"}]
         b = rt.generate(turn2, g)
-        assert rt.images_encoded == 1 and b.engine["image_encode_ms"] < a.engine["image_encode_ms"]
+        assert rt.images_encoded == 1  # the image's features were reused, not encoded again (a count, not a time)
         assert b.cached_tokens > len(rt.prompt(first).ids) - 2  # the image and the first question stayed
         assert b.token_ids == cold.generate(turn2, g).token_ids
         rt.generate(_ask(_drawn("blue")), g)  # another image: encoded, and nothing of the old KV is used
