@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 from glmkit.runtimes import capabilities, detect_backend, logits
 from glmkit.runtimes.context import kv_bytes_per_token
@@ -23,7 +24,7 @@ def _ids_and_shape(model: str, length: int) -> tuple[list[int], tuple[int, int, 
     from glmkit.sources.embedded import held_out_text
 
     with load(model, n_ctx=min(length + 64, 4096)) as rt:
-        ids = rt.tokenizer.encode("[gMASK]<sop>" + held_out_text())
+        ids = rt.tokenizer.encode(families.PROMPT_PREFIX + held_out_text())
         if length > rt.context_length:
             raise GlmkitError(f"--length {length}: the model's context is {rt.context_length} tokens")
         shape = rt.kv_shape

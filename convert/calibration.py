@@ -12,6 +12,7 @@ from pathlib import Path
 
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
+from glmkit.glm4.template import render_turns
 
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.txt"
 CHUNK_TOKENS = 512  # llama.cpp's imatrix tool evaluates 512-token chunks from an empty KV cache
@@ -44,7 +45,7 @@ def make_embedded(max_chars: int = EMBEDDED_CHARS) -> str:
         total += len(parts[-1])
         if total >= max_chars:
             break
-    chat = "".join(f"{families.PROMPT_PREFIX}<|user|>\n{q}<|assistant|>\n{a}" for q, a in CHAT_TURNS)
+    chat = "".join(render_turns([turn]) for turn in CHAT_TURNS)
     return "\n\n".join(parts) + "\n\n" + chat + "\n"
 
 

@@ -151,13 +151,13 @@ def _header(path: Path, ckpt, config: dict, tok_dir: Path, file_type, spec: str)
     w.add_token_merges(merges)
     # eos ends text, eot ends a turn (<|user|>), eom ends on a tool call (<|observation|>): all three stop.
     # bos is <|endoftext|> and never added, so the chat template's literal [gMASK]<sop> opens every prompt.
-    w.add_eos_token_id(ids["<|endoftext|>"])
-    w.add_bos_token_id(ids["<|endoftext|>"])
-    w.add_unk_token_id(ids["<|endoftext|>"])
-    w.add_pad_token_id(ids["<|endoftext|>"])
-    w.add_eot_token_id(ids["<|user|>"])
-    if "<|observation|>" in ids:
-        w.add_eom_token_id(ids["<|observation|>"])
+    w.add_eos_token_id(ids[families.EOS_TOKEN])
+    w.add_bos_token_id(ids[families.EOS_TOKEN])
+    w.add_unk_token_id(ids[families.EOS_TOKEN])
+    w.add_pad_token_id(ids[families.PAD_TOKEN])
+    w.add_eot_token_id(ids[families.USER_TOKEN])
+    if families.OBSERVATION_TOKEN in ids:
+        w.add_eom_token_id(ids[families.OBSERVATION_TOKEN])
     w.add_add_bos_token(False)
     template = find_template(tok_dir, config=config, name=spec)  # GLM-4's own where the source has none
     if template:

@@ -118,11 +118,11 @@ def reject(tmp: Path, out: Path, summary: str, hint: str):
 
 def verification_text() -> str:
     """Fixed text: glm4-tiny's held-out code plus a multilingual line, wrapped in the GLM-4 chat format."""
-    from glmkit.glm4 import families
+    from glmkit.glm4.template import render_turns
     from glmkit.sources.embedded import held_out_text
 
     multilingual = "你好，世界。こんにちは。안녕하세요. Привет, мир! مرحبا. Grüße! 🤖 3.14159 x = [1, 2, 3]\n"
-    return f"{families.PROMPT_PREFIX}<|user|>\n{multilingual}<|assistant|>\n{held_out_text()[:6000]}"
+    return render_turns([(multilingual, held_out_text()[:6000])])
 
 
 def verification_ids(tokenizer_dir: str | Path, n: int = DEFAULT_TOKENS) -> list[int]:

@@ -26,8 +26,9 @@ REAL_SPECIAL_IDS: dict[str, int] = {t: REAL_SPECIAL_BASE + i for i, t in enumera
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|endoftext|>"
+USER_TOKEN, OBSERVATION_TOKEN = "<|user|>", "<|observation|>"
 # Generation ends on any of these: end of text, the next user turn, or a tool observation.
-STOP_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|user|>", "<|observation|>")
+STOP_TOKENS: tuple[str, ...] = (EOS_TOKEN, USER_TOKEN, OBSERVATION_TOKEN)
 PROMPT_PREFIX = "[gMASK]<sop>"
 
 # GLM-4's cl100k-style pre-tokenizer regex (llama.cpp's `glm4` / `chatglm-bpe` pre-tokenizer types).

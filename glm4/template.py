@@ -59,6 +59,15 @@ def compile_template(source: str):
                           "checkpoint's chat_template") from None
 
 
+def render_turns(turns: list[tuple[str, str]], source: str | None = None) -> str:
+    """(user, assistant) exchanges as GLM-4's chat template writes them (`source`: another template), with no
+    generation prompt: the text verification, calibration and benchmarks read, rendered as every prompt is."""
+    from .families import GLM4_CHAT_TEMPLATE
+
+    messages = [m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    return render(source or GLM4_CHAT_TEMPLATE, messages, add_generation_prompt=False)
+
+
 def render(source: str, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = True,
            **context) -> str:
     """The prompt text `source` gives for `messages` (and OpenAI-style `tools`); `context` adds template variables

@@ -35,6 +35,26 @@ class ToolSyntax:
     separator: str      # between the calls of one turn
     answer_marker: str  # written right after <|assistant|> before a plain answer; format, not content
 
+    # -- writing: what the renderer forces, the grammar constrains and the parser reads back -------------------
+    def call_head(self, name: str) -> str:
+        """What a call of `name` opens with: forced as the turn's start when the name is the one allowed."""
+        return f"{name}\n"
+
+    def write_call(self, name: str, arguments: dict | str) -> str:
+        """One call as the model writes it (`parse_call` reads it back)."""
+        args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+        return self.call_head(name) + args
+
+    def call_grammar(self, name: str, arguments_rule: str) -> str:
+        """A GBNF alternative for one call of `name`: its head as a literal, then the arguments' rule."""
+        return f"{json.dumps(self.call_head(name))} {arguments_rule}"
+
+    def answer_grammar(self, answer_rule: str) -> str:
+        """A GBNF alternative for a plain answer: the marker, then the answer's rule."""
+        return f"{json.dumps(self.answer_marker)} {answer_rule}"
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
     def route(self, head: str, names: frozenset[str]) -> str | None:
         """From the start of a turn: "call", "text", or None while it cannot tell yet."""
         line, sep, _ = head.partition("\n")

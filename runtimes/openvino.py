@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime
@@ -63,8 +64,6 @@ class OpenVINORuntime(Runtime):
                  speculative: str | None = None, draft: str | None = None, draft_tokens: int | None = None,
                  ngram_size: int | None = None, **properties):
         import openvino_genai as ov_genai
-
-        from glmkit.glm4 import families
 
         from .tokenizer import from_hf
 
@@ -173,7 +172,7 @@ class OpenVINORuntime(Runtime):
         import openvino as ov
 
         g = self.generation_config(GenerationConfig(max_new_tokens=1, ignore_eos=True))
-        self.pipe.generate(ov.Tensor(np.array([[self.tokenizer.special_ids["<|endoftext|>"]]], dtype=np.int64)), g)
+        self.pipe.generate(ov.Tensor(np.array([[self.tokenizer.special_ids[families.EOS_TOKEN]]], dtype=np.int64)), g)
         self.kv.drop()
 
     def _reuse(self, prompt_ids: list[int]) -> int:

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 
+from glmkit.glm4.toolcalls import SYNTAXES
+
 ANY_OBJECT = {"type": "object"}
 # llama-cpp-python's converter lets a JSON string hold raw control characters (a newline in a value), which JSON
 # forbids (RFC 8259) and json.loads refuses; llama.cpp's own converter excludes them, as this rule does.
@@ -27,6 +29,7 @@ class Structure:
 
     json_schema: str | None = None
     tools: tuple[tuple[str, str], ...] = ()
+    syntax: str = "glm4"  # how a call and an answer are written (glm4.toolcalls.SYNTAXES)
 
     @cached_property
     def grammar(self) -> str:
@@ -38,11 +41,11 @@ class Structure:
         return cls(json_schema=json.dumps(schema or ANY_OBJECT))
 
     @classmethod
-    def tool_call(cls, tools: list[dict], answer: Structure | None = None) -> Structure:
+    def tool_call(cls, tools: list[dict], answer: Structure | None = None, syntax: str = "glm4") -> Structure:
         """From OpenAI `tools`: a call of one of them (or, with `answer`, an answer of its schema)."""
         schemas = tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
                         for t in tools)
-        return cls(json_schema=answer.json_schema if answer else None, tools=schemas)
+        return cls(json_schema=answer.json_schema if answer else None, tools=schemas, syntax=syntax)
 
 
 def gbnf(structure: Structure) -> str:
@@ -51,13 +54,14 @@ def gbnf(structure: Structure) -> str:
 
     conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     schema = None if structure.json_schema is None else conv.resolve_refs(json.loads(structure.json_schema), "request")
-    if schema is not None and not structure.tools:  # the prompt already holds the answer's "\n"
+    if schema is not None and not structure.tools:  # the prompt already holds the answer's marker
         conv.visit(schema, "")
         return conv.format_grammar().replace(_LOOSE_CHAR, _JSON_CHAR)
-    branches = [] if schema is None else [f'"\\n" {conv.visit(schema, "answer")}']
+    syntax = SYNTAXES[structure.syntax]
+    branches = [] if schema is None else [syntax.answer_grammar(conv.visit(schema, "answer"))]
     for i, (name, params) in enumerate(structure.tools):
         rule = conv.visit(conv.resolve_refs(json.loads(params), f"tool{i}"), f"tool{i}")
-        branches.append(f"{json.dumps(name + chr(10))} {rule}")
+        branches.append(syntax.call_grammar(name, rule))
     return conv.format_grammar().replace(_LOOSE_CHAR, _JSON_CHAR) + f"\nroot ::= {' | '.join(branches)}\n"
 
 

@@ -11,12 +11,11 @@ from dataclasses import dataclass, replace
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import template_reads_tools, to_glm_messages
 from glmkit.glm4.prompt import Prompt
+from glmkit.glm4.toolcalls import SYNTAXES
 from glmkit.runtimes import GenerationConfig, images
 from glmkit.runtimes.structure import Structure
 
 from .protocol import APIError, ChatRequest, CompletionRequest, NamedToolChoice
-
-ANSWER = "\n"  # GLM-4 opens a plain answer with a newline after <|assistant|>: forcing it forces an answer
 
 
 @dataclass(frozen=True)
@@ -171,6 +170,7 @@ def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = Non
     choice = body.tool_choice
     formatted = response_format(body.response_format)
     prefix, structure, calls = "", formatted, None
+    syntax = SYNTAXES[runtime.chat_format.tool_syntax]  # how this model writes a call and marks an answer
     if tools and template_reads_tools(runtime.tokenizer.chat_template) is None:
         raise APIError(400, "this model's chat template has no tools block, so it cannot be told about tools; "
                             "serve a checkpoint whose template describes tools (GLM-4-0414, glm-4-9b-chat)",
@@ -184,23 +184,25 @@ def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = Non
         raise APIError(400, f"tool_choice names {named!r}, which is not among the tools",
                        param="tool_choice")
     if tools and choice == "none":
-        calls, prefix = (), ANSWER
+        calls, prefix = (), syntax.answer_marker  # forcing the marker forces an answer
     elif forced and runtime.capabilities.constrained and not runtime.chat_format.thinks:
         # the engine's grammar: a forced tool's name (or one of the declared ones, for "required"), a newline, and
         # arguments that match its parameters schema — a call always comes back. The tool's schema, never the
         # response_format's, constrains its arguments; a forced call leaves no text answer for response_format.
-        structure = check_structure(Structure.tool_call(forced), runtime, "tool_choice")
+        structure = check_structure(Structure.tool_call(forced, syntax=syntax.name), runtime, "tool_choice")
     elif len(forced) == 1:  # no constrained decoding here: the turn starts with the name, as a history call does
-        prefix, structure = forced[0]["function"]["name"] + "\n", None
+        prefix, structure = syntax.call_head(forced[0]["function"]["name"]), None
     elif forced:
-        structure = check_structure(Structure.tool_call(forced), runtime, "tool_choice")  # refused, with why
+        structure = check_structure(Structure.tool_call(forced, syntax=syntax.name), runtime,
+                                    "tool_choice")  # refused, with why
     if formatted and tools and choice in (None, "auto"):
         # one grammar: a call of a declared tool, or an answer of the response schema (tools stay on)
-        structure = check_structure(Structure.tool_call(tools, formatted), runtime, "response_format")
+        structure = check_structure(Structure.tool_call(tools, formatted, syntax.name), runtime,
+                                    "response_format")
     if formatted and structure is formatted:
         check_structure(formatted, runtime, "response_format")
         if not prefix:
-            prefix = ANSWER  # the JSON follows the answer's newline
+            prefix = syntax.answer_marker  # the JSON follows the answer's marker
     prompt = runtime.prompt(messages, tools=tools or None, assistant_prefix=prefix, calls=calls)
     if body.parallel_tool_calls is False:  # honoured: the turn ends after its first call
         prompt = replace(prompt, output=replace(prompt.output, one_call=True))
