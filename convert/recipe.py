@@ -131,8 +131,12 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
             files.pop(name).unlink()
         chosen_row, chosen_path = best, files[best["outtype"]]
         higher = HIGHER.get(best["outtype"], "q6_k")
-        probed = [g for g in GROUPS if higher and gguf_types.planned_bytes(
-            f16, best["outtype"], imatrix=imatrix, overrides=[Override(GROUPS[g], higher)]) <= max_bytes + SLACK]
+        probed: list[str] = []  # groups whose raise adds bytes (some are at the higher type already) and fits
+        for g in GROUPS:
+            planned = higher and gguf_types.planned_bytes(f16, best["outtype"], imatrix=imatrix,
+                                                          overrides=[Override(GROUPS[g], higher)])
+            if planned and sizes[best["outtype"]] < planned <= max_bytes + SLACK:
+                probed.append(g)
         if probed:
             t, donor = time.perf_counter(), stage / f"{higher}.gguf"
             gguf_types.quantize(f16, donor, higher, imatrix=imatrix,
