@@ -135,7 +135,7 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
         for g in GROUPS:
             planned = higher and gguf_types.planned_bytes(f16, best["outtype"], imatrix=imatrix,
                                                           overrides=[Override(GROUPS[g], higher)])
-            if planned and sizes[best["outtype"]] < planned <= max_bytes + SLACK:
+            if planned and sizes[best["outtype"]] + SLACK < planned <= max_bytes + SLACK:  # beyond rounding
                 probed.append(g)
         if probed:
             t, donor = time.perf_counter(), stage / f"{higher}.gguf"
