@@ -112,7 +112,8 @@ class Runtime(ABC):
         t0 = time.perf_counter()
         stamps: list[float] = []
         run = dataclasses.replace(config, max_new_tokens=budget)
-        tokens = self._token_stream(ids, run, stats, image=rendered.image)  # GLM-4V: with its image
+        tokens = (self._token_stream(ids, run, stats) if rendered.image is None  # a text engine may omit image
+                  else self._token_stream(ids, run, stats, image=rendered.image))
         try:
             for tok in tokens:
                 stamps.append(time.perf_counter())
