@@ -170,10 +170,10 @@ def perplexity(logits: np.ndarray, ids: list[int]) -> float:
 
 def reference_logits(reference: str, tokens: int = 512) -> tuple[list[int], np.ndarray]:
     """glm4-tiny's held-out text as the reference's token ids, and the reference's fp32 logits on it."""
-    from glmkit.sources.source import transformers_dir
     from glmkit.runtimes import logits
     from glmkit.runtimes.tokenizer import from_hf
     from glmkit.sources.embedded import held_out_text
+    from glmkit.sources.source import transformers_dir
 
     ids = from_hf(transformers_dir(reference)).encode(held_out_text())[:tokens]
     return ids, logits(reference, ids, backend="transformers")
