@@ -127,9 +127,9 @@ def stage_dir(out: str | Path):
     clean_stale(out)
     stage = partial_path(out, "stage")
     _remove(stage)
-    stage.mkdir()
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt():  # before mkdir: a signal between the two would leave the stage behind
         try:
+            stage.mkdir()
             yield stage
         finally:
             _remove(stage)
@@ -143,10 +143,10 @@ def atomic_output(out: str | Path, force: bool = False, is_dir: bool = True):
     clean_stale(out)
     tmp = partial_path(out)
     _remove(tmp)
-    if is_dir:
-        tmp.mkdir()
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt():  # before mkdir: a signal between the two would leave the temporary behind
         try:
+            if is_dir:
+                tmp.mkdir()
             yield tmp
             _fsync(tmp)
             if out.is_dir() and not out.is_symlink():  # --force over a directory: swap, then drop the old one

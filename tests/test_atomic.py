@@ -70,6 +70,28 @@ def test_single_file_output(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.gguf"]
 
 
+@pytest.mark.parametrize("which", ["output", "stage"])
+def test_a_signal_right_after_the_temporary_is_made_still_removes_it(tmp_path, monkeypatch, which):
+    """The window between making the temporary and arming the cleanup: a SIGTERM landing there (raised as
+    KeyboardInterrupt) must not leave a `.partial` behind (it once did, in CI)."""
+    from pathlib import Path
+
+    from glmkit.common.atomic import stage_dir
+
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_interrupted(self, *a, **k):
+        real_mkdir(self, *a, **k)
+        if self.name.endswith(".partial"):
+            raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with (atomic_output(tmp_path / "out") if which == "output" else stage_dir(tmp_path / "out")):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_writer_started_with_sigint_ignored_still_cleans_up_on_ctrl_c(tmp_path):
     """The disposition a background job inherits is set back by the test itself (default_signals), so the
     result does not depend on how the test runner was started."""
