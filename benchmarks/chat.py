@@ -11,9 +11,7 @@ its previous prompt) and openvino-genai's `generate(ChatHistory)` (LLMPipeline k
 from __future__ import annotations
 
 import statistics
-import time
 from datetime import datetime, timezone
-from typing import Any
 
 from glmkit.glm4.errors import GlmkitError
 from glmkit.runtimes import GenerationConfig, load
@@ -31,60 +29,15 @@ def user_messages(turns: int, chars: int) -> list[str]:
     return [text[i * step:i * step + chars] for i in range(turns)]
 
 
-def _engine_llamacpp(rt, model: str):
-    """llama-cpp-python's own chat path on a second Llama of the same file and context settings."""
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=rt.context_length, n_batch=rt.n_batch,
-                          n_threads=rt.llm.n_threads, verbose=False, flash_attn=rt.flash_attn)
-
-    def turn(messages: list[dict], answer_tokens: int) -> tuple[float, str]:
-        t0 = time.perf_counter()
-        first, parts = None, []
-        chat: Any = llm.create_chat_completion  # its TypedDicts do not take plain dicts
-        for chunk in chat(messages, max_tokens=answer_tokens, temperature=0.0, stream=True):
-            delta = chunk["choices"][0]["delta"].get("content")
-            if delta:
-                first = first or time.perf_counter()
-                parts.append(delta)
-        return ((first or time.perf_counter()) - t0) * 1000, "".join(parts)
-
-    return turn, llm.close
-
-
-def _engine_openvino(rt, model: str):
-    """openvino-genai's own chat path: ChatHistory through a second LLMPipeline on the same IR."""
-    import openvino_genai as ov_genai
-
-    pipe = ov_genai.LLMPipeline(str(model), rt.device)
-
-    def turn(messages: list[dict], answer_tokens: int) -> tuple[float, str]:
-        stamps: list[float] = []
-
-        def streamer(text):
-            stamps.append(time.perf_counter())
-            return ov_genai.StreamingStatus.RUNNING
-
-        cfg = rt.generation_config(GenerationConfig(max_new_tokens=answer_tokens))
-        t0 = time.perf_counter()
-        out = pipe.generate(ov_genai.ChatHistory(messages), cfg, streamer)
-        return ((stamps[0] if stamps else time.perf_counter()) - t0) * 1000, out.texts[0]
-
-    return turn, lambda: None
-
-
-ENGINES = {"llamacpp": _engine_llamacpp, "openvino": _engine_openvino}
-
-
 def chat_turns(model: str, turns: int = 6, user_chars: int = 700, answer_tokens: int = 32,
                system: str = "You write Python.", **options) -> dict:
     """TTFT per turn of glmkit's ChatSession and of the engine's own multi-turn path, alternating turn by turn."""
     rt = load(model, **options)
     try:
-        if rt.backend not in ENGINES:
+        if rt.kind.own_chat is None:
             raise GlmkitError(f"glm-bench chat compares with an engine's own chat path: give an OpenVINO IR or a "
-                              f"GGUF, not a {rt.backend} model")
-        engine_turn, engine_close = ENGINES[rt.backend](rt, model)
+                              f"GGUF, not {rt.kind.label}")
+        engine_turn, engine_close = rt.kind.own_chat(rt, model)
         session = rt.chat(system=system, config=GenerationConfig(max_new_tokens=answer_tokens))
         history = [{"role": "system", "content": system}]
         rows = []
@@ -100,17 +53,9 @@ def chat_turns(model: str, turns: int = 6, user_chars: int = 700, answer_tokens:
         finally:
             engine_close()
         return {"model": str(model), "backend": rt.backend, "turns": rows,
-                "engine_path": {"llamacpp": "llama-cpp-python create_chat_completion",
-                                "openvino": "openvino-genai LLMPipeline.generate(ChatHistory)"}[rt.backend]}
+                "engine_path": rt.kind.own_chat_path}
     finally:
         rt.close()
-
-
-def _raw_stamps(rt, ids: list[int], tokens: int) -> list[float]:
-    """Per-token wall-clock stamps of the raw engine on the same loaded model (no glmkit in between)."""
-    from .peers import RAW_STAMPS
-
-    return RAW_STAMPS[rt.backend](rt, ids, tokens)
 
 
 def long_answer(model: str, tokens: int = 2000, prompt: str = "def read_config(path):", **options) -> dict:
@@ -121,7 +66,8 @@ def long_answer(model: str, tokens: int = 2000, prompt: str = "def read_config(p
         tokens = rt.budget(len(ids), tokens)
         r = rt.generate(ids, GenerationConfig(max_new_tokens=tokens, ignore_eos=True))
         rt.reset_cache()
-        raw = _raw_stamps(rt, ids, tokens) if rt.backend in ENGINES else []
+        # the raw engine's per-token stamps on the same loaded model (no glmkit in between)
+        raw = rt.kind.raw_stamps(rt, ids, tokens)[1:] if rt.kind.raw_stamps else []
         raw_itl = [(b - a) * 1000 for a, b in zip(raw, raw[1:])]
         width = max(1, tokens // BANDS)
         bands = []

@@ -13,8 +13,9 @@ import numpy as np
 
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
-from glmkit.runtimes import capabilities, detect_backend, logits
+from glmkit.runtimes import logits
 from glmkit.runtimes.context import kv_bytes_per_token
+from glmkit.runtimes.kinds import kind_of
 from glmkit.runtimes.logits import log_softmax
 
 
@@ -32,8 +33,9 @@ def _ids_and_shape(model: str, length: int) -> tuple[list[int], tuple[int, int, 
 
 
 def run(model: str, length: int = 2048, kv_types: tuple[str, ...] | None = None, bands: int = 4) -> dict:
-    backend = detect_backend(model)
-    reduced = capabilities.of(backend).kv_cache_reduced
+    kind = kind_of(model)
+    kind.check(model)
+    reduced = kind.capabilities.kv_cache_reduced
     if not reduced:
         raise GlmkitError(f"{model}: glm-bench kv takes an OpenVINO IR dir or a .gguf file")
     if length < bands * 16:
@@ -51,7 +53,7 @@ def run(model: str, length: int = 2048, kv_types: tuple[str, ...] | None = None,
                      "bands": [{"positions": [int(a), int(b)], "top1_agreement": float(top1[a:b].mean()),
                                 "mean_kl": float(kl[a:b].mean())} for a, b in zip(edges, edges[1:])]})
         del got
-    return {"model": str(model), "backend": backend, "length": length, "reference": "f32 cache, same engine",
+    return {"model": str(model), "backend": kind.backend, "length": length, "reference": "f32 cache, same engine",
             "f32_bytes_per_1k_tokens": int(kv_bytes_per_token(*shape, "f32") * 1024), "caches": rows}
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-# Elementwise ops between a weight Constant and the op that uses it in an OpenVINO IR (decompression subgraphs).
-_PASS_THROUGH = {"Convert", "Subtract", "Multiply", "Reshape", "Unsqueeze", "Transpose", "Squeeze"}
-
 
 def bandwidth_gbs(threads: int | None = None, size_mb: int = 512, reps: int = 5) -> float:
     """Memory read bandwidth at `threads` threads: best of `reps` reductions over a buffer far larger than cache."""
@@ -34,51 +31,13 @@ def bandwidth_gbs(threads: int | None = None, size_mb: int = 512, reps: int = 5)
         torch.set_num_threads(before)
 
 
-def _gguf_bytes(path: Path) -> int:
-    from gguf import GGUFReader
+def weight_bytes_per_token(path: str | Path, backend: str = "auto", runtime=None) -> int:
+    """Bytes of weights one decode step reads, as the artifact's kind counts them (runtimes/kinds/); a
+    transformers reference counts the weights its loaded `runtime` holds."""
+    from glmkit.runtimes.kinds import kind_of
 
-    tensors = {t.name: int(t.n_bytes) for t in GGUFReader(str(path)).tensors}
-    tied = "output.weight" not in tensors
-    return sum(n for name, n in tensors.items() if tied or name != "token_embd.weight")
-
-
-def _feeds_gather(node, depth: int = 6) -> bool:
-    """True when a weight Constant only reaches Gather ops (an embedding lookup), through decompression ops."""
-    users = [i.get_node() for o in node.outputs() for i in o.get_target_inputs()]
-    if not users or depth == 0:
-        return False
-    return all(u.get_type_name() == "Gather" or (u.get_type_name() in _PASS_THROUGH and _feeds_gather(u, depth - 1))
-               for u in users)
-
-
-def _openvino_bytes(path: Path) -> int:
-    import openvino as ov
-
-    model = ov.Core().read_model(str(path / "openvino_model.xml"))
-    total = 0
-    for op in model.get_ops():
-        if op.get_type_name() != "Constant" or op.get_byte_size() < 4096:  # shapes, axes, scalars
-            continue
-        if not _feeds_gather(op):
-            total += op.get_byte_size()
-    return total
-
-
-def _torch_bytes(model) -> int:
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    embed = model.get_input_embeddings().weight
-    return sum(p.numel() * p.element_size() for p in model.parameters() if tied or p is not embed)
-
-
-# backend → bytes of weights one decode step reads from its artifact
-ARTIFACT_BYTES = {"llamacpp": _gguf_bytes, "openvino": _openvino_bytes}
-
-
-def weight_bytes_per_token(path: str | Path, backend: str, runtime=None) -> int:
-    """Bytes of weights one decode step reads, for the artifact a runtime runs."""
-    if backend in ARTIFACT_BYTES:
-        return ARTIFACT_BYTES[backend](Path(path))
-    return _torch_bytes(runtime.model)  # the reference: the weights it holds in memory
+    kind = runtime.kind if runtime is not None and runtime.kind is not None else kind_of(path, backend)
+    return kind.weight_bytes(path, runtime)
 
 
 def ceiling(weight_bytes: int, bandwidth: float, decode_tps: float) -> dict:

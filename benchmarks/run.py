@@ -69,7 +69,7 @@ def _describe(model: str, runtime) -> tuple[str, int]:
     return str(precision), _size_on_disk(path)
 
 
-def _thread_options(backend: str, threads: int | None) -> dict:
+def _thread_options(threads: int | None) -> dict:
     if not threads:
         return {}
     return {"threads": threads}
@@ -105,22 +105,19 @@ class Subject:
 
     def __init__(self, model: str, backend: str = "auto", threads: int | None = None, label: str | None = None,
                  bandwidth: float | None = None, peers: bool = True, lengths=(128,), runs: int = 6, **options):
-        from glmkit.runtimes import detect_backend
-
-        from .peers import RAW
+        from .peers import raw_runner
         from .roofline import weight_bytes_per_token
 
         self.model = model
-        kind = detect_backend(model) if backend == "auto" else backend
         _reset_peak_rss()
         t0 = time.perf_counter()
-        self.rt = load(model, backend=kind, **{**_thread_options(kind, threads), **options})
+        self.rt = load(model, backend=backend, **{**_thread_options(threads), **options})
         self.load_s = time.perf_counter() - t0
         self.precision, self.size = _describe(model, self.rt)
         self.label = label or f"{Path(model).name}/{self.rt.backend}"
-        self.raw_fn = RAW.get(self.rt.backend) if peers else None
+        self.raw_fn = raw_runner(self.rt) if peers else None
         self.bandwidth = bandwidth
-        self.weights = weight_bytes_per_token(model, self.rt.backend, self.rt) if bandwidth else 0
+        self.weights = weight_bytes_per_token(model, runtime=self.rt) if bandwidth else 0
         self.pool = iter(prompts(self.rt, runs * len(lengths) * (2 if self.raw_fn else 1), max(lengths)))
         self.runs: dict[int, dict[str, list]] = {}
 

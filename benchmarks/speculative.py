@@ -10,7 +10,6 @@ the figure that means something on a model whose weights are random (the bench s
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -97,10 +96,13 @@ def verification_cost(model: str, ks=(1, 2, 4, 8, 16), context: int = 256, reps:
     """Milliseconds of one engine pass over k+1 tokens after `context` tokens, against one token's: the most a
     speculation of k tokens can gain is (k+1) × single / pass (every proposal kept). llama.cpp through llama_decode,
     OpenVINO through the stateful IR's own infer request (what openvino-genai runs)."""
-    from glmkit.runtimes.load import detect_backend
+    from glmkit.runtimes.kinds import kind_of
 
-    timer = _llamacpp_pass if detect_backend(model) == "llamacpp" else _openvino_pass
-    with timer(model, context, threads) as timed:
+    kind = kind_of(model)
+    kind.check(model)
+    if kind.pass_timer is None:
+        raise GlmkitError(f"{model}: the verification cost is timed on an OpenVINO IR or a GGUF, not {kind.label}")
+    with kind.pass_timer(model, context, threads) as timed:
         def median_ms(n: int) -> float:
             return statistics.median(timed(n) for _ in range(reps))
 
@@ -108,71 +110,6 @@ def verification_cost(model: str, ks=(1, 2, 4, 8, 16), context: int = 256, reps:
         rows = [{"k": k, "pass_ms": (ms := median_ms(k + 1)), "single_ms": single,
                  "ceiling": (k + 1) * single / ms} for k in ks]
     return {"model": model, "context": context, "rows": rows}
-
-
-@contextlib.contextmanager
-def _llamacpp_pass(model: str, context: int, threads: int | None):
-    import llama_cpp as lc
-
-    with load(model, "llamacpp", threads=threads, prefix_cache=False) as rt:
-        ids = (rt.tokenizer.encode("def main():\n    return 0\n") * context)[:context + 17]
-        b = lc.llama_batch_init(context, 0, 1)
-
-        def decode(tokens: list[int], start: int) -> None:  # every position with logits, as a speculative pass
-            for j, t in enumerate(tokens):
-                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, start + j, 1, True
-                b.seq_id[j][0] = 0
-            b.n_tokens = len(tokens)
-            if lc.llama_decode(rt.ctx, b) != 0:
-                raise GlmkitError(f"llama.cpp could not decode {len(tokens)} tokens")
-
-        mem = lc.llama_get_memory(rt.ctx)
-
-        def timed(n: int) -> float:
-            rt.reset_cache()
-            decode(ids[:context], 0)
-            # once untimed: llama.cpp rebuilds its compute graph when the batch size changes (0.5 ms, more than a
-            # small model's whole step), and a decode loop repeats the same size
-            decode(ids[context:context + n], context)
-            lc.llama_memory_seq_rm(mem, 0, context, -1)
-            t0 = time.perf_counter()
-            decode(ids[context:context + n], context)
-            return (time.perf_counter() - t0) * 1000
-
-        try:
-            yield timed
-        finally:
-            lc.llama_batch_free(b)
-
-
-@contextlib.contextmanager
-def _openvino_pass(model: str, context: int, threads: int | None):
-    from pathlib import Path
-
-    import numpy as np
-    import openvino as ov
-
-    core = ov.Core()
-    props = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-    compiled = core.compile_model(core.read_model(str(Path(model) / "openvino_model.xml")), "CPU", props)
-    request = compiled.create_infer_request()
-    names = {name for port in compiled.inputs for name in port.get_names()}
-
-    def feed(a: int, n: int) -> dict:
-        f = {"input_ids": np.full((1, n), 100, dtype=np.int64),
-             "attention_mask": np.ones((1, a + n), dtype=np.int64),
-             "position_ids": np.arange(a, a + n, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)}
-        return {k: v for k, v in f.items() if k in names}
-
-    def timed(n: int) -> float:
-        request.reset_state()
-        request.infer(feed(0, context))
-        request.infer(feed(context, n))  # once untimed: the first infer of a new shape prepares its kernels
-        t0 = time.perf_counter()
-        request.infer(feed(context + n, n))
-        return (time.perf_counter() - t0) * 1000
-
-    yield timed
 
 
 def to_markdown(data: dict) -> str:

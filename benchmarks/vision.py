@@ -29,9 +29,9 @@ def _image(i: int):
 
 def run(model: str, reps: int = 3, gen: int = 32, threads: int | None = None) -> dict:
     from glmkit.runtimes import GenerationConfig, load
-    from glmkit.runtimes.glm4v import is_glm4v_ir
+    from glmkit.runtimes.kinds import kind_of
 
-    if not is_glm4v_ir(model):
+    if not kind_of(model).capabilities.images:
         raise GlmkitError(f"{model}: glm-bench vision takes a GLM-4V OpenVINO IR (glm-convert THUDM/glm-4v-9b "
                           "--to openvino)")
     rows = []

@@ -80,12 +80,13 @@ class ChatFormat:
     thinks: bool  # answers start with <think>…</think>
     sampling: dict = field(default_factory=dict)  # model-card defaults
     tool_syntax: str = "glm4"  # how its tool calls are written (toolcalls.SYNTAXES)
+    images: bool = False  # a user turn may carry an image, written as its marker tokens (glm4/vision.py)
 
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
     "glm4": ChatFormat("glm4", GLM4_CHAT_TEMPLATE, thinks=False),
     "z1": ChatFormat("z1", Z1_CHAT_TEMPLATE, thinks=True, sampling={"temperature": 0.6, "top_p": 0.95, "top_k": 40}),
-    "glm4v": ChatFormat("glm4v", vision.GLM4V_CHAT_TEMPLATE, thinks=False),
+    "glm4v": ChatFormat("glm4v", vision.GLM4V_CHAT_TEMPLATE, thinks=False, images=True),
 }
 
 

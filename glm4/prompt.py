@@ -48,7 +48,7 @@ def from_messages(tokenizer, messages: list[dict], chat_format: families.ChatFor
     tools described to the model; `calls`: the names a reply may call (default: every tool's; empty: none);
     `assistant_prefix`: text the assistant's turn is forced to start with."""
     messages, images = split_images(list(messages))
-    if images and chat_format.name != "glm4v":
+    if images and not chat_format.images:
         raise GlmkitError("this model reads text only; an image needs a GLM-4V model (glm-convert THUDM/glm-4v-9b "
                           "--to openvino)")
     if len(images) > vision.IMAGES_PER_CONVERSATION:

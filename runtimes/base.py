@@ -14,6 +14,7 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from glmkit.glm4 import families
 from glmkit.glm4 import prompt as prompts
@@ -26,12 +27,17 @@ from .capabilities import Capabilities
 from .memory import peak_rss_mb
 from .types import EngineStats, GenerationConfig, GenerationResult, TextDelta
 
+if TYPE_CHECKING:
+    from .kinds.base import ArtifactKind
+
 
 class Runtime(ABC):
     """Load with glmkit.runtimes.load(); then generate(), stream() or chat()."""
 
     backend = "?"
     capabilities = Capabilities()
+    #: the artifact kind (runtimes/kinds/) load() opened it as: its bytes, its engine's own paths
+    kind: ArtifactKind | None = None
 
     def __init__(self, tokenizer, chat_format: families.ChatFormat, context_length: int, name: str):
         self.tokenizer = tokenizer

@@ -1,14 +1,12 @@
-"""What each backend can do, as data: callers ask a capability, never compare backend names.
+"""What an artifact kind can do, as data: callers ask a capability, never compare backend or kind names.
 
-Each Runtime class holds its row (`Runtime.capabilities`); `of(kind)` answers before a model is loaded (glm-serve
-decides on batching before it loads).
+Each kind (runtimes/kinds/) declares its row, and its Runtime class carries the same row, so a capability is
+known before a model is loaded (glm-serve decides on batching before it loads) and after.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from glmkit.glm4.errors import GlmkitError
 
 
 @dataclass(frozen=True)
@@ -21,31 +19,7 @@ class Capabilities:
     devices: tuple[str, ...] = ("CPU",)
     options: tuple[str, ...] = ()      # load() options it honours
     properties: bool = False           # other load() keys pass through as engine properties (OpenVINO)
+    images: bool = False               # a prompt may carry an image (GLM-4V)
 
 
 SPECULATIVE = ("speculative", "draft", "draft_tokens", "ngram_size")  # load() options of speculative decoding
-
-
-CAPABILITIES: dict[str, Capabilities] = {
-    "openvino": Capabilities(
-        constrained=True, penalties=True, kv_cache_types=("f16", "f32", "u8", "q8_0", "bf16"),
-        kv_cache_reduced=("f16", "u8"), batching=True, devices=("CPU", "GPU", "NPU", "AUTO"),
-        options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache", "cache_dir", "parallel", *SPECULATIVE),
-        properties=True),
-    "llamacpp": Capabilities(
-        constrained=True, penalties=True, kv_cache_types=("f16", "f32", "q8_0"), kv_cache_reduced=("f16", "q8_0"),
-        batching=True, options=("n_ctx", "threads", "prefix_cache", "kv_cache", "flash_attn", "n_batch", "parallel",
-                                "prompt_cache_mb", *SPECULATIVE)),
-    "transformers": Capabilities(penalties=True, options=("n_ctx", "threads", "prefix_cache", "dtype")),
-}
-
-
-def of(kind: str) -> Capabilities:
-    if kind not in CAPABILITIES:
-        raise GlmkitError(f"backend {kind}: choose one of {', '.join(CAPABILITIES)}")
-    return CAPABILITIES[kind]
-
-
-def honouring(option: str) -> tuple[str, ...]:
-    """The backends that take a load() option."""
-    return tuple(k for k, c in CAPABILITIES.items() if option in c.options)

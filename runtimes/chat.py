@@ -86,7 +86,7 @@ def _speculation(engine: dict) -> str:
 
 
 def _attach(session, path: str) -> None:
-    if session.runtime.chat_format.name != "glm4v":
+    if not session.runtime.capabilities.images:
         raise GlmkitError(f"{session.runtime.name} reads text only; --image needs a GLM-4V model")
     if not path:
         raise GlmkitError("/image PATH: give the image's path")

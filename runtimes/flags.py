@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 
+from . import kinds
+
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="auto", choices=("auto", "openvino", "llamacpp", "transformers"))
+    p.add_argument("--backend", default="auto", choices=("auto", *kinds.BACKENDS))
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU or AUTO")
     e = p.add_argument_group("engine")
     e.add_argument("--n-ctx", type=int, help="context length (default: the model's, capped by KV-cache memory)")

@@ -30,12 +30,9 @@ VISION_XML = "openvino_vision_embeddings_model.xml"
 TEXT_EMBEDDINGS_XML = "openvino_text_embeddings_model.xml"
 LANGUAGE_XML = "openvino_language_model.xml"
 FILES = (VISION_XML, TEXT_EMBEDDINGS_XML, LANGUAGE_XML)
-OPTIONS = ("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache")  # load() options a GLM-4V IR takes
-
-
-def is_glm4v_ir(path) -> bool:
-    p = Path(str(path))
-    return p.is_dir() and all((p / f).is_file() for f in FILES)
+# One generation at a time (no batching), no grammar engine: a GLM-4V IR answers text and one image a turn.
+CAPABILITIES = Capabilities(penalties=True, kv_cache_types=("f16", "f32", "u8"), devices=("CPU", "GPU"),
+                            options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache"), images=True)
 
 
 class Glm4vIR:
@@ -110,8 +107,7 @@ class Glm4vRuntime(Runtime):
     and an image's features are computed once per image (`images_encoded` counts the encodings)."""
 
     backend = "openvino"
-    capabilities = Capabilities(penalties=True, kv_cache_types=("f16", "f32", "u8"), devices=("CPU", "GPU"),
-                                options=OPTIONS)
+    capabilities = CAPABILITIES
 
     def __init__(self, path, device: str = "CPU", n_ctx: int | None = None, threads: int | None = None,
                  kv_cache: str | None = None, dtype: str | None = None, prefix_cache: bool = True,

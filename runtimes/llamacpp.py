@@ -15,12 +15,13 @@ import ctypes
 import functools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime
 from .batching import Scheduler
-from .capabilities import CAPABILITIES
+from .capabilities import SPECULATIVE, Capabilities
 from .context import default_context, kv_bytes_per_token
 from .cstdio import captured_c_output
 from .kv import HeldKV
@@ -29,7 +30,11 @@ from .promptcache import PromptCache
 from .speculative import PROMPT_LOOKUP, NgramLookup, Pacer, Speculation, same_vocabulary
 from .types import EngineStats, GenerationConfig
 
-KV_TYPES = CAPABILITIES["llamacpp"].kv_cache_types
+CAPABILITIES = Capabilities(
+    constrained=True, penalties=True, kv_cache_types=("f16", "f32", "q8_0"), kv_cache_reduced=("f16", "q8_0"),
+    batching=True, options=("n_ctx", "threads", "prefix_cache", "kv_cache", "flash_attn", "n_batch", "parallel",
+                            "prompt_cache_mb", *SPECULATIVE))
+KV_TYPES = CAPABILITIES.kv_cache_types
 
 
 def corrupt_gguf(path) -> GlmkitError:
@@ -53,12 +58,12 @@ def vocab_only(path):
         lc.llama_model_free(model)
 
 
-def _is_gguf(path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"GGUF"
-    except OSError:  # a directory (an IR), or nothing there
+def is_gguf(path) -> bool:
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
         return False
+    with p.open("rb") as f:  # the magic only: a 9B GGUF is 18 GB
+        return f.read(4) == b"GGUF"
 
 
 def gguf_vocabulary(path) -> list[str]:
@@ -97,7 +102,7 @@ def gguf_hparams(path) -> dict:
 
 class LlamaCppRuntime(Runtime):
     backend = "llamacpp"
-    capabilities = CAPABILITIES[backend]
+    capabilities = CAPABILITIES
 
     def __init__(self, path, n_ctx: int | None = None, threads: int | None = None, n_batch: int = 512,
                  kv_cache: str = "f16", flash_attn: bool = True, prefix_cache: bool = True,
@@ -123,7 +128,7 @@ class LlamaCppRuntime(Runtime):
         self.prefix_cache = prefix_cache
         self.speculation = Speculation.from_options(speculative, draft, draft_tokens, ngram_size)
         if self.speculation and self.speculation.draft:
-            if not _is_gguf(self.speculation.draft):
+            if not is_gguf(self.speculation.draft):
                 raise GlmkitError(f"draft {self.speculation.draft}: a GGUF model takes a GGUF draft; convert it "
                                   "with glm-convert DRAFT --to gguf")
             same_vocabulary(gguf_vocabulary(path), gguf_vocabulary(self.speculation.draft), str(path),

@@ -1,29 +1,20 @@
-"""load(): pick the backend from what the model is, and open it with one set of engine options."""
+"""load(): ask the artifact's kind (runtimes/kinds/) and open it with one set of engine options."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from glmkit.glm4.errors import GlmkitError
 
-from glmkit.glm4.errors import REFERENCE_STACK, GlmkitError, require
+from . import kinds
+from .kinds import kind_of
 
-from . import capabilities
-
-BACKENDS = ("auto", *capabilities.CAPABILITIES)
+BACKENDS = ("auto", *kinds.BACKENDS)
 
 
 def detect_backend(model: str) -> str:
-    p = Path(str(model)).expanduser()
-    if p.is_file():
-        with p.open("rb") as f:  # the magic only: a 9B GGUF is 18 GB
-            if f.read(4) == b"GGUF":
-                return "llamacpp"
-    if p.suffix == ".gguf" and not p.exists():
-        raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
-    if p.suffix == ".gguf":
-        raise GlmkitError(f"{model}: not a GGUF file (no GGUF magic); re-create it with glm-convert --to gguf")
-    if p.is_dir() and ((p / "openvino_model.xml").is_file() or (p / "openvino_language_model.xml").is_file()):
-        return "openvino"  # a text IR, or GLM-4V's three
-    return "transformers"
+    """The engine that runs `model` (a missing or broken artifact is refused here, in one line)."""
+    kind = kind_of(model)
+    kind.check(str(model))
+    return kind.backend
 
 
 def load(model: str, backend: str = "auto", device: str = "CPU", **options):
@@ -38,49 +29,29 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
     of the same tokenizer, in the model's own format), with draft_tokens (proposed per step) and ngram_size
     (runtimes/speculative.py: the output stays the plain run's); other keys are OpenVINO properties such as
     MAX_PROMPT_LEN (NPU)."""
-    if backend not in BACKENDS:
-        raise GlmkitError(f"backend {backend}: choose one of {', '.join(BACKENDS)}")
-    kind = detect_backend(model) if backend == "auto" else backend
+    kind = kind_of(model, backend)
     options = {k: v for k, v in options.items() if v is not None}
-    caps = capabilities.of(kind)
+    caps = kind.capabilities
     for key in options:
         if key in caps.options:
             continue
-        if backends := capabilities.honouring(key):
-            raise GlmkitError(f"{key} applies to the {' and '.join(backends)} backend(s), not {kind}")
+        backends = kinds.honouring(key)
+        if kind.backend in backends:  # its engine takes it, this kind of artifact does not
+            raise GlmkitError(f"{key} is not available for {kind.label}; it takes {', '.join(caps.options)}")
+        if backends:
+            raise GlmkitError(f"{key} applies to the {' and '.join(backends)} backend(s), not {kind.backend}")
         if not caps.properties:
-            raise GlmkitError(f"unknown option {key} for the {kind} backend; it takes {', '.join(caps.options)}")
+            raise GlmkitError(f"unknown option {key} for the {kind.backend} backend; it takes "
+                              f"{', '.join(caps.options)}")
     base = device.upper().split(".")[0].split(":")[0]
     if base not in caps.devices:
-        able = [k for k, c in capabilities.CAPABILITIES.items() if base in c.devices]
+        able = [k.backend for k in kinds.KINDS if base in k.capabilities.devices]
         if not able:
-            devices = dict.fromkeys(d for c in capabilities.CAPABILITIES.values() for d in c.devices)
+            devices = dict.fromkeys(d for k in kinds.KINDS for d in k.capabilities.devices)
             raise GlmkitError(f"--device {device}: no backend runs on it; choose one of {', '.join(devices)}")
-        raise GlmkitError(f"--device {device} needs the {' or '.join(able)} backend; {kind} runs on the "
-                          f"{'/'.join(caps.devices)} here")
-    name = str(model)
-    if kind == "openvino" and (Path(model) / "openvino_language_model.xml").is_file():  # GLM-4V's three IRs
-        from .glm4v import OPTIONS, Glm4vRuntime
-
-        for key in options:
-            if key not in OPTIONS:
-                raise GlmkitError(f"{key} is not available for a GLM-4V model; it takes {', '.join(OPTIONS)}")
-        return Glm4vRuntime(model, device=device, model_name=name, **options)
-    if kind == "openvino":
-        from .openvino import OpenVINORuntime
-
-        if not (Path(model) / "openvino_model.xml").is_file():
-            raise GlmkitError(f"{model}: no openvino_model.xml; convert it with glm-convert {model} --to openvino")
-        return OpenVINORuntime(model, device=device, model_name=name, **options)
-    if kind == "llamacpp":
-        from .llamacpp import LlamaCppRuntime
-
-        if not Path(model).is_file():
-            raise GlmkitError(f"{model}: no such GGUF file; convert one with glm-convert SRC --to gguf")
-        return LlamaCppRuntime(model, model_name=name, **options)
-    require(REFERENCE_STACK, f"{model}: running a checkpoint (not an OpenVINO IR or a GGUF)")
-    from glmkit.sources.source import transformers_dir
-
-    from .reference import TransformersRuntime
-
-    return TransformersRuntime(transformers_dir(model), model_name=name, **options)
+        raise GlmkitError(f"--device {device} needs the {' or '.join(dict.fromkeys(able))} backend; "
+                          f"{kind.backend} runs on the {'/'.join(caps.devices)} here")
+    kind.check(str(model))
+    runtime = kind.open(str(model), device=device, **options)
+    runtime.kind = kind
+    return runtime

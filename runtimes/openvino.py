@@ -21,13 +21,18 @@ from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime
 from .batching import Scheduler
-from .capabilities import CAPABILITIES
+from .capabilities import SPECULATIVE, Capabilities
 from .context import default_context, kv_bytes_per_token
 from .kv import HeldKV
 from .speculative import PROMPT_LOOKUP, Speculation, same_vocabulary
 from .types import EngineStats, GenerationConfig
 
-DEVICES = CAPABILITIES["openvino"].devices
+CAPABILITIES = Capabilities(
+    constrained=True, penalties=True, kv_cache_types=("f16", "f32", "u8", "q8_0", "bf16"),
+    kv_cache_reduced=("f16", "u8"), batching=True, devices=("CPU", "GPU", "NPU", "AUTO"),
+    options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache", "cache_dir", "parallel", *SPECULATIVE),
+    properties=True)
+DEVICES = CAPABILITIES.devices
 # NPU compiles static shapes: a prompt budget and an answer budget (OpenVINO's NPU guide defaults).
 NPU_DEFAULTS = {"MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
 KV_TYPES = {"f16": "f16", "f32": "f32", "u8": "u8", "q8_0": "u8", "bf16": "bf16"}
@@ -56,7 +61,7 @@ def available_devices() -> list[str]:
 
 class OpenVINORuntime(Runtime):
     backend = "openvino"
-    capabilities = CAPABILITIES[backend]
+    capabilities = CAPABILITIES
 
     def __init__(self, path, device: str = "CPU", cache_dir: str | None = None, n_ctx: int | None = None,
                  threads: int | None = None, kv_cache: str | None = None, dtype: str | None = None,

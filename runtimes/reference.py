@@ -11,11 +11,12 @@ from typing import Any
 from glmkit.glm4.errors import GlmkitError
 
 from .base import Runtime
-from .capabilities import CAPABILITIES
+from .capabilities import Capabilities
 from .kv import HeldKV
 from .types import EngineStats, GenerationConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
+CAPABILITIES = Capabilities(penalties=True, options=("n_ctx", "threads", "prefix_cache", "dtype"))
 
 
 def _openai_penalties(answer, scores, config: GenerationConfig):
@@ -29,7 +30,7 @@ def _openai_penalties(answer, scores, config: GenerationConfig):
 
 class TransformersRuntime(Runtime):
     backend = "transformers"
-    capabilities = CAPABILITIES[backend]
+    capabilities = CAPABILITIES
 
     def __init__(self, path, dtype: str = "float32", threads: int | None = None, n_ctx: int | None = None,
                  prefix_cache: bool = True, model_name: str | None = None):

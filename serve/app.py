@@ -48,7 +48,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     parts as `image_policy` allows (data: URLs within limits; remote URLs only when it says so)."""
     name = model_name or runtime.name
     image_policy = image_policy or ImagePolicy()
-    if runtime.chat_format.name == "glm4v":  # room for one image, base64-encoded, beside the text
+    if runtime.capabilities.images:  # room for one image, base64-encoded, beside the text
         max_body_bytes = max(max_body_bytes, MAX_BODY_BYTES + image_policy.max_bytes * 4 // 3 + 1024)
     admission = Admission(runtime, max_queue)
     @asynccontextmanager
@@ -120,7 +120,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "backend": runtime.backend,
-                "device": getattr(runtime, "device", "CPU"), "images": runtime.chat_format.name == "glm4v",
+                "device": getattr(runtime, "device", "CPU"), "images": runtime.capabilities.images,
                 "requests_in_progress": admission.admitted, "generating": admission.generating,
                 "max_concurrency": admission.workers, "peak_generating": admission.peak,
                 "generations_finished": admission.finished, "generations_cancelled": admission.cancelled,

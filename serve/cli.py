@@ -49,9 +49,8 @@ def run(argv: list[str] | None = None) -> int:
             raise GlmkitError("--max-concurrency must be at least 1 and --max-queue at least 0")
         import uvicorn
 
-        from glmkit.runtimes import capabilities, load
-        from glmkit.runtimes.glm4v import is_glm4v_ir
-        from glmkit.runtimes.load import detect_backend
+        from glmkit.runtimes import load
+        from glmkit.runtimes.kinds import kind_of
 
         from .app import create_app
         from .plan import ImagePolicy
@@ -59,10 +58,7 @@ def run(argv: list[str] | None = None) -> int:
         options = engine_options(args)
         if args.max_image_mb <= 0 or args.max_image_pixels <= 0:
             raise GlmkitError("--max-image-mb and --max-image-pixels must be positive")
-        kind = detect_backend(args.model) if args.backend == "auto" else args.backend
-        caps = capabilities.of(kind)
-        if is_glm4v_ir(args.model):
-            caps = capabilities.Capabilities()  # GLM-4V runs one generation at a time
+        caps = kind_of(args.model, args.backend).capabilities
         if caps.batching and not args.device.upper().startswith("NPU"):
             options["parallel"] = args.max_concurrency  # the others run one generation at a time
         if args.cache_ram < 0:

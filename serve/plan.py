@@ -162,7 +162,7 @@ def read_images(messages: list[dict], policy: ImagePolicy) -> list[dict]:
 def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = None) -> RequestPlan:
     """Messages, tools and a forced start of the assistant's turn, rendered once; validated before it is queued."""
     check_text(body.model_dump(exclude_none=True))
-    vision = runtime.chat_format.name == "glm4v"
+    vision = runtime.capabilities.images
     refuse_unsupported(body, image_parts=vision)
     raw = [m.model_dump(exclude_none=True) for m in body.messages]
     messages = to_glm_messages(read_images(raw, image_policy or ImagePolicy()) if vision else raw)

@@ -28,8 +28,10 @@ ORDER = ["glmkit.glm4", "glmkit.common", "glmkit.sources", "glmkit.runtimes", "g
 def modules() -> dict[str, Path]:
     out = {}
     for folder, pkg in PACKAGES.items():
-        for f in sorted((ROOT / folder).glob("*.py")):
-            out[pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"] = f
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            parts = f.relative_to(ROOT / folder).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            out[".".join((pkg, *parts))] = f
     return out
 
 
