@@ -15,6 +15,7 @@ from functools import cached_property
 from glmkit.glm4.toolcalls import SYNTAXES
 
 ANY_OBJECT = {"type": "object"}
+NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}  # a tool without `parameters`
 # llama-cpp-python's converter lets a JSON string hold raw control characters (a newline in a value), which JSON
 # forbids (RFC 8259) and json.loads refuses; llama.cpp's own converter excludes them, as this rule does.
 _LOOSE_CHAR = r'char ::= [^"\\] |'
@@ -43,8 +44,10 @@ class Structure:
     @classmethod
     def tool_call(cls, tools: list[dict], answer: Structure | None = None, syntax: str = "glm4") -> Structure:
         """From OpenAI `tools`: a call of one of them (or, with `answer`, an answer of its schema)."""
-        schemas = tuple((t["function"]["name"], json.dumps(t["function"].get("parameters") or ANY_OBJECT))
-                        for t in tools)
+        def params(f: dict) -> dict:  # OpenAI: no `parameters` is a function of no arguments; {} takes any
+            return NO_ARGUMENTS if f.get("parameters") is None else f["parameters"] or ANY_OBJECT
+
+        schemas = tuple((t["function"]["name"], json.dumps(params(t["function"]))) for t in tools)
         return cls(json_schema=answer.json_schema if answer else None, tools=schemas, syntax=syntax)
 
 

@@ -172,8 +172,14 @@ def _usage(result: GenerationResult) -> dict:
     return usage
 
 
-def _tool_calls(calls) -> list[dict]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+def _arguments(call, plan: RequestPlan) -> str:
+    """A tool declared without parameters takes none: whatever the model wrote after its name is not passed on."""
+    return "{}" if call.name in plan.no_arguments else call.arguments
+
+
+def _tool_calls(calls, plan: RequestPlan) -> list[dict]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c, plan)}}
+            for c in calls]
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,8 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
     if plan.stream:
         first = await _first(events)  # errors before the first event (busy, engine failure) are HTTP errors
         return StreamingResponse(_sse(request, events, first, plan, reply, cancel),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # nginx: pass on
     text: list[str] = []
     reasoning: list[str] = []
     result = None
@@ -229,7 +236,7 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
     calls = result.tool_calls
     message: dict = {"role": "assistant", "content": "".join(text) if not calls else None}
     if calls:
-        message["tool_calls"] = _tool_calls(calls)
+        message["tool_calls"] = _tool_calls(calls, plan)
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
     finish = "tool_calls" if calls else FINISH[result.finish_reason]
@@ -270,7 +277,7 @@ async def _sse(request, events, first, plan: RequestPlan, reply: _Reply, cancel)
             elif isinstance(event, ToolCall):
                 yield chunk({"tool_calls": [{"index": n_calls, "id": event.id, "type": "function",
                                              "function": {"name": event.name, "arguments": ""}}]})
-                yield chunk({"tool_calls": [{"index": n_calls, "function": {"arguments": event.arguments}}]})
+                yield chunk({"tool_calls": [{"index": n_calls, "function": {"arguments": _arguments(event, plan)}}]})
                 n_calls += 1
             elif not plan.chat:
                 yield chunk(text=event.text)

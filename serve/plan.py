@@ -25,6 +25,7 @@ class RequestPlan:
     chat: bool                # chat.completion (else text_completion)
     stream: bool
     include_usage: bool = False
+    no_arguments: frozenset[str] = frozenset()  # tools declared without `parameters`: always called with {}
 
 
 def check_text(value, where: str = "") -> None:
@@ -78,7 +79,7 @@ def sampling(body, runtime, max_tokens: int | None, n_prompt: int,
              structure: Structure | None = None) -> GenerationConfig:
     """The request's sampling as a GenerationConfig: OpenAI's defaults, the model card's where the request is
     silent (Z1: temperature 0.6, top_p 0.95, top_k 40); what cannot be honoured is refused by name."""
-    if body.n != 1:
+    if body.n not in (None, 1):
         raise APIError(400, "n: only 1 is supported", param="n")
     if body.logprobs:
         raise APIError(400, "logprobs are not supported", param="logprobs")
@@ -207,7 +208,9 @@ def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = Non
     if body.parallel_tool_calls is False:  # honoured: the turn ends after its first call
         prompt = replace(prompt, output=replace(prompt.output, one_call=True))
     config = sampling(body, runtime, body.max_completion_tokens or body.max_tokens, len(prompt.ids), structure)
-    return RequestPlan(prompt, config, chat=True, stream=body.stream, include_usage=_usage_wanted(body))
+    bare = frozenset(t["function"]["name"] for t in tools if t["function"].get("parameters") is None)
+    return RequestPlan(prompt, config, chat=True, stream=body.stream, include_usage=_usage_wanted(body),
+                       no_arguments=bare)
 
 
 def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:

@@ -77,7 +77,7 @@ class Sampling(_Body):
     top_k: int | None = Field(None, ge=0)
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int | None = 1  # null is 1, as OpenAI's schema has it
     stream: bool = False
     stream_options: StreamOptions | None = None
     frequency_penalty: float | None = Field(None, ge=-2, le=2)

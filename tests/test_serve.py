@@ -325,6 +325,34 @@ def test_a_forced_tool_yields_a_call_at_any_seed(gguf_server):
             assert set(args) <= {"city"} and isinstance(args["city"], str) and turn["finish"] == "tool_calls"
 
 
+CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The current time"}}  # no parameters
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+def test_a_tool_declared_without_parameters_is_called_with_none(artifacts, gguf_server, backend):
+    """OpenAI: a function without `parameters` takes no arguments. llama.cpp's grammar admits only {} (sampled
+    here at temperature 1); the reference has no grammar, so its turn starts with the name and the arguments it
+    writes (greedy: the weather's) are not passed on."""
+    import contextlib
+
+    with (contextlib.nullcontext(gguf_server) if backend == "llamacpp" else serving(artifacts[backend])) as base:
+        client = _client(base)
+        for seed, stream in enumerate((False, True)):
+            turn = _ask(client, [{"role": "user", "content": "What is the weather in Paris?"}], stream,
+                        tools=[CLOCK, WEATHER], tool_choice={"type": "function", "function": {"name": "get_time"}},
+                        temperature=1.0 if backend == "llamacpp" else 0.0, seed=seed, max_tokens=48)
+            assert [(n, a) for _, n, a in turn["calls"]] == [("get_time", {})], turn
+
+
+def test_n_null_is_one_and_streams_ask_proxies_not_to_buffer(gguf_server):
+    body = {"model": "tiny", "messages": USER, "max_tokens": 4, "n": None}
+    r = httpx.post(f"{gguf_server}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1
+    with httpx.stream("POST", f"{gguf_server}/v1/chat/completions", json={**body, "stream": True}, timeout=120) as s:
+        assert s.status_code == 200 and s.headers["x-accel-buffering"] == "no"
+        assert s.read().decode().rstrip().endswith("data: [DONE]")
+
+
 REPORT = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 40}},
           "required": ["summary"], "additionalProperties": False}
 
