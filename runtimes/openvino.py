@@ -59,6 +59,19 @@ def available_devices() -> list[str]:
     return list(ov.Core().available_devices)
 
 
+def _paged_kv_matches(kv_cache: str, dtype: str | None) -> None:
+    """The CPU's paged attention (batching, speculation) keeps an f32 or bf16 cache only in the precision it
+    computes in; OpenVINO would fail at the first request with "expect kvcache type …"."""
+    import openvino as ov
+
+    compute = DTYPES[dtype] if dtype else ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    if compute != KV_TYPES[kv_cache]:
+        want = {"f32": "float32", "bf16": "bfloat16"}[KV_TYPES[kv_cache]]
+        raise GlmkitError(f"kv_cache {kv_cache} with batching or speculative decoding needs the CPU to compute in "
+                          f"{KV_TYPES[kv_cache]} (it computes in {compute}): add dtype {want}, or take kv_cache f16 "
+                          "or u8")
+
+
 class OpenVINORuntime(Runtime):
     backend = "openvino"
     capabilities = CAPABILITIES
@@ -97,6 +110,8 @@ class OpenVINORuntime(Runtime):
         self.prefix_cache = prefix_cache
         self.device = device
         self.speculation = Speculation.from_options(speculative, draft, draft_tokens, ngram_size)
+        if base == "CPU" and (parallel > 1 or self.speculation) and kv_cache in ("f32", "bf16"):
+            _paged_kv_matches(kv_cache, dtype)
         if self.speculation and self.speculation.draft:
             if not (Path(self.speculation.draft) / "openvino_model.xml").is_file():
                 raise GlmkitError(f"draft {self.speculation.draft}: an OpenVINO model takes an OpenVINO IR draft; "

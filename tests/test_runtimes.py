@@ -123,6 +123,18 @@ def test_z1_reasoning_is_split_out_and_kept_out_of_history():
     assert parse_text("no think block", OutputSpec(thinks=False))[:2] == ("no think block", None)
 
 
+def test_a_paged_kv_cache_of_another_precision_than_the_compute_is_refused_in_one_line(artifacts):
+    """OpenVINO's CPU paged attention (batching, speculation) keeps an f32 or bf16 cache only in the precision
+    it computes in; it used to fail at the first request with its own "expect kvcache type bf16"."""
+    ir = str(artifacts["ov"])
+    with pytest.raises(GlmkitError, match="kv_cache bf16 with batching .* add dtype bfloat16"):
+        load(ir, kv_cache="bf16", dtype="float32", parallel=2)
+    with pytest.raises(GlmkitError, match="kv_cache f32 with batching .* add dtype float32"):
+        load(ir, kv_cache="f32", dtype="bfloat16", speculative="prompt-lookup")
+    with load(ir, kv_cache="f32", dtype="float32", parallel=2) as rt:  # matched: runs
+        assert len(rt.generate("def add(a, b):", GenerationConfig(max_new_tokens=4, ignore_eos=True)).token_ids) == 4
+
+
 def test_unavailable_device_is_a_clear_error(artifacts):
     with pytest.raises(GlmkitError, match=r"device NPU is not available on this machine \(it has: CPU"):
         load(str(artifacts["ov"]), device="NPU")
