@@ -124,11 +124,13 @@ def test_tools_for_a_template_without_a_tools_block_are_refused():
     from types import SimpleNamespace
 
     from glmkit.glm4.families import CHAT_FORMATS
+    from glmkit.runtimes.capabilities import Capabilities
     from glmkit.serve.plan import plan_chat
     from glmkit.serve.protocol import APIError, ChatRequest
 
     plain = SimpleNamespace(tokenizer=SimpleNamespace(chat_template="{% for m in messages %}{{ m.content }}"
-                                                                    "{% endfor %}"), chat_format=CHAT_FORMATS["glm4"])
+                                                                    "{% endfor %}"), chat_format=CHAT_FORMATS["glm4"],
+                            capabilities=Capabilities())
     body = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER])
     with pytest.raises(APIError, match="no tools block"):
         plan_chat(body, plain)
