@@ -126,6 +126,13 @@ class OutputParser:
 
     def _scan(self, out: list) -> None:
         thinks = self.spec.thinks
+        marker = self.spec.syntax.answer_marker
+        if self.state == ROUTE and not self.head and marker and self.stop:  # the turn's own "\n" is not text a
+            if marker.startswith(self.buf) and len(self.buf) < len(marker):  # stop string can match ("\n" is a
+                return                                                      # common one): read it first
+            if self.buf.startswith(marker):
+                self.buf = self.buf[len(marker):]
+                self._release(marker, out)
         while True:
             hits = [(i, m) for m in self._markers() if (i := self.buf.find(m)) >= 0]
             if not hits:

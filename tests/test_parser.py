@@ -42,6 +42,8 @@ CASES = [
     ("Thinking.</think>\nIt is warm.", Z1_TOOLS),
     ("abc ENx\n\ny END tail", OutputSpec(stop=("END", "\n\n\n"))),
     ("\nline one\nSTOP line two", OutputSpec(marker=True, stop=("STOP",))),
+    ("\nline one\nline two", OutputSpec(marker=True, stop=("\n",))),
+    ('get_weather\n{"city": "Paris"}', OutputSpec(marker=True, tools=NAMES, stop=("\n\n",))),
     ("A thought STOP more</think>answer", OutputSpec(thinks=True, stop=("STOP",))),
     ('get_weather\n{"city": "Paris"}\n\nEND garbage', OutputSpec(marker=True, tools=NAMES, stop=("END",))),
     ("think</think>ans<wer>STO", OutputSpec(thinks=True, stop=("STOP",))),
@@ -61,6 +63,16 @@ def _summary(events: list) -> tuple:
             "".join(e.text for e in events if isinstance(e, Text)),
             [(e.name, json.loads(e.arguments)) for e in events if isinstance(e, ToolCall)],
             [e.reason for e in events if isinstance(e, End)])
+
+
+def test_a_newline_stop_string_ends_the_answer_not_the_turns_own_newline():
+    """GLM-4 starts an answer with "\n" (its marker): a stop string "\n" (lm-evaluation-harness's usual one)
+    ends the answer's first line, not the turn before it starts (it once left every answer empty)."""
+    for size in (1, 2, 40):
+        text = "\nIt is sunny.\nMore."
+        events = _events([text[i:i + size] for i in range(0, len(text), size)],
+                         OutputSpec(marker=True, stop=("\n",)))
+        assert _summary(events)[1:] == ("It is sunny.", [], ["stop_string"])
 
 
 @pytest.mark.parametrize("text,spec", CASES)
