@@ -24,8 +24,9 @@ from glmkit.glm4.prompt import Prompt
 from glmkit.glm4.toolcalls import ToolCall
 
 from .capabilities import Capabilities
+from .logprobs import token_logprobs
 from .memory import peak_rss_mb
-from .types import EngineStats, GenerationConfig, GenerationResult, TextDelta
+from .types import EngineStats, GenerationConfig, GenerationResult, TextDelta, TokenLogprob
 
 if TYPE_CHECKING:
     from .kinds.base import ArtifactKind
@@ -38,6 +39,7 @@ class Runtime(ABC):
     capabilities = Capabilities()
     #: the artifact kind (runtimes/kinds/) load() opened it as: its bytes, its engine's own paths
     kind: ArtifactKind | None = None
+    source: str | None = None  # the artifact's path (or SRC) as load() was given it
 
     def __init__(self, tokenizer, chat_format: families.ChatFormat, context_length: int, name: str):
         self.tokenizer = tokenizer
@@ -113,7 +115,7 @@ class Runtime(ABC):
         parser = OutputParser(dataclasses.replace(rendered.output, stop=tuple(config.stop)))
         decoder = self.tokenizer.decoder()
         out: list[int] = []
-        finish = "length"
+        finish, stop_token = "length", None
         stats = EngineStats()
         t0 = time.perf_counter()
         stamps: list[float] = []
@@ -124,7 +126,7 @@ class Runtime(ABC):
             for tok in tokens:
                 stamps.append(time.perf_counter())
                 if tok in self.stop_ids and not config.ignore_eos:
-                    finish = "stop"
+                    finish, stop_token = "stop", tok
                     break
                 out.append(tok)
                 yield from _deltas(parser.feed(decoder.step(tok)))
@@ -155,7 +157,23 @@ class Runtime(ABC):
             peak_rss_mb=peak_rss_mb(), reasoning=parser.reasoning if rendered.output.thinks else None,
             cached_tokens=stats.reused, max_new_tokens=budget, clamped=budget < config.max_new_tokens,
             engine=stats.figures(), itl_ms=[(b - a) * 1000 for a, b in zip(stamps, stamps[1:len(out)])],
-            tool_calls=list(parser.calls))
+            tool_calls=list(parser.calls), stop_token=stop_token)
+
+    def score(self, ids: list[int], top: int = 0) -> list[TokenLogprob | None]:
+        """For each position, log P(ids[i] | ids[:i]) and the `top` likeliest tokens there (None at position 0,
+        which nothing predicts). Raw values — the model's own distribution, before temperature, penalties or a
+        grammar — from the artifact's exact logits (its kind's, as verification reads them, in an engine
+        instance of their own: runtimes/logits.py)."""
+        if self.kind is None or self.source is None:
+            raise GlmkitError("log-probabilities need a runtime opened with glmkit.runtimes.load()")
+        return token_logprobs(self.kind.logits(self.source, ids), ids, top)
+
+    def next_token(self, ids: list[int], top: int = 1) -> TokenLogprob:
+        """The likeliest token after `ids` and the `top` likeliest, by the same raw distribution as score()."""
+        best = max(1, top)
+        scored = self.score([*ids, 0], best)[-1]
+        assert scored is not None and scored.top
+        return TokenLogprob(scored.top[0][0], scored.top[0][1], scored.top[:top])
 
     def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
                  tools: list[dict] | None = None, assistant_prefix: str = "") -> GenerationResult:

@@ -53,5 +53,5 @@ def load(model: str, backend: str = "auto", device: str = "CPU", **options):
                           f"{kind.backend} runs on the {'/'.join(caps.devices)} here")
     kind.check(str(model))
     runtime = kind.open(str(model), device=device, **options)
-    runtime.kind = kind
+    runtime.kind, runtime.source = kind, str(model)
     return runtime

@@ -15,6 +15,9 @@ import numpy as np
 from glmkit.glm4.errors import GlmkitError
 
 from .kinds import kind_of
+from .logprobs import log_softmax
+
+__all__ = ["image_prompt_logits", "log_softmax", "logits"]
 
 
 def logits(model: str | Path, ids: list[int], backend: str = "auto", kv_cache: str | None = None) -> np.ndarray:
@@ -37,8 +40,3 @@ def image_prompt_logits(path, ids: list[int], pixels) -> np.ndarray:
     return kind.logits(path, ids, pixels=pixels)
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise log-probabilities in float64 (GLM-4's 151,552-way softmax loses precision in float32)."""
-    x = np.asarray(x, dtype=np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))

@@ -21,8 +21,9 @@ from glmkit.glm4.messages import find_template
 class Tokenizer:
     def __init__(self, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], template: str | None,
                  token_id: Callable[[str], int | None], decoder: Callable[[], object],
-                 template_context: dict | None = None):
+                 template_context: dict | None = None, vocab_size: int = 0):
         self.encode = encode
+        self.vocab_size = vocab_size  # ids from 0 to vocab_size - 1 decode
         self.decode = decode
         self.decoder = decoder  # () -> an object with step(id) -> str and flush() -> str
         self.chat_template = template
@@ -92,7 +93,8 @@ def from_hf(path) -> Tokenizer:
     context["additional_special_tokens"] = [_token_text(t) for t in config.get("additional_special_tokens", [])]
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
                      lambda ids: tok.decode(ids, skip_special_tokens=False), find_template(path, config),
-                     tok.token_to_id, lambda: _DecodeStream(tok), context)
+                     tok.token_to_id, lambda: _DecodeStream(tok), context,
+                     vocab_size=tok.get_vocab_size(with_added_tokens=True))
 
 
 def from_llama(llm) -> Tokenizer:
@@ -107,4 +109,5 @@ def from_llama(llm) -> Tokenizer:
         return ids[0] if len(ids) == 1 else None
 
     return Tokenizer(encode, lambda ids: llm.detokenize(ids, special=True).decode("utf-8", errors="replace"),
-                     template, token_id, lambda: _PieceStream(lambda t: llm.detokenize([t], special=True)))
+                     template, token_id, lambda: _PieceStream(lambda t: llm.detokenize([t], special=True)),
+                     vocab_size=llm.n_vocab())

@@ -98,6 +98,16 @@ class GenerationResult:
     engine: dict = field(default_factory=dict)  # the engine's own figures, as a cross-check
     itl_ms: list[float] = field(default_factory=list)  # inter-token latencies (time per output token)
     tool_calls: list[ToolCall] = field(default_factory=list)  # the turn's calls, when the prompt declared tools
+    stop_token: int | None = None  # the stop token that ended the answer (not in token_ids), where one did
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log-probability where it stands, and the likeliest tokens there (id, logprob), best first."""
+
+    id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()

@@ -25,14 +25,16 @@ from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.toolcalls import ToolCall
 from glmkit.runtimes import GenerationResult, TextDelta
 
+from . import logprobs as logprob_objects
 from .admission import Admission
 from .guard import Guard, error_response
-from .plan import ImagePolicy, RequestPlan, plan_chat, plan_completion
-from .protocol import APIError, ChatRequest, CompletionRequest
+from .plan import ImagePolicy, RequestPlan, check_text, plan_chat, plan_completion
+from .protocol import APIError, ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 
 log = logging.getLogger("glmkit.serve")
 MAX_BODY_BYTES = 4 * 2**20  # a long chat with tools is kilobytes; anything near this is a mistake or an attack
@@ -135,6 +137,25 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
         _check_model(model_id, name)
         return _model_card(name, runtime, created)
 
+    # vLLM's tokenizer endpoints: lm-evaluation-harness (tokenizer_backend=remote, its default where a server
+    # has them) counts context and continuation tokens with the served model's own tokenizer
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        return {"eos_token": families.EOS_TOKEN, "bos_token": None, "pad_token": families.PAD_TOKEN,
+                "chat_template": runtime.tokenizer.chat_template, "model_max_length": runtime.context_length}
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest):
+        check_text(body.prompt, "prompt")
+        ids = runtime.prompt(body.prompt, raw=not body.add_special_tokens).ids
+        return {"tokens": ids, "count": len(ids), "max_model_len": runtime.context_length}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest):
+        if not all(0 <= t < runtime.tokenizer.vocab_size for t in body.tokens):
+            raise APIError(400, f"tokens: ids run from 0 to {runtime.tokenizer.vocab_size - 1}", param="tokens")
+        return {"prompt": runtime.tokenizer.decode(body.tokens)}
+
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
         _check_model(body.model, name)
@@ -208,7 +229,7 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
     runtime = admission.runtime
 
     def start():
-        return runtime.stream(plan.prompt, plan.config)  # rendered once, in the plan
+        return _run(runtime, plan)
 
     events = admission.events(start, cancel)
     if plan.stream:
@@ -218,20 +239,27 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # nginx: pass on
     text: list[str] = []
     reasoning: list[str] = []
-    result = None
+    result, scored = None, None
     async for event in events:
         if isinstance(event, TextDelta):
             (reasoning if event.reasoning else text).append(event.text)
         elif isinstance(event, GenerationResult):
             result = event
+        elif isinstance(event, _Scored):
+            scored = event
         if await request.is_disconnected():
             cancel.set()
             break
     if result is None:
         raise APIError(499, "client closed the request", kind="client_closed")
     if not plan.chat:
+        answer, n_prompt = "".join(text), len(plan.prompt.ids)
+        start_at = n_prompt if plan.echo_from is None else plan.echo_from
+        echoed = "" if plan.echo_from is None else runtime.tokenizer.decode(plan.prompt.ids[plan.echo_from:])
+        lp = None if scored is None else logprob_objects.completion(
+            runtime.tokenizer, scored.tokens[start_at:], scored.ids[start_at:])
         return {"id": reply.id, "object": "text_completion", "created": reply.created, "model": name,
-                "choices": [{"index": 0, "text": "".join(text), "logprobs": None,
+                "choices": [{"index": 0, "text": echoed + answer, "logprobs": lp,
                              "finish_reason": FINISH[result.finish_reason]}], "usage": _usage(result)}
     calls = result.tool_calls
     message: dict = {"role": "assistant", "content": "".join(text) if not calls else None}
@@ -241,8 +269,37 @@ async def _respond(request: Request, admission: Admission, plan: RequestPlan, na
         message["reasoning_content"] = "".join(reasoning)
     finish = "tool_calls" if calls else FINISH[result.finish_reason]
     return {"id": reply.id, "object": "chat.completion", "created": reply.created, "model": name,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish,
+                         "logprobs": None if scored is None else logprob_objects.chat(
+                             runtime.tokenizer, scored.tokens[len(plan.prompt.ids):len(plan.prompt.ids)
+                                                              + len(result.token_ids)])}],
             "usage": _usage(result)}
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The raw logprobs of a request's prompt and answer (Runtime.score), after its answer."""
+
+    ids: list[int]
+    tokens: list
+
+
+def _run(runtime, plan: RequestPlan):
+    """The answer's events (none where max_tokens is 0), then, where logprobs were asked, the scores of the
+    prompt and the answer — the stop token that ended it included, as the legacy completions list has it."""
+    if plan.config.max_new_tokens == 0:  # echo alone: the prompt's logprobs, nothing generated
+        result = GenerationResult(text="", token_ids=[], finish_reason="length", prompt_tokens=len(plan.prompt.ids),
+                                  ttft_ms=0.0, prefill_tps=0.0, decode_tps=0.0, peak_rss_mb=0.0, cached_tokens=None)
+        yield result
+    else:
+        result = None
+        for event in runtime.stream(plan.prompt, plan.config):  # rendered once, in the plan
+            if isinstance(event, GenerationResult):
+                result = event
+            yield event
+    if plan.logprobs is not None and result is not None:
+        ids = [*plan.prompt.ids, *result.token_ids, *([result.stop_token] if result.stop_token is not None else [])]
+        yield _Scored(ids, runtime.score(ids, plan.logprobs))
 
 
 async def _first(events):

@@ -26,6 +26,27 @@ class RequestPlan:
     stream: bool
     include_usage: bool = False
     no_arguments: frozenset[str] = frozenset()  # tools declared without `parameters`: always called with {}
+    logprobs: int | None = None  # the answer's logprobs with this many alternatives each (None: none)
+    echo_from: int | None = None  # completions' echo: the prompt ids from here are echoed (None: no echo)
+
+
+def logprobs_wanted(body, chat: bool) -> int | None:
+    """How many alternatives per token the request asks logprobs with (None: no logprobs), as OpenAI spells it:
+    chat `logprobs: true` with `top_logprobs` 0–20, completions `logprobs` 0–5."""
+    lp = body.logprobs
+    if chat:
+        if lp is not True and lp not in (None, False):
+            raise APIError(400, "logprobs: give true or false (and top_logprobs 0 to 20)", param="logprobs")
+        if not lp and body.top_logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        n = (body.top_logprobs or 0) if lp else None
+    else:
+        if isinstance(lp, bool) or (lp is not None and not 0 <= lp <= 5):
+            raise APIError(400, "logprobs: give a number of alternatives from 0 to 5", param="logprobs")
+        n = lp
+    if n is not None and body.stream:
+        raise APIError(400, "logprobs come with whole answers here: send stream: false", param="logprobs")
+    return n
 
 
 def check_text(value, where: str = "") -> None:
@@ -81,8 +102,6 @@ def sampling(body, runtime, max_tokens: int | None, n_prompt: int,
     silent (Z1: temperature 0.6, top_p 0.95, top_k 40); what cannot be honoured is refused by name."""
     if body.n not in (None, 1):
         raise APIError(400, "n: only 1 is supported", param="n")
-    if body.logprobs:
-        raise APIError(400, "logprobs are not supported", param="logprobs")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
         raise APIError(400, "stop: at most 4 sequences", param="stop")
@@ -210,25 +229,43 @@ def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = Non
     config = sampling(body, runtime, body.max_completion_tokens or body.max_tokens, len(prompt.ids), structure)
     bare = frozenset(t["function"]["name"] for t in tools if t["function"].get("parameters") is None)
     return RequestPlan(prompt, config, chat=True, stream=body.stream, include_usage=_usage_wanted(body),
-                       no_arguments=bare)
+                       no_arguments=bare, logprobs=logprobs_wanted(body, chat=True))
 
 
 def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:
     check_text(body.model_dump(exclude_none=True))
     refuse_unsupported(body)
-    if body.echo or body.suffix:
-        raise APIError(400, "echo and suffix are not supported", param="echo" if body.echo else "suffix")
-    text = body.prompt
-    if isinstance(text, list):
-        if len(text) != 1 or not isinstance(text[0], str):
-            raise APIError(400, "prompt: give one string (batches of prompts are not supported)", param="prompt")
-        text = text[0]
+    if body.suffix:
+        raise APIError(400, "suffix is not supported", param="suffix")
+    text = _one_prompt(body.prompt)
+    vocab = runtime.tokenizer.vocab_size
+    if isinstance(text, list) and not all(0 <= t < vocab for t in text):
+        raise APIError(400, f"prompt: token ids run from 0 to {vocab - 1}", param="prompt")
+    if body.max_tokens == 0 and not body.echo:
+        raise APIError(400, "max_tokens 0 answers nothing: send echo: true, or max_tokens of 1 or more",
+                       param="max_tokens")
     structure = response_format(body.response_format)
     if structure is not None:
         check_structure(structure, runtime, "response_format")
-    prompt = runtime.prompt(text)
-    config = sampling(body, runtime, body.max_tokens or 16, len(prompt.ids), structure)
-    return RequestPlan(prompt, config, chat=False, stream=body.stream, include_usage=_usage_wanted(body))
+    prompt = runtime.prompt(text)  # text gets [gMASK]<sop> in front; ids are as given
+    max_tokens = 16 if body.max_tokens is None else body.max_tokens
+    config = sampling(body, runtime, max(1, max_tokens), len(prompt.ids), structure)
+    echo_from = (len(prompt.ids) - len(text) if isinstance(text, list) else
+                 len(prompt.ids) - len(runtime.tokenizer.encode(text))) if body.echo else None
+    return RequestPlan(prompt, replace(config, max_new_tokens=max_tokens), chat=False, stream=body.stream,
+                       include_usage=_usage_wanted(body), logprobs=logprobs_wanted(body, chat=False),
+                       echo_from=echo_from)
+
+
+def _one_prompt(prompt: str | list) -> str | list[int]:
+    """The one prompt of a request: text, or token ids (a batch of one is taken as its one prompt)."""
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        if len(prompt) != 1:
+            raise APIError(400, "prompt: give one prompt (batches of prompts are not supported)", param="prompt")
+        prompt = prompt[0]
+    if not prompt:
+        raise APIError(400, "prompt: give some text or token ids", param="prompt")
+    return prompt
 
 
 def _usage_wanted(body) -> bool:

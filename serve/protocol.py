@@ -83,7 +83,7 @@ class Sampling(_Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0)
-    logprobs: bool | int | None = None
+    logprobs: bool | int | None = None  # chat: true/false (with top_logprobs); completions: 0 to 5
     response_format: dict[str, Any] | None = None
 
 
@@ -93,9 +93,24 @@ class ChatRequest(Sampling):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]  # text, or token ids as they are
+    max_tokens: int | None = Field(None, ge=0)  # 0: nothing generated (with echo: the prompt's logprobs)
     echo: bool = False
     suffix: str | None = None
+
+
+class TokenizeRequest(_Body):
+    """vLLM's /tokenize, which lm-evaluation-harness's remote tokenizer calls."""
+
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True  # GLM-4's: [gMASK]<sop> in front
+
+
+class DetokenizeRequest(_Body):
+    model: str | None = None
+    tokens: list[int]

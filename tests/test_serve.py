@@ -327,6 +327,55 @@ def test_a_forced_tool_yields_a_call_at_any_seed(gguf_server):
             assert set(args) <= {"city"} and isinstance(args["city"], str) and turn["finish"] == "tool_calls"
 
 
+def test_logprobs_and_echo_are_the_models_own_as_transformers_computes_them(gguf_server):
+    """What lm-evaluation-harness sends (token ids, echo, logprobs, max_tokens 1, temperature 0): the prompt's
+    token logprobs (the first null) then the answer's, each transformers' log-softmax on the source, with the
+    likeliest alternatives best first; max_tokens 0 echoes the prompt alone; chat logprobs cover the answer."""
+    import numpy as np
+    import torch
+    from conftest import logits as transformers_logits
+    from tokenizers import Tokenizer
+
+    from glmkit.sources.source import transformers_dir
+
+    source = transformers_dir("glm4-tiny")
+    tok = Tokenizer.from_file(str(source / "tokenizer.json"))
+    ids = tok.encode("def read_config(path):\n    with open(path) as f:", add_special_tokens=False).ids
+    ref = torch.log_softmax(transformers_logits(str(source), ids).double(), -1).numpy()
+
+    def post(path: str, body: dict):
+        return httpx.post(f"{gguf_server}/v1/{path}", json={"model": "tiny", **body}, timeout=120)
+
+    r = post("completions", {"prompt": ids, "echo": True, "logprobs": 3, "max_tokens": 1, "temperature": 0}).json()
+    choice = r["choices"][0]
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(ids) + 1 and lp["token_logprobs"][0] is None
+    np.testing.assert_allclose(lp["token_logprobs"][1:-1], [ref[i - 1, ids[i]] for i in range(1, len(ids))],
+                               atol=2e-3)
+    best = int(ref[-1].argmax())  # greedy: the answer's token is the likeliest, with its logprob
+    assert lp["tokens"][-1] == tok.decode([best]) and lp["token_logprobs"][-1] == pytest.approx(ref[-1, best], abs=2e-3)
+    for top in lp["top_logprobs"][1:]:
+        values = list(top.values())
+        assert len(values) <= 3 and values == sorted(values, reverse=True)
+    assert max(lp["top_logprobs"][-1].values()) == lp["token_logprobs"][-1]
+    assert choice["text"] == tok.decode(ids) + lp["tokens"][-1]
+    assert lp["text_offset"][:2] == [0, len(lp["tokens"][0])]
+
+    alone = post("completions", {"prompt": ids, "echo": True, "logprobs": 0, "max_tokens": 0}).json()["choices"][0]
+    assert alone["logprobs"]["token_logprobs"] == lp["token_logprobs"][:-1] and alone["text"] == tok.decode(ids)
+    assert all(t == {} for t in alone["logprobs"]["top_logprobs"][1:])
+
+    chat = post("chat/completions", {"messages": USER, "logprobs": True, "top_logprobs": 2, "max_tokens": 6})
+    content = chat.json()["choices"][0]["logprobs"]["content"]
+    assert len(content) == chat.json()["usage"]["completion_tokens"]
+    assert all(c["logprob"] <= 0 and len(c["top_logprobs"]) == 2 for c in content)
+    assert "".join(c["token"] for c in content).strip() == chat.json()["choices"][0]["message"]["content"].strip()
+    for body, words in (({"prompt": "x", "logprobs": 6}, "0 to 5"), ({"prompt": "x", "logprobs": 1, "stream": True},
+                        "stream: false"), ({"prompt": "x", "max_tokens": 0}, "echo: true")):
+        bad = post("completions", body)
+        assert bad.status_code == 400 and words in bad.json()["error"]["message"], bad.text
+
+
 CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The current time"}}  # no parameters
 
 
