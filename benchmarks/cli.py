@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("-o", "--output", default="quantize.json",
                     help="result JSON; .md, .csv and .png are written beside it")
     qz.add_argument("-q", "--quiet", action="store_true")
+    ev = sub.add_parser("eval", help="lm-evaluation-harness tasks on an artifact, through glm-serve (offline task "
+                                     "files: benchmarks/tasks/)")
+    ev.add_argument("model", help="an OpenVINO IR dir, a .gguf file or any glm-convert SRC")
+    ev.add_argument("--tasks", required=True, help="comma list of lm-eval task YAML files")
+    ev.add_argument("--python", help="an interpreter with lm-eval installed (default: this one)")
+    ev.add_argument("--limit", type=int, help="documents per task (default: all)")
+    ev.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
+                    help="an extra glm-serve flag, e.g. --serve-flag=--n-ctx=2048 (repeatable)")
+    ev.add_argument("-o", "--output", default="eval.json", help="result JSON; .md is written beside it")
+    ev.add_argument("-q", "--quiet", action="store_true")
     ci = sub.add_parser("ci", help="the ready CI suite on the embedded models, gated on the committed baseline")
     ci.add_argument("-o", "--output", default="bench-ci", help="directory for JSON, Markdown, CSV, PNG")
     ci.add_argument("--baseline", help="result file to compare with (default: the one committed in glmkit)")
@@ -239,6 +249,12 @@ def run(argv: list[str] | None = None) -> int:
             if args.reps < 1 or args.gen < 2:
                 raise GlmkitError("--reps must be at least 1 and --gen at least 2")
             return _write(vision.run(args.model, args.reps, args.gen, args.threads), Path(args.output), vision)
+        if args.cmd == "eval":
+            from . import harness
+
+            data = harness.evaluate(args.model, [t for t in args.tasks.split(",") if t], args.python, args.limit,
+                                    serve_flags=tuple(args.serve_flag), quiet=args.quiet)
+            return _write(data, Path(args.output), harness)
         if args.cmd == "report":
             data = report.load_results(args.results)
             print(report.to_csv(data) if args.csv else report.to_markdown(data), end="")
