@@ -113,6 +113,7 @@ class Runtime(ABC):
         if config.seed is None and not config.greedy:  # a fresh draw each call on every engine (openvino-genai's
             config = dataclasses.replace(config, seed=secrets.randbits(32))  # own seed is fixed otherwise)
         parser = OutputParser(dataclasses.replace(rendered.output, stop=tuple(config.stop)))
+        control = set(self.tokenizer.special_ids.values())
         decoder = self.tokenizer.decoder()
         out: list[int] = []
         finish, stop_token = "length", None
@@ -129,7 +130,9 @@ class Runtime(ABC):
                     finish, stop_token = "stop", tok
                     break
                 out.append(tok)
-                yield from _deltas(parser.feed(decoder.step(tok)))
+                piece = decoder.step(tok)
+                if tok not in control or parser.in_call:  # a control token is never text; between calls it
+                    yield from _deltas(parser.feed(piece))  # separates them (GLM-4's "<|assistant|>")
                 if parser.stopped:
                     finish = "stop_string"
                     break

@@ -75,6 +75,29 @@ def test_completions_add_the_glm_prefix_and_equal_the_runtime(artifacts, gguf_se
                                                     rt.tokenizer.special_ids["<sop>"]]
 
 
+def test_control_tokens_never_come_back_as_text(gguf_server):
+    """glm4-tiny answers `def read_config(path):` with `<|assistant|>` first: a control token, which OpenAI and
+    vLLM never return as text (a client sending it back would have it read as a real turn). The text is
+    transformers' own greedy answer decoded without special tokens, streamed or not."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from glmkit.sources.source import transformers_dir
+
+    source = str(transformers_dir("glm4-tiny"))
+    tok = AutoTokenizer.from_pretrained(source)
+    ids = tok("[gMASK]<sop>def read_config(path):", add_special_tokens=False, return_tensors="pt").input_ids
+    out = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False)
+    assert tok.convert_ids_to_tokens(int(out[0, ids.shape[1]])) == "<|assistant|>"  # what makes this a test
+    want = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    client = _client(gguf_server)
+    r = client.completions.create(model="tiny", prompt="def read_config(path):", max_tokens=16, temperature=0)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt="def read_config(path):", max_tokens=16, temperature=0, stream=True) if c.choices)
+    assert r.choices[0].text == streamed == want
+
+
 def test_models_and_health(gguf_server):
     models = _client(gguf_server).models.list().data
     assert [m.id for m in models] == ["tiny"]
