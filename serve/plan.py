@@ -26,6 +26,7 @@ class RequestPlan:
     stream: bool
     include_usage: bool = False
     no_arguments: frozenset[str] = frozenset()  # tools declared without `parameters`: always called with {}
+    n: int = 1  # choices, one after another (each reuses the prompt's KV)
     logprobs: int | None = None  # the answer's logprobs with this many alternatives each (None: none)
     echo_from: int | None = None  # completions' echo: the prompt ids from here are echoed (None: no echo)
 
@@ -68,6 +69,7 @@ def check_text(value, where: str = "") -> None:
 
 
 TEXT_PARTS = ("text",)  # content parts a GLM-4 text model takes
+MAX_CHOICES = 16  # n: each choice is a generation of its own, one after another
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ def sampling(body, runtime, max_tokens: int | None, n_prompt: int,
              structure: Structure | None = None) -> GenerationConfig:
     """The request's sampling as a GenerationConfig: OpenAI's defaults, the model card's where the request is
     silent (Z1: temperature 0.6, top_p 0.95, top_k 40); what cannot be honoured is refused by name."""
-    if body.n not in (None, 1):
-        raise APIError(400, "n: only 1 is supported", param="n")
+    if body.n is not None and not 1 <= body.n <= MAX_CHOICES:
+        raise APIError(400, f"n: give 1 to {MAX_CHOICES} choices", param="n")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4:
         raise APIError(400, "stop: at most 4 sequences", param="stop")
@@ -229,7 +231,7 @@ def plan_chat(body: ChatRequest, runtime, image_policy: ImagePolicy | None = Non
     config = sampling(body, runtime, body.max_completion_tokens or body.max_tokens, len(prompt.ids), structure)
     bare = frozenset(t["function"]["name"] for t in tools if t["function"].get("parameters") is None)
     return RequestPlan(prompt, config, chat=True, stream=body.stream, include_usage=_usage_wanted(body),
-                       no_arguments=bare, logprobs=logprobs_wanted(body, chat=True))
+                       no_arguments=bare, n=body.n or 1, logprobs=logprobs_wanted(body, chat=True))
 
 
 def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:
@@ -253,7 +255,7 @@ def plan_completion(body: CompletionRequest, runtime) -> RequestPlan:
     echo_from = (len(prompt.ids) - len(text) if isinstance(text, list) else
                  len(prompt.ids) - len(runtime.tokenizer.encode(text))) if body.echo else None
     return RequestPlan(prompt, replace(config, max_new_tokens=max_tokens), chat=False, stream=body.stream,
-                       include_usage=_usage_wanted(body), logprobs=logprobs_wanted(body, chat=False),
+                       include_usage=_usage_wanted(body), n=body.n or 1, logprobs=logprobs_wanted(body, chat=False),
                        echo_from=echo_from)
 
 

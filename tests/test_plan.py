@@ -89,7 +89,7 @@ def test_response_format_plans_a_json_answer(rt):
 
 
 @pytest.mark.parametrize("body,param", [
-    (dict(n=2), "n"), (dict(stop=["a", "b", "c", "d", "e"]), "stop"), (dict(max_tokens=4096), "max_tokens"),
+    (dict(n=17), "n"), (dict(stop=["a", "b", "c", "d", "e"]), "stop"), (dict(max_tokens=4096), "max_tokens"),
     (dict(tool_choice="required"), "tool_choice"), (dict(response_format={"type": "xml"}), "response_format"),
     (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice"),
     (dict(messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, {

@@ -107,7 +107,7 @@ def test_models_and_health(gguf_server):
 BAD = [
     (b"{not json", 400, "not valid JSON"),
     (json.dumps({"model": "tiny", "messages": "hello"}), 400, "messages"),
-    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}), 400, "n: only 1"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 17}), 400, "n: give 1 to 16"),
     (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}), 400,
      "does not fit"),
     (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x " * 2000}]}), 400, "shorten"),
@@ -397,6 +397,30 @@ def test_logprobs_and_echo_are_the_models_own_as_transformers_computes_them(gguf
                         "stream: false"), ({"prompt": "x", "max_tokens": 0}, "echo: true")):
         bad = post("completions", body)
         assert bad.status_code == 400 and words in bad.json()["error"]["message"], bad.text
+
+
+def test_n_choices_each_draw_with_their_own_seed_streamed_or_not(artifacts, gguf_server):
+    """n choices: choice i is the request's answer with seed + i (the runtime alone says what that is); the
+    prompt is counted once and every choice's tokens; streamed chunks carry each choice's index."""
+    client = _client(gguf_server)
+    kw = dict(model="tiny", messages=USER, max_tokens=12, temperature=1.0, seed=7, n=3)
+    with load(artifacts["llamacpp"], n_ctx=1024) as rt:
+        alone = [rt.generate(USER, GenerationConfig(max_new_tokens=12, temperature=1.0, seed=7 + i)) for i in range(3)]
+    r = client.chat.completions.create(**kw)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert [c.message.content for c in r.choices] == [a.text for a in alone]
+    assert len({c.message.content for c in r.choices}) > 1  # the seeds differ, so do the answers
+    assert r.usage.prompt_tokens == alone[0].prompt_tokens
+    assert r.usage.completion_tokens == sum(len(a.token_ids) for a in alone)
+    texts, finished = ["", "", ""], set()
+    for ch in client.chat.completions.create(**kw, stream=True):
+        for c in ch.choices:
+            texts[c.index] += c.delta.content or ""
+            if c.finish_reason:
+                finished.add(c.index)
+    assert texts == [a.text for a in alone] and finished == {0, 1, 2}
+    two = client.completions.create(model="tiny", prompt="import os\n", max_tokens=8, temperature=0, n=2)
+    assert two.choices[0].text == two.choices[1].text and two.usage.completion_tokens == 16
 
 
 CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The current time"}}  # no parameters
