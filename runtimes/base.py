@@ -65,6 +65,10 @@ class Runtime(ABC):
         """The host-RAM cache of evicted conversations' KV, where the backend keeps one."""
         return None
 
+    def image_stats(self) -> dict | None:
+        """Images encoded and image-feature cache hits, where the backend reads images."""
+        return None
+
     def reset_cache(self) -> None:  # noqa: B027  (optional: engines without a cache keep this)
         """Forget the KV the engine holds, so the next call prefills its whole prompt (a cold start)."""
 
@@ -152,9 +156,10 @@ class Runtime(ABC):
             yield from _deltas(parser.feed(decoder.flush()) + parser.close(truncated=finish == "length"))
         ttft = (stamps[0] if stamps else t_end) - t0
         decode_time = t_end - (stamps[0] if stamps else t_end)
-        evaluated = len(ids) - (stats.reused or 0)
+        n_prompt = len(ids) + (stats.image_embeddings or 0)  # an image costs its embeddings, as OpenAI counts it
+        evaluated = n_prompt - (stats.reused or 0)
         yield GenerationResult(
-            text=parser.content, token_ids=out, finish_reason=finish, prompt_tokens=len(ids), ttft_ms=ttft * 1000,
+            text=parser.content, token_ids=out, finish_reason=finish, prompt_tokens=n_prompt, ttft_ms=ttft * 1000,
             prefill_tps=evaluated / ttft if ttft > 0 else 0.0,
             decode_tps=(len(out) - 1) / decode_time if len(out) > 1 and decode_time > 0 else 0.0,
             peak_rss_mb=peak_rss_mb(), reasoning=parser.reasoning if rendered.output.thinks else None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from glmkit.glm4.errors import GlmkitError
 from .base import Runtime
 from .capabilities import Capabilities
 from .kv import HeldKV
+from .promptcache import PromptCache
 from .types import EngineStats, GenerationConfig
 
 VISION_XML = "openvino_vision_embeddings_model.xml"
@@ -32,7 +34,51 @@ LANGUAGE_XML = "openvino_language_model.xml"
 FILES = (VISION_XML, TEXT_EMBEDDINGS_XML, LANGUAGE_XML)
 # One generation at a time (no batching), no grammar engine: a GLM-4V IR answers text and one image a turn.
 CAPABILITIES = Capabilities(penalties=True, kv_cache_types=("f16", "f32", "u8"), devices=("CPU", "GPU"),
-                            options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache"), images=True)
+                            options=("n_ctx", "threads", "prefix_cache", "dtype", "kv_cache", "image_cache_mb",
+                                     "prompt_cache_mb"), images=True)
+
+
+class FeatureCache:
+    """Image features by the image's content, shared by every conversation, least recently used out first: an
+    image sent again (OpenAI clients send it with every turn) is never encoded again while it is here."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit = limit_bytes
+        self.entries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.used = self.encoded = self.hits = 0
+
+    def get(self, key: str) -> np.ndarray | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+            self.hits += 1
+        return found
+
+    def put(self, key: str, features: np.ndarray) -> None:
+        self.encoded += 1
+        if features.nbytes > self.limit:
+            return
+        self.entries[key] = features
+        self.used += features.nbytes
+        while self.used > self.limit:
+            self.used -= self.entries.popitem(last=False)[1].nbytes
+
+    def stats(self) -> dict:
+        return {"images_encoded": self.encoded, "image_cache_hits": self.hits, "image_cache_entries":
+                len(self.entries), "image_cache_bytes": self.used, "image_cache_limit_bytes": self.limit}
+
+
+RESTORE_LEAST = 8  # tokens a saved state must share to be put back: an image in them makes even a short one pay
+
+
+def _tagged(tag: str | None, ids: list[int]) -> list[int]:
+    """Token ids behind a first element that stands for the image (no token id is negative), so a saved state
+    is only found by a prompt with the same image."""
+    return [-1 - (int(tag[:12], 16) if tag else 0), *ids]
+
+
+def _state_bytes(saved) -> int:
+    return sum(a.nbytes for a in saved[0])
 
 
 class Glm4vIR:
@@ -111,7 +157,7 @@ class Glm4vRuntime(Runtime):
 
     def __init__(self, path, device: str = "CPU", n_ctx: int | None = None, threads: int | None = None,
                  kv_cache: str | None = None, dtype: str | None = None, prefix_cache: bool = True,
-                 model_name: str | None = None):
+                 model_name: str | None = None, image_cache_mb: int = 256, prompt_cache_mb: int = 1024):
         from glmkit.glm4 import families
 
         from .openvino import DTYPES, KV_TYPES, available_devices
@@ -134,10 +180,21 @@ class Glm4vRuntime(Runtime):
         native = families.context_length(self.ir.config) or 8192
         super().__init__(tok, fmt, min(int(n_ctx), native) if n_ctx else native, model_name or str(path))
         self.prefix_cache = prefix_cache
-        self.images_encoded = 0
-        self._features: tuple[str, np.ndarray] | None = None  # the last image's key and features
+        self.features = FeatureCache(max(0, int(image_cache_mb)) * 2**20)
         # the language model's KV, tagged with the image whose embeddings it holds; trimmed in embeddings
         self.kv = HeldKV(self.ir.reset, self.ir.trim)
+        # other conversations' KV in host RAM: (state tensors, embeddings held, image key) by tagged tokens
+        self.saved = PromptCache(max(0, int(prompt_cache_mb)) * 2**20 if prefix_cache else 0, size=_state_bytes)
+
+    @property
+    def images_encoded(self) -> int:
+        return self.features.encoded
+
+    def image_stats(self) -> dict:
+        return self.features.stats()
+
+    def prompt_cache_stats(self) -> dict:
+        return self.saved.stats()
 
     def reset_cache(self) -> None:
         self.kv.drop()
@@ -147,13 +204,46 @@ class Glm4vRuntime(Runtime):
 
         img = images.read(image)
         t0 = time.perf_counter()
-        if self._features is None or self._features[0] != img.key:
-            pixels = vision.preprocess(img.rgb, self.ir.image_size)
-            self._features = (img.key, self.ir.image_features(pixels))
-            self.images_encoded += 1
+        features = self.features.get(img.key)
+        if features is None:
+            features = self.ir.image_features(vision.preprocess(img.rgb, self.ir.image_size))
+            self.features.put(img.key, features)
         if stats is not None:
             stats.image_encode_ms = (time.perf_counter() - t0) * 1000
-        return self._features
+        return img.key, features
+
+    def _save(self) -> None:
+        """Keep what the language model holds in host RAM, for when its conversation returns."""
+        tokens = _tagged(self.kv.tag if isinstance(self.kv.tag, str) else None, self.kv.ids)
+        if self.saved.worth_saving(tokens, length=self.ir.held):
+            states = [np.array(s.state.data, copy=True) for s in self.ir.request.query_state()]
+            self.saved.put(tokens, (states, self.ir.held, self.kv.tag))
+
+    def _restore(self, tokens: tuple[int, ...], saved, shared: int) -> None:
+        import openvino as ov
+
+        states, held, tag = saved
+        for state, data in zip(self.ir.request.query_state(), states):
+            state.state = ov.Tensor(data)
+        self.ir.held = held
+        self.kv.hold(tokens[1:], tag=tag)
+        self.saved.restored += 1
+        self.saved.restored_tokens += shared
+
+    def _switch(self, prompt_ids: list[int], key: str | None, n: int) -> int:
+        """The longest prefix among what is held and what was saved: another conversation's saved state is put
+        back (what is held saved first), and a prompt that leaves most of what is held keeps it for later."""
+        found = (self.saved.best(_tagged(key, prompt_ids), better_than=n + 1, least=RESTORE_LEAST)
+                 if self.saved.limit else None)
+        if found is None:
+            if self.saved.limit and n < len(self.kv) // 2:  # another conversation: this one may come back
+                self._save()
+            return n
+        tokens, saved, shared = found
+        if len(self.kv):
+            self._save()
+        self._restore(tokens, saved, shared - 1)
+        return shared - 1
 
     def _token_stream(self, prompt_ids: list[int], config: GenerationConfig, stats: EngineStats,
                       image=None) -> Iterator[int]:
@@ -162,7 +252,7 @@ class Glm4vRuntime(Runtime):
         key, features = self.image_features(image, stats) if image is not None else (None, None)
         if image is None and self.ir.boi_id in prompt_ids:
             raise GlmkitError("the prompt holds an image marker but no image came with it; send the image")
-        n = self.kv.shared(prompt_ids, tag=key) if self.prefix_cache else 0
+        n = self._switch(prompt_ids, key, self.kv.shared(prompt_ids, tag=key)) if self.prefix_cache else 0
         b = prompt_ids.index(self.ir.boi_id) if key is not None else None
         if b is not None and n < b + vision.MARKER_TOKENS:
             n = 0  # the image itself would be cut: run it all again (its features are kept)
@@ -172,7 +262,8 @@ class Glm4vRuntime(Runtime):
             embeds, positions = self.ir.embed(prompt_ids[n:]), list(range(n, len(prompt_ids)))
         else:
             embeds, positions = self.ir.splice(prompt_ids, features)
-        stats.reused = n
+        stats.image_embeddings = image_extra  # the prompt's cost in embeddings, and what was reused
+        stats.reused = n + image_extra if n and b is not None else n
         self.kv.hold(prompt_ids, tag=key)
         t0 = time.perf_counter()
         logits = self._forward(embeds, positions)

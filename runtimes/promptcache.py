@@ -6,6 +6,8 @@ another prompt only after what it held is saved here. Bounded in bytes, least re
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from .kv import shared_prefix
 
@@ -13,30 +15,36 @@ MIN_TOKENS = 32  # shorter prefixes prefill faster than they restore
 
 
 class PromptCache:
-    def __init__(self, limit_bytes: int):
+    """`size(data)`: the bytes an entry holds (llama.cpp's state is bytes; GLM-4V's, OpenVINO's state tensors)."""
+
+    def __init__(self, limit_bytes: int, size: Callable[[Any], int] = len):
         self.limit = limit_bytes
-        self.entries: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self.size = size
+        self.entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.used = 0
         self.saved = self.restored = self.restored_tokens = 0
 
-    def worth_saving(self, tokens: list[int]) -> bool:
-        return self.limit > 0 and len(tokens) >= MIN_TOKENS and tuple(tokens) not in self.entries
+    def worth_saving(self, tokens: list[int], length: int | None = None) -> bool:
+        """`length`: the positions the state holds, where they are not its tokens (GLM-4V's image)."""
+        return (self.limit > 0 and (len(tokens) if length is None else length) >= MIN_TOKENS
+                and tuple(tokens) not in self.entries)
 
-    def put(self, tokens: list[int], data: bytes) -> None:
-        if len(data) > self.limit:
+    def put(self, tokens: list[int], data) -> None:
+        if self.size(data) > self.limit:
             return
         key = tuple(tokens)
         for held in [k for k in self.entries if k[:len(key)] == key or key[:len(k)] == k]:  # one per conversation
-            self.used -= len(self.entries.pop(held))
+            self.used -= self.size(self.entries.pop(held))
         self.entries[key] = data
-        self.used += len(data)
+        self.used += self.size(data)
         self.saved += 1
         while self.used > self.limit:
-            self.used -= len(self.entries.popitem(last=False)[1])
+            self.used -= self.size(self.entries.popitem(last=False)[1])
 
-    def best(self, ids: list[int], better_than: int) -> tuple[tuple[int, ...], bytes, int] | None:
-        """The entry sharing the longest prefix with `ids`, if longer than `better_than` and worth restoring."""
-        found, n = None, max(better_than, MIN_TOKENS - 1)
+    def best(self, ids: list[int], better_than: int,
+             least: int = MIN_TOKENS) -> tuple[tuple[int, ...], Any, int] | None:
+        """The entry sharing the longest prefix with `ids`, if longer than `better_than` and at least `least`."""
+        found, n = None, max(better_than, least - 1)
         for key in self.entries:
             k = shared_prefix(list(key), ids)
             if k > n:
@@ -44,7 +52,7 @@ class PromptCache:
         if found is None:
             return None
         data = self.entries.pop(found)
-        self.used -= len(data)
+        self.used -= self.size(data)
         return found, data, n
 
     def stats(self) -> dict:

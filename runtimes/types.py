@@ -65,6 +65,7 @@ class EngineStats:
     proposed: int | None = None                  # speculative decoding: tokens proposed for verification
     accepted: int | None = None                  # … and how many of them the model kept
     image_encode_ms: float | None = None         # GLM-4V: the vision tower's run for this call (0: cached)
+    image_embeddings: int | None = None          # GLM-4V: embeddings the image adds beyond its marker tokens
 
     def figures(self) -> dict:
         """The engine's own figures, as GenerationResult.engine holds them."""

@@ -119,7 +119,7 @@ def create_app(runtime, model_name: str | None = None, api_key: str | None = Non
                 "requests_in_progress": admission.admitted, "generating": admission.generating,
                 "max_concurrency": admission.workers, "peak_generating": admission.peak,
                 "generations_finished": admission.finished, "generations_cancelled": admission.cancelled,
-                "prompt_cache": runtime.prompt_cache_stats()}
+                "prompt_cache": runtime.prompt_cache_stats(), **(runtime.image_stats() or {})}
 
     @app.get("/v1/models")
     async def models():

@@ -24,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=8,
                    help="requests that wait beyond those; more are answered 429 with Retry-After (default 8)")
     p.add_argument("--cache-ram", type=int, default=1024, metavar="MIB",
-                   help="llama.cpp: host RAM for evicted conversations' KV, so one that returns when conversations "
-                        "outnumber --max-concurrency restores its prefix instead of prefilling it (default 1024; "
-                        "0 = off; reported in /health)")
+                   help="host RAM for other conversations' KV, so one that returns (when conversations outnumber "
+                        "llama.cpp's --max-concurrency, or GLM-4V's one at a time) restores its prefix instead of "
+                        "prefilling it (default 1024; 0 = off; reported in /health)")
+    p.add_argument("--image-cache", type=int, default=256, metavar="MIB",
+                   help="GLM-4V: image features kept by content for every conversation, so an image sent again "
+                        "is not encoded again (default 256; 0 = off; reported in /health)")
     p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow browser calls from ORIGIN (repeatable)")
     p.add_argument("--max-image-mb", type=float, default=10.0,
                    help="GLM-4V: the largest image a request may carry, encoded (default 10)")
@@ -65,6 +68,10 @@ def run(argv: list[str] | None = None) -> int:
             raise GlmkitError(f"--cache-ram {args.cache_ram}: give MiB, 0 or more")
         if "prompt_cache_mb" in caps.options:
             options["prompt_cache_mb"] = args.cache_ram
+        if args.image_cache < 0:
+            raise GlmkitError(f"--image-cache {args.image_cache}: give MiB, 0 or more")
+        if "image_cache_mb" in caps.options:
+            options["image_cache_mb"] = args.image_cache
         runtime = load(args.model, backend=args.backend, device=args.device, **options)
         policy = ImagePolicy(int(args.max_image_mb * 2**20), args.max_image_pixels, args.allow_remote_images)
         app = create_app(runtime, args.model_name or args.model, args.api_key, args.max_queue, args.cors,

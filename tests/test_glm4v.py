@@ -296,7 +296,8 @@ def test_the_glm4v_engine_holds_and_reuses_by_the_kv_rule(irs):
         prompt, held = rt.prompt(first).ids, list(rt.kv.ids)
         assert held[:len(prompt)] == prompt and held[len(prompt):] == a.token_ids[:len(held) - len(prompt)]
         turn2 = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "And the colour?"}]
-        assert rt.generate(turn2, g).cached_tokens == shared_prefix(held, rt.prompt(turn2).ids)
+        extra = a.prompt_tokens - len(prompt)  # usage counts the image's embeddings, beyond its 3 marker tokens
+        assert extra > 0 and rt.generate(turn2, g).cached_tokens == shared_prefix(held, rt.prompt(turn2).ids) + extra
         assert rt.generate(_ask(_drawn("blue")), g).cached_tokens == 0
 
 
@@ -499,6 +500,40 @@ def test_glm_serve_answers_images_as_the_runtime(trained, tiny_artifacts):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="reads text only"):
             client.chat.completions.create(model="tiny", messages=msgs, max_tokens=2)
+
+
+def test_two_interleaved_conversations_encode_each_image_once_and_keep_their_kv(trained):
+    """Two users, two pictures, turns interleaved (A1 B1 A2 B2 A3 B3), each client sending its picture again
+    with every turn as OpenAI clients do: each picture is encoded once, every returning turn reuses at least half
+    of its previous prompt (its conversation's KV restored from host RAM), and usage counts an image as the
+    embeddings it costs."""
+    import httpx
+    import openai
+    from servers import serving
+
+    from glmkit.runtimes import load
+
+    with load(str(trained)) as rt:
+        text_ids = len(rt.prompt(_ask(_drawn("red"))).ids)
+        embeddings = (rt.ir.image_size // 28) ** 2 + 2  # the tower's output for one image
+    with serving(str(trained)) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        talks = {"A": _ask(_drawn("red")), "B": _ask(_drawn("blue", size=(120, 160)))}
+        last: dict[str, int] = {}
+        for turn in range(3):
+            for who, msgs in talks.items():
+                r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0)
+                usage = r.usage
+                if turn == 0:
+                    assert usage.prompt_tokens == text_ids + embeddings - 3  # 3 marker tokens became the image
+                else:
+                    assert usage.prompt_tokens_details.cached_tokens >= last[who] / 2, (turn, who, usage)
+                last[who] = usage.prompt_tokens
+                msgs += [{"role": "assistant", "content": r.choices[0].message.content},
+                         {"role": "user", "content": f"And then, {turn}?"}]
+        health = httpx.get(f"{base}/health").json()
+    assert health["images_encoded"] == 2 and health["image_cache_hits"] == 4
+    assert health["prompt_cache"]["restored"] >= 4
 
 
 def test_glm_bench_vision_measures_the_image_path(irs, tiny_artifacts, tmp_path):
