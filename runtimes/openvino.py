@@ -103,6 +103,12 @@ class OpenVINORuntime(Runtime):
             props["CACHE_DIR"] = str(cache_dir)
         if threads:
             props["INFERENCE_NUM_THREADS"] = int(threads)
+        if kv_cache is None and base == "CPU" and (speculative or draft):
+            # speculation verifies several tokens a pass, and the CPU's default cache for it (u8) makes those
+            # passes slow enough to lose what speculation gains (docs/runtimes.md); an f16 cache keeps it
+            kv_cache = "f16"
+        #: the KV-cache type asked of the engine (None: the engine's own default)
+        self.kv_cache = kv_cache
         if kv_cache:
             props["KV_CACHE_PRECISION"] = KV_TYPES[kv_cache]
         if dtype:

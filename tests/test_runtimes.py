@@ -135,6 +135,18 @@ def test_a_paged_kv_cache_of_another_precision_than_the_compute_is_refused_in_on
         assert len(rt.generate("def add(a, b):", GenerationConfig(max_new_tokens=4, ignore_eos=True)).token_ids) == 4
 
 
+def test_openvino_speculation_defaults_to_an_f16_cache(artifacts):
+    """openvino-genai's speculation verifies several tokens a pass; with the CPU's default cache for it (u8) those
+    passes cost what speculation gains (docs/runtimes.md has the measurement), so glmkit asks for f16 unless told
+    otherwise; a plain load keeps the engine's default, and a type given is kept."""
+    ir = str(artifacts["ov"])
+    with load(ir, speculative="prompt-lookup") as fast, load(ir) as plain:
+        assert fast.kv_cache == "f16" and plain.kv_cache is None
+        assert len(fast.generate(MESSAGES, GenerationConfig(max_new_tokens=4, ignore_eos=True)).token_ids) == 4
+    with load(ir, speculative="prompt-lookup", kv_cache="u8") as chosen:
+        assert chosen.kv_cache == "u8"
+
+
 def test_unavailable_device_is_a_clear_error(artifacts):
     with pytest.raises(GlmkitError, match=r"device NPU is not available on this machine \(it has: CPU"):
         load(str(artifacts["ov"]), device="NPU")
