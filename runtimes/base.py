@@ -172,16 +172,12 @@ class Runtime(ABC):
         which nothing predicts). Raw values — the model's own distribution, before temperature, penalties or a
         grammar — from the artifact's exact logits (its kind's, as verification reads them, in an engine
         instance of their own: runtimes/logits.py)."""
+        return token_logprobs(self._exact_logits(ids), ids, top)
+
+    def _exact_logits(self, ids: list[int]):
         if self.kind is None or self.source is None:
             raise GlmkitError("log-probabilities need a runtime opened with glmkit.runtimes.load()")
-        return token_logprobs(self.kind.logits(self.source, ids), ids, top)
-
-    def next_token(self, ids: list[int], top: int = 1) -> TokenLogprob:
-        """The likeliest token after `ids` and the `top` likeliest, by the same raw distribution as score()."""
-        best = max(1, top)
-        scored = self.score([*ids, 0], best)[-1]
-        assert scored is not None and scored.top
-        return TokenLogprob(scored.top[0][0], scored.top[0][1], scored.top[:top])
+        return self.kind.logits(self.source, ids)
 
     def generate(self, prompt, config: GenerationConfig | None = None, raw: bool = False,
                  tools: list[dict] | None = None, assistant_prefix: str = "") -> GenerationResult:

@@ -62,6 +62,13 @@ class TransformersRuntime(Runtime):
     def _clear(self) -> None:
         self._cache = None
 
+    def _exact_logits(self, ids: list[int]):
+        """An fp32 model's logits are the exact ones: no second copy of it is loaded to score a prompt."""
+        if self.dtype != "float32":
+            return super()._exact_logits(ids)
+        with self.torch.no_grad():
+            return self.model(self.torch.tensor([ids])).logits[0].float().numpy()
+
     def reset_cache(self) -> None:
         self.kv.drop()
 
