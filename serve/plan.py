@@ -45,8 +45,6 @@ def logprobs_wanted(body, chat: bool) -> int | None:
         if isinstance(lp, bool) or (lp is not None and not 0 <= lp <= 5):
             raise APIError(400, "logprobs: give a number of alternatives from 0 to 5", param="logprobs")
         n = lp
-    if n is not None and body.stream:
-        raise APIError(400, "logprobs come with whole answers here: send stream: false", param="logprobs")
     return n
 
 

@@ -67,9 +67,10 @@ class Reply:
     chat: bool
 
     def chunk(self, delta: dict | None = None, finish=None, usage=None, text: str | None = None,
-              index: int = 0) -> str:
-        choice = ({"index": index, "delta": delta or {}, "finish_reason": finish, "logprobs": None} if self.chat
-                  else {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None})
+              index: int = 0, logprobs: dict | None = None) -> str:
+        choice = ({"index": index, "delta": delta or {}, "finish_reason": finish, "logprobs": logprobs}
+                  if self.chat else {"index": index, "text": text or "", "finish_reason": finish,
+                                     "logprobs": logprobs})
         data = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                 "created": self.created, "model": self.model, "choices": [] if usage is not None else [choice]}
         if usage is not None:
@@ -118,7 +119,7 @@ async def respond(request: Request, admission: Admission, plan: RequestPlan, nam
     events = admission.events(lambda: run(runtime, plan), cancel)
     if plan.stream:
         first = await _first(events)  # errors before the first event (busy, engine failure) are HTTP errors
-        return StreamingResponse(_sse(request, events, first, plan, reply, cancel),
+        return StreamingResponse(_sse(request, events, first, plan, reply, cancel, runtime),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # nginx: pass on
     text: list[list[str]] = [[] for _ in range(plan.n)]
@@ -144,15 +145,26 @@ async def respond(request: Request, admission: Admission, plan: RequestPlan, nam
             "created": reply.created, "model": name, "choices": choices, "usage": usage(done)}
 
 
+def _echoed(runtime, plan: RequestPlan) -> str:
+    return "" if plan.echo_from is None else runtime.tokenizer.decode(plan.prompt.ids[plan.echo_from:])
+
+
+def _logprobs(runtime, plan: RequestPlan, result: GenerationResult, scored: Scored | None) -> dict | None:
+    """A choice's logprobs object: the answer's (chat), or the echoed prompt's and the answer's (completions)."""
+    if scored is None:
+        return None
+    n_prompt = len(plan.prompt.ids)
+    if plan.chat:
+        return logprob_objects.chat(runtime.tokenizer, scored.tokens[n_prompt:n_prompt + len(result.token_ids)])
+    start_at = n_prompt if plan.echo_from is None else plan.echo_from
+    return logprob_objects.completion(runtime.tokenizer, scored.tokens[start_at:], scored.ids[start_at:])
+
+
 def _choice(runtime, plan: RequestPlan, index: int, text: str, reasoning: str, result: GenerationResult,
             scored: Scored | None) -> dict:
-    n_prompt = len(plan.prompt.ids)
+    lp = _logprobs(runtime, plan, result, scored)
     if not plan.chat:
-        start_at = n_prompt if plan.echo_from is None else plan.echo_from
-        echoed = "" if plan.echo_from is None else runtime.tokenizer.decode(plan.prompt.ids[plan.echo_from:])
-        lp = None if scored is None else logprob_objects.completion(
-            runtime.tokenizer, scored.tokens[start_at:], scored.ids[start_at:])
-        return {"index": index, "text": echoed + text, "logprobs": lp,
+        return {"index": index, "text": _echoed(runtime, plan) + text, "logprobs": lp,
                 "finish_reason": FINISH[result.finish_reason]}
     calls = result.tool_calls
     message: dict = {"role": "assistant", "content": text if not calls else None}
@@ -160,10 +172,7 @@ def _choice(runtime, plan: RequestPlan, index: int, text: str, reasoning: str, r
         message["tool_calls"] = tool_calls(calls, plan)
     if reasoning:
         message["reasoning_content"] = reasoning
-    lp = None if scored is None else logprob_objects.chat(
-        runtime.tokenizer, scored.tokens[n_prompt:n_prompt + len(result.token_ids)])
-    return {"index": index, "message": message, "finish_reason": "tool_calls" if calls else
-            FINISH[result.finish_reason], "logprobs": lp}
+    return {"index": index, "message": message, "finish_reason": _finish(plan, result), "logprobs": lp}
 
 
 async def _first(events):
@@ -173,9 +182,15 @@ async def _first(events):
         return None
 
 
-async def _sse(request, events, first, plan: RequestPlan, reply: Reply, cancel):
+def _finish(plan: RequestPlan, result: GenerationResult) -> str:
+    return "tool_calls" if plan.chat and result.tool_calls else FINISH[result.finish_reason]
+
+
+async def _sse(request, events, first, plan: RequestPlan, reply: Reply, cancel, runtime):
     """The runtime's events as server-sent events, choice after choice: text and reasoning as they come, each
-    tool call whole once the turn's calls are known (the output parser holds a call until it parses)."""
+    tool call whole once the turn's calls are known (the output parser holds a call until it parses). Where
+    logprobs were asked, a choice's come in one chunk after its text, before its finish_reason: they are scored
+    once the answer is whole (Runtime.score), and clients join the chunks' logprobs as they join the text."""
     chunk = reply.chunk
     results: list[GenerationResult] = []
     n_calls, opened = 0, -1
@@ -196,9 +211,18 @@ async def _sse(request, events, first, plan: RequestPlan, reply: Reply, cancel):
                 opened, n_calls = index, 0
                 if plan.chat:
                     yield chunk({"role": "assistant", "content": ""}, index=index)
-            if isinstance(event, GenerationResult):
-                results.append(event)
-                finish = "tool_calls" if event.tool_calls else FINISH[event.finish_reason]
+                elif plan.echo_from is not None:
+                    yield chunk(text=_echoed(runtime, plan), index=index)
+            if isinstance(event, GenerationResult | Scored):
+                if isinstance(event, GenerationResult):
+                    results.append(event)
+                    if plan.logprobs is not None:  # the finish waits for the answer's scores
+                        continue
+                lp = _logprobs(runtime, plan, results[-1], event) if isinstance(event, Scored) else None
+                if lp is not None:
+                    yield chunk({}, index=index, logprobs=lp) if plan.chat else chunk(text="", index=index,
+                                                                                       logprobs=lp)
+                finish = _finish(plan, results[-1])
                 yield chunk({}, finish=finish, index=index) if plan.chat else chunk(text="", finish=finish,
                                                                                      index=index)
             elif isinstance(event, ToolCall):

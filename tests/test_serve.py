@@ -393,10 +393,34 @@ def test_logprobs_and_echo_are_the_models_own_as_transformers_computes_them(gguf
     assert len(content) == chat.json()["usage"]["completion_tokens"]
     assert all(c["logprob"] <= 0 and len(c["top_logprobs"]) == 2 for c in content)
     assert "".join(c["token"] for c in content).strip() == chat.json()["choices"][0]["message"]["content"].strip()
-    for body, words in (({"prompt": "x", "logprobs": 6}, "0 to 5"), ({"prompt": "x", "logprobs": 1, "stream": True},
-                        "stream: false"), ({"prompt": "x", "max_tokens": 0}, "echo: true")):
+    for body, words in (({"prompt": "x", "logprobs": 6}, "0 to 5"), ({"prompt": "x", "max_tokens": 0}, "echo: true")):
         bad = post("completions", body)
         assert bad.status_code == 400 and words in bad.json()["error"]["message"], bad.text
+
+
+def test_streamed_logprobs_and_echo_equal_the_whole_answers(gguf_server):
+    """Streamed, a choice's logprobs come in a chunk after its text and before its finish_reason; joined as the
+    openai client joins them they equal the non-streamed answer's, and a streamed echo starts with the prompt."""
+    client = _client(gguf_server)
+    kw = dict(model="tiny", messages=USER, logprobs=True, top_logprobs=3, max_tokens=8, temperature=0)
+    whole = client.chat.completions.create(**kw)
+    text, content, finish_after = "", [], None
+    for ch in client.chat.completions.create(**kw, stream=True):
+        for c in ch.choices:
+            text += c.delta.content or ""
+            if c.logprobs and c.logprobs.content:
+                assert finish_after is None  # the logprobs come before the finish_reason
+                content += c.logprobs.content
+            finish_after = finish_after or c.finish_reason
+    assert text == whole.choices[0].message.content and finish_after == whole.choices[0].finish_reason
+    assert [c.model_dump() for c in content] == [c.model_dump() for c in whole.choices[0].logprobs.content]
+
+    ckw = dict(model="tiny", prompt="def read_config(path):", echo=True, logprobs=2, max_tokens=4, temperature=0)
+    plain = client.completions.create(**ckw).choices[0]
+    chunks = [c for ch in client.completions.create(**ckw, stream=True) for c in ch.choices]
+    assert "".join(c.text for c in chunks) == plain.text and chunks[0].text.startswith("def read_config(path):")
+    scored = [c.logprobs for c in chunks if c.logprobs]
+    assert len(scored) == 1 and scored[0].model_dump() == plain.logprobs.model_dump()
 
 
 def test_n_choices_each_draw_with_their_own_seed_streamed_or_not(artifacts, gguf_server):
