@@ -16,6 +16,7 @@ WORDS = ("cat", "sun", "box", "pen")
 QUESTIONS = {"shape": "What shape is in the picture?", "colour": "What colour is the shape?",
              "place": "Where is the shape?", "word": "What word is written?"}
 HELD_OUT_SEED = 20261202
+CALIBRATION_SEED = 20261204  # the training side's distribution, never the held-out pictures
 
 
 def picture(rng: random.Random):
@@ -58,6 +59,12 @@ def held_out(n: int = 80) -> list[dict]:
     """Pictures never trained on (their own seed), the same number of each question."""
     rng = random.Random(HELD_OUT_SEED)
     return [task(rng, kind) for _ in range(n // len(QUESTIONS)) for kind in QUESTIONS]
+
+
+def calibration(n: int) -> list:
+    """n pictures for a quantizer's calibration, drawn as training pictures are (their own seed)."""
+    rng = random.Random(CALIBRATION_SEED)
+    return [picture(rng)[0] for _ in range(n)]
 
 
 def accuracy(answer, tasks: list[dict]) -> dict:

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--dataset", help="calibration text: a UTF-8 file, or 'embedded' (glmkit's calibration text, "
                                       "never the held-out text verification scores)")
     ov.add_argument("--num-samples", type=int, help="calibration samples (default 64)")
+    ov.add_argument("--vision-format", choices=("fp16", "int8", "w8a8"),
+                    help="GLM-4V's vision tower: fp16, int8 weights, or int8 weights and activations (w8a8, "
+                         "calibrated on pictures); default fp16 with --weight-format fp16, else int8")
+    ov.add_argument("--vision-calibration", metavar="DIR",
+                    help="w8a8's calibration pictures: a folder of images (default: 8 generated pictures)")
     ov.add_argument("--profile", choices=("cpu", "gpu", "npu"), default="cpu", help="target device defaults")
     gg = p.add_argument_group("gguf")
     gg.add_argument("--outtype", default="f16", metavar="TYPE",
@@ -142,8 +147,8 @@ def run(argv: list[str] | None = None) -> int:
                 ratio=args.ratio, all_layers=args.all_layers, awq=args.awq, scale_estimation=args.scale_estimation,
                 gptq=args.gptq, dataset=args.dataset, num_samples=args.num_samples, profile=args.profile,
                 data_free=args.data_free, max_size=args.max_size, memory=args.memory, n_ctx=args.n_ctx,
-                method=args.method,
-                verify=args.verify, **common)
+                method=args.method, vision_format=args.vision_format,
+                vision_calibration=args.vision_calibration, verify=args.verify, **common)
     except GlmkitError as e:
         print(f"glm-convert: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -55,6 +55,8 @@ class Compression:
     num_samples: int | None = None
     profile: str = "cpu"
     data_free: bool = False
+    vision_format: str | None = None  # GLM-4V's tower: None = the weight format's default (openvino_glm4v)
+    vision_calibration: str | None = None
 
     def resolved(self, data_free: bool | None = None) -> dict:
         """Every setting, with the profile's defaults filled in; refuses what the target cannot run. data_free
@@ -92,7 +94,19 @@ class Compression:
         dataset = self.dataset or ("embedded" if data_aware else None)
         if dataset and dataset != "embedded" and not Path(dataset).is_file():
             raise GlmkitError(f"--dataset {dataset}: no such file; give a UTF-8 text file or 'embedded'")
-        return {"weight_format": self.weight_format, "profile": self.profile, "sym": sym, "group_size": group,
+        vision = {}
+        if self.vision_format or self.vision_calibration:
+            from .openvino_glm4v import VISION_FORMATS, calibration_files
+
+            if self.vision_format and self.vision_format not in VISION_FORMATS:
+                raise GlmkitError(f"--vision-format {self.vision_format}: choose one of {', '.join(VISION_FORMATS)}")
+            if self.vision_calibration and self.vision_format != "w8a8":
+                raise GlmkitError("--vision-calibration calibrates the w8a8 tower: add --vision-format w8a8")
+            if self.vision_calibration:
+                calibration_files(self.vision_calibration)
+            vision = {"vision_format": self.vision_format, "vision_calibration": self.vision_calibration}
+        return {**vision, "weight_format": self.weight_format, "profile": self.profile, "sym": sym,
+                "group_size": group,
                 "ratio": ratio, "all_layers": self.all_layers, "awq": self.awq,
                 "scale_estimation": self.scale_estimation, "gptq": gptq, "dataset": dataset,
                 "num_samples": self.num_samples or (64 if dataset else None)}
@@ -223,7 +237,9 @@ class OpenVINO(Target):
 
     def preflight(self, job: Job) -> None:
         parameters, fmt = job.parameters, self.settings["weight_format"]
-        if job.ckpt.family.vision:  # GLM-4V compresses data-free: its calibration would need images
+        if self.settings.get("vision_format") and not job.ckpt.family.vision:
+            raise GlmkitError(f"--vision-format is for GLM-4V checkpoints; {job.src} is a text model (drop it)")
+        if job.ckpt.family.vision:  # GLM-4V's language model compresses data-free: its calibration needs images
             self.settings = self.compression.resolved(data_free=True)
             from .openvino_glm4v import preflight as glm4v_preflight
 
@@ -325,8 +341,9 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
                 awq: bool = False, scale_estimation: bool = False, gptq: bool | None = None,
                 dataset: str | None = None, num_samples: int | None = None, profile: str = "cpu",
                 data_free: bool = False, max_size: str | int | None = None, memory: str | int | None = None,
-                n_ctx: int = 4096, method: str = "rtn", rope_scaling: str | None = None,
-                verify: bool = True, force: bool = False, allow_pickle: bool = False, revision: str | None = None,
+                n_ctx: int = 4096, method: str = "rtn", vision_format: str | None = None,
+                vision_calibration: str | None = None, rope_scaling: str | None = None, verify: bool = True,
+                force: bool = False, allow_pickle: bool = False, revision: str | None = None,
                 quiet: bool = False) -> Path:
     """Export SRC to an OpenVINO IR directory that runs as it is in openvino_genai.LLMPipeline. max_size / memory
     (with n_ctx): glmkit picks the most faithful recipe whose directory fits (recipe.OPENVINO_LADDER)."""
@@ -337,6 +354,6 @@ def to_openvino(src: str, output: str | Path | None = None, *, weight_format: st
     if method != "rtn":
         raise GlmkitError(f"--method {method}: choose rtn or autoround")
     compression = Compression(weight_format, sym, group_size, ratio, all_layers, awq, scale_estimation, gptq,
-                              dataset, num_samples, profile, data_free)
+                              dataset, num_samples, profile, data_free, vision_format, vision_calibration)
     return convert(OpenVINO(compression, max_size, memory, n_ctx), src, output, rope_scaling=rope_scaling,
                    verify=verify, force=force, allow_pickle=allow_pickle, revision=revision, quiet=quiet)

@@ -28,9 +28,40 @@ from . import vision_tower
 DATA_FREE = ("awq", "scale_estimation", "gptq", "dataset")
 
 
+VISION_FORMATS = ("fp16", "int8", "w8a8")
+CALIBRATION_PICTURES = 8  # more did not help on glm4v-tiny, and each costs a full-precision encode (docs/vision.md)
+SMOOTH_QUANT_ALPHA = 0.5  # NNCF's transformer default (0.95) doubled the tower's error on glm4v-tiny
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+
+
 def vision_format(settings: dict) -> str:
-    """The vision tower's and text embeddings' precision: fp16 with an fp16 language model, else int8."""
-    return "fp16" if settings["weight_format"] == "fp16" else "int8"
+    """The vision tower's precision: as asked (--vision-format), else fp16 with an fp16 language model, else int8
+    weights."""
+    return settings.get("vision_format") or ("fp16" if settings["weight_format"] == "fp16" else "int8")
+
+
+def calibration_files(folder: str) -> list[Path]:
+    """The pictures in a --vision-calibration folder, sorted by name; refuses a folder without any."""
+    root = Path(folder)
+    files = sorted(f for f in root.iterdir() if f.suffix.lower() in PICTURE_SUFFIXES) if root.is_dir() else []
+    if not files:
+        raise GlmkitError(f"--vision-calibration {folder}: no folder of pictures there (PNG, JPEG, WebP, GIF, BMP); "
+                          "give a folder of images like the ones the model will see")
+    return files
+
+
+def calibration_pixels(folder: str | None, image_size: int, n: int = CALIBRATION_PICTURES) -> list[np.ndarray]:
+    """Pixel values of the tower's calibration pictures: up to n images from the user's folder (sorted by name),
+    or n generated pictures drawn as glm4v-tiny's training pictures are — never its held-out ones."""
+    from glmkit.runtimes import images
+
+    if folder:
+        pictures = [images.read(str(f)).rgb for f in calibration_files(folder)[:n]]
+    else:
+        from glmkit.benchmarks import pictures as generated
+
+        pictures = generated.calibration(n)
+    return [vision.preprocess(p, image_size) for p in pictures]
 
 
 def vision_parameters(ckpt) -> int:
@@ -92,7 +123,26 @@ def _quantize(xml: Path, q: dict) -> None:
     import openvino as ov
     from optimum.intel.openvino.quantization import _weight_only_quantization
 
-    model = _weight_only_quantization(ov.Core().read_model(xml), q)
+    _replace(xml, _weight_only_quantization(ov.Core().read_model(xml), q))
+
+
+def _quantize_activations(xml: Path, pixels: list[np.ndarray]) -> None:
+    """int8 weights and activations (NNCF post-training quantization, its transformer scheme with SmoothQuant):
+    the tower's matmuls then run on the CPU's integer units (VNNI, AMX)."""
+    import nncf
+    import openvino as ov
+
+    alphas = nncf.AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA)
+    model = nncf.quantize(ov.Core().read_model(xml), nncf.Dataset(pixels), subset_size=len(pixels),
+                          model_type=nncf.ModelType.TRANSFORMER,
+                          advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alphas=alphas))
+    _replace(xml, model)
+
+
+def _replace(xml: Path, model) -> None:
+    """Write model over the IR at xml (staged beside it, then moved into place)."""
+    import openvino as ov
+
     staged = xml.parent / "nncf-staged"
     ov.save_model(model, staged / xml.name, compress_to_fp16=False)
     del model
@@ -167,10 +217,18 @@ def export(job, settings: dict, nncf_config: dict | None) -> dict:
         _quantize(out / ir.TEXT_EMBEDDINGS_XML, int8)
     else:
         rope_frequencies_in_f32(out, source_dir, ir.LANGUAGE_XML)
-    _vision(job.ckpt, out, vision_format(settings), dtype, job.quiet)
-    if nncf_config:
-        progress.say("compressing the vision tower with NNCF (int8)", job.quiet)
+    tower = vision_format(settings)
+    _vision(job.ckpt, out, tower, dtype, job.quiet)
+    calibration = None
+    if tower == "int8":
+        progress.say("compressing the vision tower with NNCF (int8 weights)", job.quiet)
         _quantize(out / ir.VISION_XML, int8)
+    elif tower == "w8a8":
+        pixels = calibration_pixels(settings.get("vision_calibration"), job.ckpt.config["vision_config"]["image_size"])
+        calibration = {"pictures": len(pixels), "from": settings.get("vision_calibration") or "generated"}
+        progress.say(f"quantizing the vision tower's weights and activations with NNCF (int8, {len(pixels)} "
+                     "calibration pictures)", job.quiet)
+        _quantize_activations(out / ir.VISION_XML, pixels)
     tok = load_hf_tokenizer(source_dir)
     tok.save_pretrained(out)
     export_tokenizer(tok, out)
@@ -181,7 +239,8 @@ def export(job, settings: dict, nncf_config: dict | None) -> dict:
     fmt = families.CHAT_FORMATS["glm4v"]
     write_generation_config(out, source_dir, fmt)
     return {"chat_format": fmt.name, "loaded_as": str(dtype).removeprefix("torch."),
-            "settings": {**settings, "vision_weight_format": vision_format(settings)},
+            "settings": {**settings, "vision_weight_format": tower,
+                         **({"vision_calibration": calibration} if calibration else {})},
             "weight_precisions": {Path(x).stem: ir_weight_precisions(out / x) for x in ir.FILES},
             "size_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file())}
 

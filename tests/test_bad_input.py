@@ -135,3 +135,14 @@ def test_failure_midway_leaves_nothing(synthetic, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         hf.to_hf("synthetic:glm4:tiny", out, quiet=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--vision-format", "w8a8"), ("--vision-format", "text model")),
+    (("--vision-calibration", "."), ("--vision-format w8a8",)),
+    (("--vision-format", "w8a8", "--vision-calibration", "no-pictures-here"), ("no folder of pictures",)),
+])
+def test_vision_options_are_refused_where_they_cannot_apply(synthetic, tmp_path, args, words):
+    """The tower's options need a GLM-4V source, w8a8, and a folder holding pictures."""
+    out = tmp_path / "out"
+    _expect_refusal(glm_convert(synthetic("glm4"), "--to", "openvino", "-o", out, *args, cwd=tmp_path), out, *words)

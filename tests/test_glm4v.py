@@ -608,6 +608,42 @@ def test_glm4v_tiny_answers_what_it_sees_and_int8_keeps_it(trained):
     assert abs(ir["accuracy"] - source["accuracy"]) <= 0.02, (ir, source)
 
 
+def test_a_w8a8_tower_keeps_glm4v_tinys_accuracy_and_verifies(tmp_path, glmkit_cache):
+    """--vision-format w8a8: NNCF's post-training quantization gives the tower int8 weights and int8 activations
+    (FakeQuantize before its matmuls), calibrated on generated pictures; the image-prompt verification is recorded
+    and glm4v-tiny's held-out accuracy through glmkit's runtime stays within 2 points of the source's."""
+    import openvino as ov
+
+    from glmkit.benchmarks import pictures
+    from glmkit.convert.openvino import to_openvino
+    from glmkit.runtimes import GenerationConfig, load
+    from glmkit.runtimes.glm4v import VISION_XML
+    from glmkit.sources import embedded
+
+    out = to_openvino("glm4v-tiny", tmp_path / "w8a8", weight_format="int8", vision_format="w8a8", quiet=True)
+    m = _manifest(out)
+    assert m["settings"]["vision_weight_format"] == "w8a8"
+    assert m["settings"]["vision_calibration"] == {"pictures": 8, "from": "generated"}
+    assert m["verification"]["image_prompt"] and m["verification"]["top1_agreement"] >= 0.93, m["verification"]
+    tower = ov.Core().read_model(out / VISION_XML)
+    quantized = [op for op in tower.get_ops() if op.get_type_name() == "FakeQuantize"]
+    layers = open_checkpoint(embedded.path("glm4v-tiny")).config["vision_config"]["num_hidden_layers"]
+    assert len(quantized) >= 4 * layers, len(quantized)  # q/k/v, dense, fc1, fc2 read int8 activations
+    assert "i8" in m["weight_precisions"]["openvino_vision_embeddings_model"]
+    source = _manifest(embedded.path("glm4v-tiny"))["held_out"]["accuracy"]  # equal to the source's: test above
+    with load(str(out), dtype="float32") as rt:
+        ir = pictures.accuracy(lambda m: rt.generate(m, GenerationConfig(max_new_tokens=4)).text,
+                               pictures.held_out(80))
+    assert abs(ir["accuracy"] - source) <= 0.02, (ir, source)
+
+
+def test_the_towers_calibration_pictures_are_not_the_held_out_ones():
+    from glmkit.benchmarks import pictures
+
+    held = {t["image"].tobytes() for t in pictures.held_out(80)}
+    assert not {p.tobytes() for p in pictures.calibration(8)} & held
+
+
 def test_a_glm4v_export_this_machine_cannot_hold_is_refused_first(tiny, monkeypatch):
     """On a 24 GB machine GLM-4V-9B (bf16) exports to int4/int8 — its language model stays memory-mapped, its
     4.5 B-parameter tower is read in bf16 — but fp16 needs a converted 18.8 GB copy of the language model and is
