@@ -58,7 +58,7 @@ def calibration_pixels(folder: str | None, image_size: int, n: int = CALIBRATION
     if folder:
         pictures = [images.read(str(f)).rgb for f in calibration_files(folder)[:n]]
     else:
-        from glmkit.benchmarks import pictures as generated
+        from glmkit.sources import pictures as generated
 
         pictures = generated.calibration(n)
     return [vision.preprocess(p, image_size) for p in pictures]

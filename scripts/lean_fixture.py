@@ -73,9 +73,9 @@ def _glm4v(out: Path) -> list[dict]:
     """glm4v-tiny's int8 IR and a picture file: its greedy answers (f32 inference) to each kind of question."""
     import random
 
-    from glmkit.benchmarks import pictures
     from glmkit.convert import to_openvino
     from glmkit.runtimes import GenerationConfig, load
+    from glmkit.sources import pictures
 
     ir = to_openvino("glm4v-tiny", out / "glm4v-tiny int8 ИР", weight_format="int8", verify=False, quiet=True,
                      force=True)

@@ -5,7 +5,7 @@
 1. Starts from synthetic:glm4v:tiny: GLM-4V-9B's layout (chatglm language model with `vision_config`, the
    `transformer.vision.*` tower), glm4-tiny's tokenizer, seeded random weights.
 2. Trains the language model (through its glm-layout remap, transformers' GlmForCausalLM) and glmkit's torch
-   vision tower together, on benchmarks/pictures.py's questions — shape, colour, place, the word written — in
+   vision tower together, on sources/pictures.py's questions — shape, colour, place, the word written — in
    GLM-4V's prompt format (glm4/vision.py: the image's features in place of its marker tokens, the original's
    positions); only the answer and its stop token are targets.
 3. Writes the checkpoint back in the original layout (fp16) with its held-out accuracy, measured on pictures of
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from glmkit.benchmarks import pictures
 from glmkit.common import manifest
 from glmkit.convert import vision_tower
 from glmkit.convert.openvino_glm4v import SourceModel
@@ -32,7 +31,7 @@ from glmkit.glm4 import families, vision
 from glmkit.glm4 import prompt as prompts
 from glmkit.runtimes import images
 from glmkit.runtimes.tokenizer import from_hf
-from glmkit.sources import remap, shards, synthetic
+from glmkit.sources import pictures, remap, shards, synthetic
 from glmkit.sources.checkpoint import open_checkpoint
 
 

@@ -140,7 +140,7 @@ def trained(tmp_path_factory, glmkit_cache):
 def _task():
     import random
 
-    from glmkit.benchmarks import pictures
+    from glmkit.sources import pictures
 
     return pictures.task(random.Random(7), "colour")
 
@@ -414,8 +414,8 @@ def _glm_chat(*args, **kw):
 
 def test_glm_chat_image_gives_the_runtimes_answer(trained, tiny_artifacts, tmp_path):
     """glm4v-tiny through glm-chat --image: the answer the runtime gives in-process."""
-    from glmkit.benchmarks.pictures import QUESTIONS
     from glmkit.runtimes import GenerationConfig, load
+    from glmkit.sources.pictures import QUESTIONS
 
     task = _task()
     path = tmp_path / "picture.png"
@@ -474,8 +474,8 @@ def test_glm_serve_answers_images_as_the_runtime(trained, tiny_artifacts):
     import openai
     from servers import serving
 
-    from glmkit.benchmarks.pictures import QUESTIONS
     from glmkit.runtimes import GenerationConfig, load
+    from glmkit.sources.pictures import QUESTIONS
 
     task = _task()
     msgs = _ask(task["image"], QUESTIONS[task["kind"]])
@@ -590,10 +590,9 @@ MIN_TRAINED_ACCURACY = 0.7  # 73.8 % after 10,000 steps (colour 100 %, place 85 
 def test_glm4v_tiny_answers_what_it_sees_and_int8_keeps_it(trained):
     """Held-out pictures (their own seed): the source's greedy answers (transformers + the torch tower) reach the
     trained accuracy the manifest records, and the int8 IR through glmkit's runtime stays within 2 points."""
-    from glmkit.benchmarks import pictures
     from glmkit.convert.openvino_glm4v import SourceModel
     from glmkit.runtimes import GenerationConfig, load
-    from glmkit.sources import embedded
+    from glmkit.sources import embedded, pictures
     from glmkit.sources.source import transformers_dir
 
     tasks = pictures.held_out(80)
@@ -614,11 +613,10 @@ def test_a_w8a8_tower_keeps_glm4v_tinys_accuracy_and_verifies(tmp_path, glmkit_c
     and glm4v-tiny's held-out accuracy through glmkit's runtime stays within 2 points of the source's."""
     import openvino as ov
 
-    from glmkit.benchmarks import pictures
     from glmkit.convert.openvino import to_openvino
     from glmkit.runtimes import GenerationConfig, load
     from glmkit.runtimes.glm4v import VISION_XML
-    from glmkit.sources import embedded
+    from glmkit.sources import embedded, pictures
 
     out = to_openvino("glm4v-tiny", tmp_path / "w8a8", weight_format="int8", vision_format="w8a8", quiet=True)
     m = _manifest(out)
@@ -638,7 +636,7 @@ def test_a_w8a8_tower_keeps_glm4v_tinys_accuracy_and_verifies(tmp_path, glmkit_c
 
 
 def test_the_towers_calibration_pictures_are_not_the_held_out_ones():
-    from glmkit.benchmarks import pictures
+    from glmkit.sources import pictures
 
     held = {t["image"].tobytes() for t in pictures.held_out(80)}
     assert not {p.tobytes() for p in pictures.calibration(8)} & held
