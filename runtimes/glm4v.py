@@ -28,6 +28,7 @@ from .kv import HeldKV
 from .promptcache import PromptCache
 from .types import EngineStats, GenerationConfig
 
+PREFILL_CHUNK = 256  # embeddings per language-model pass (docs/vision.md: peak memory at the 9B shape)
 VISION_XML = "openvino_vision_embeddings_model.xml"
 TEXT_EMBEDDINGS_XML = "openvino_text_embeddings_model.xml"
 LANGUAGE_XML = "openvino_language_model.xml"
@@ -136,14 +137,22 @@ class Glm4vIR:
             state.state = ov.Tensor(np.ascontiguousarray(state.state.data[:, :, :n]))
         self.held = n
 
-    def forward(self, embeds: np.ndarray, positions: list[int]) -> np.ndarray:
-        """Logits [n, vocab] for n more embeddings after what the KV holds."""
-        n = embeds.shape[1]
-        self.request.infer({"inputs_embeds": embeds, "attention_mask": np.ones((1, self.held + n), dtype=np.int64),
-                            "position_ids": np.asarray([positions], dtype=np.int64),
-                            "beam_idx": np.zeros(1, dtype=np.int32)})
-        self.held += n
-        return self.request.get_tensor("logits").data[0]
+    def forward(self, embeds: np.ndarray, positions: list[int], last: bool = False) -> np.ndarray:
+        """Logits [n, vocab] for n more embeddings after what the KV holds ([vocab], the last row's, with last).
+        They go in PREFILL_CHUNK at a time: the CPU plugin keeps buffers sized for the longest pass it has run,
+        and an image prompt in one pass holds gigabytes more at the 9B shape for as long as the model is loaded."""
+        rows = []
+        for i in range(0, embeds.shape[1], PREFILL_CHUNK):
+            part = embeds[:, i:i + PREFILL_CHUNK]
+            n = part.shape[1]
+            self.request.infer({"inputs_embeds": part,
+                                "attention_mask": np.ones((1, self.held + n), dtype=np.int64),
+                                "position_ids": np.asarray([positions[i:i + n]], dtype=np.int64),
+                                "beam_idx": np.zeros(1, dtype=np.int32)})
+            self.held += n
+            logits = self.request.get_tensor("logits").data[0]
+            rows.append(logits[-1:].copy() if last else logits.copy())
+        return rows[-1][0] if last else np.concatenate(rows)
 
 
 class Glm4vRuntime(Runtime):
@@ -282,7 +291,7 @@ class Glm4vRuntime(Runtime):
         """The last row's logits; a pass that fails or is interrupted leaves the KV unknown, so it is dropped and
         the next call starts clean instead of reusing a prefix the state may not hold."""
         try:
-            return self.ir.forward(embeds, positions)[-1]
+            return self.ir.forward(embeds, positions, last=True)
         except (Exception, KeyboardInterrupt):
             self.reset_cache()
             raise

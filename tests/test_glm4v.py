@@ -301,6 +301,45 @@ def test_the_glm4v_engine_holds_and_reuses_by_the_kv_rule(irs):
         assert rt.generate(_ask(_drawn("blue")), g).cached_tokens == 0
 
 
+def test_an_image_prompt_goes_in_bounded_passes_with_the_same_logits(irs, tiny, monkeypatch):
+    """The language model takes a long prompt PREFILL_CHUNK embeddings at a time (its buffers grow with the
+    longest pass, gigabytes at the 9B shape); chunked, an image prompt's logits are the one-pass logits (with an
+    f32 KV cache, as exact logits are measured: later passes read what earlier ones stored)."""
+    from glmkit.convert.openvino_glm4v import verification_prompt
+    from glmkit.runtimes import glm4v
+    from glmkit.runtimes.kinds.openvino import EXACT
+
+    v = tiny.config["vision_config"]
+    ids, pixels = verification_prompt(irs["fp16"], v["image_size"], n=200)
+
+    class Recorded:  # the language model's infer request, counting the embeddings of each pass
+        def __init__(self, request):
+            self.request, self.passes = request, []
+
+        def infer(self, inputs):
+            self.passes.append(inputs["inputs_embeds"].shape[1])
+            return self.request.infer(inputs)
+
+        def get_tensor(self, name):
+            return self.request.get_tensor(name)
+
+    def logits(chunk: int):
+        monkeypatch.setattr(glm4v, "PREFILL_CHUNK", chunk)
+        ir = glm4v.Glm4vIR(irs["fp16"], properties={**EXACT, "KV_CACHE_PRECISION": "f32"})
+        ir.request = recorded = Recorded(ir.request)
+        embeds, positions = ir.splice(ids, ir.image_features(pixels))
+        rows = ir.forward(embeds, positions)
+        return rows, ir.forward(ir.embed([ids[-1]]), [positions[-1] + 1], last=True), recorded.passes
+
+    n = len(ids) - vision.MARKER_TOKENS + vision.image_tokens(v["image_size"], v["patch_size"])
+    whole, next_whole, passes = logits(10**6)
+    assert passes == [n, 1] and whole.shape[0] == n
+    chunked, next_chunked, passes = logits(64)
+    assert passes == [64, 64, 64, n - 192, 1] and chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+    np.testing.assert_allclose(next_chunked, next_whole, atol=1e-4)
+
+
 def test_a_failed_pass_leaves_no_stale_kv(irs, monkeypatch):
     """A prefill that fails (an engine error before the state moved) or is interrupted (Ctrl-C after it moved)
     must not leave the runtime believing it holds the conversation's KV: the same request again answers as a

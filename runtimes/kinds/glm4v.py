@@ -37,7 +37,7 @@ class OpenVINOGlm4v(ArtifactKind):
         the spliced prompt (1,600 embeddings at the 9B shape where the marker had 3 tokens)."""
         if kv_cache:
             raise GlmkitError("a GLM-4V IR's logits are measured with an f32 KV cache only; drop kv_cache")
-        ir = Glm4vIR(model, properties=EXACT)
+        ir = Glm4vIR(model, properties={**EXACT, "KV_CACHE_PRECISION": "f32"})  # later passes read the KV
         embeds, positions = ir.splice(ids, ir.image_features(pixels) if pixels is not None else None)
         ir.reset()
         return np.array(ir.forward(embeds, positions), dtype=np.float32)
