@@ -29,8 +29,9 @@ DATA_FREE = ("awq", "scale_estimation", "gptq", "dataset")
 
 
 VISION_FORMATS = ("fp16", "int8", "w8a8")
-CALIBRATION_PICTURES = 8  # more did not help on glm4v-tiny, and each costs a full-precision encode (docs/vision.md)
-SMOOTH_QUANT_ALPHA = 0.5  # NNCF's transformer default (0.95) doubled the tower's error on glm4v-tiny
+# each calibration picture costs a full-precision encode; how these two were chosen: docs/vision.md
+CALIBRATION_PICTURES = 8
+SMOOTH_QUANT_ALPHA = 0.5  # NNCF's transformer default is 0.95
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
 
