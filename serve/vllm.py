@@ -2,7 +2,8 @@
 
 vLLM runs transformers checkpoints (GlmForCausalLM, Glm4ForCausalLM) with continuous batching, tensor and
 pipeline parallelism and multi-node serving; what it lacks for GLM-4-0414 and glm-4-9b-chat is their tool-call
-format, which serve/vllm_plugins.py supplies.
+format, which serve/vllm_plugins.py supplies. GLM-4V runs as glmkit's own model (serve/vllm_glm4v.py, which vLLM
+finds through glmkit's entry point where glmkit is installed beside it), named by a --to hf directory of GLM-4V.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from glmkit.glm4 import families
+from glmkit.glm4 import families, vision
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import find_template
 
@@ -31,13 +32,13 @@ def vllm_command(model: str | Path, host: str = "127.0.0.1", port: int = 8000, n
                           f"glm-convert SRC --to hf -o {model}")
     config = json.loads((path / "config.json").read_text())
     family = families.detect(config, str(path / "config.json"))
-    if family.vision:
-        raise GlmkitError(f"{model}: GLM-4V. vLLM runs it, but gives its image patches sequential positions where "
-                          "the original gives them one shared position (measured on synthetic:glm4v:tiny, 16 "
-                          "patches: logits off by up to 4.0, a different top token at 8 % of the text after the "
-                          "image; at 1,600 patches the shift is 100 times longer) — serve it faithfully with "
-                          f"glm-convert {model} --to openvino and glm-serve")
-    if not family.native:
+    if family.vision and config.get("architectures") != [vision.VLLM_ARCHITECTURE]:
+        raise GlmkitError(f"{model}: GLM-4V as published. vLLM's own model gives its image patches sequential "
+                          "positions where the original gives them one shared position (measured on "
+                          "synthetic:glm4v:tiny, 16 patches: logits off by up to 4.0, a different top token at 8 % "
+                          "of the text after the image; at 1,600 patches the shift is 100 times longer) — convert "
+                          f"it with glm-convert {model} --to hf for glmkit's GLM-4V model in vLLM")
+    if not family.native and not family.vision:
         raise GlmkitError(f"{model}: the original chatglm format needs remote code in vLLM; convert it first with "
                           f"glm-convert {model} --to hf (glmkit remaps it natively)")
     fmt = families.chat_format(config, str(path), find_template(path, default=False))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from glmkit.common import progress
-from glmkit.glm4 import families
+from glmkit.glm4 import families, vision
 from glmkit.glm4.errors import GlmkitError
 from glmkit.glm4.messages import find_template
 
@@ -135,9 +135,24 @@ def write_generation_config(ckpt: Checkpoint, out: Path) -> None:
 
 def write_checkpoint(ckpt: Checkpoint, out: Path, quiet: bool = False, max_shard_bytes: int | None = None) -> dict:
     """Write `ckpt` into the (empty) directory `out` as a transformers-native checkpoint; returns its config."""
+    config, tensors = glm_config_and_tensors(ckpt)
+    _write(ckpt, out, config, tensors, quiet, max_shard_bytes, check=True)
+    return config
+
+
+def write_glm4v(ckpt: Checkpoint, out: Path, quiet: bool = False, max_shard_bytes: int | None = None) -> dict:
+    """GLM-4V for vLLM: transformers has no GLM-4V-9B class, so the tensors keep the original layout vLLM reads,
+    under a config.json that names glmkit's model (vision.vllm_config) and a tokenizer that needs no remote code;
+    returns the config."""
+    config = vision.vllm_config(ckpt.config)
+    _write(ckpt, out, config, ckpt.tensors(), quiet, max_shard_bytes, check=False)
+    return config
+
+
+def _write(ckpt: Checkpoint, out: Path, config: dict, tensors: Iterator, quiet: bool, max_shard_bytes: int | None,
+           check: bool) -> None:
     from . import shards
 
-    config, tensors = glm_config_and_tensors(ckpt)
     writer = shards.ShardWriter(out, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
     written: dict[str, tuple] = {}
     total = sum(f.stat().st_size for f in ckpt.weight_files)
@@ -146,12 +161,12 @@ def write_checkpoint(ckpt: Checkpoint, out: Path, quiet: bool = False, max_shard
             written[name] = tuple(t.shape)
             writer.add(name, t)
             advance(t.numel() * t.element_size())
-    check_tensors(written, config)
+    if check:
+        check_tensors(written, config)
     writer.close()
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     write_tokenizer(ckpt, out)
     write_generation_config(ckpt, out)
-    return config
 
 
 def yarn_view(source_dir: Path, dest: Path, spec: str) -> Path:

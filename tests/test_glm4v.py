@@ -79,10 +79,17 @@ def test_one_image_per_conversation():
         vision.positions([1, 900, 0, 902, 900, 0, 902], 900, 1120, 14)
 
 
+ORIGINAL_PROMPT = ("[gMASK]<sop><|user|>\n<|begin_of_image|><|endoftext|><|end_of_image|>What is in the picture?"
+                   "<|assistant|>")
+# the same turn as OpenAI content parts, as vLLM hands them to a template (text parts joined)
+CONTENT_PARTS = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is "},
+                                              {"type": "text", "text": "in the picture?"}]}]
+
+
 def test_the_prompt_is_the_originals():
     msgs = [{"role": "user", "content": "What is in the picture?", "image": True}]
-    assert template.render(vision.GLM4V_CHAT_TEMPLATE, msgs) == (
-        "[gMASK]<sop><|user|>\n<|begin_of_image|><|endoftext|><|end_of_image|>What is in the picture?<|assistant|>")
+    assert template.render(vision.GLM4V_CHAT_TEMPLATE, msgs) == ORIGINAL_PROMPT
+    assert template.render(vision.GLM4V_CHAT_TEMPLATE, CONTENT_PARTS) == ORIGINAL_PROMPT
 
 
 def test_text_turns_and_tools_render_as_glm_4_9b_chat():
@@ -592,6 +599,37 @@ def test_glm_bench_vision_measures_the_image_path(irs, tiny_artifacts, tmp_path)
     assert text.returncode == 2 and "takes a GLM-4V" in text.stderr and "Traceback" not in text.stderr
 
 
+def test_to_hf_writes_glm4v_as_vllm_runs_it_through_glmkits_model(tiny, tmp_path):
+    """--to hf on GLM-4V: the source's tensors as they are (the layout vLLM reads; transformers has no GLM-4V-9B
+    class), a config.json without remote code naming glmkit's vLLM model, and a tokenizer loaded without remote
+    code whose template, rendered by transformers on OpenAI content parts as vLLM hands them over, is the
+    original's prompt; glm-vllm prints the command for it. YaRN is refused (the positions are the original's)."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from glmkit.convert.hf import to_hf
+    from glmkit.serve.vllm import vllm_command
+
+    out = to_hf("synthetic:glm4v:tiny", tmp_path / "hf", quiet=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [vision.VLLM_ARCHITECTURE] and "auto_map" not in config
+    assert config["vision_config"] == tiny.config["vision_config"]
+    written = {k: v for f in out.glob("*.safetensors") for k, v in load_file(str(f)).items()}
+    source = dict(tiny.tensors())
+    assert written.keys() == source.keys() and all(torch.equal(written[k], source[k]) for k in source)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert tok.apply_chat_template(CONTENT_PARTS, tokenize=False, add_generation_prompt=True) == ORIGINAL_PROMPT
+    marker = tok(vision.IMAGE_MARKER, add_special_tokens=False).input_ids
+    assert marker == [tiny.config["boi_token_id"], tiny.config["pad_token_id"], tiny.config["eoi_token_id"]]
+    argv = vllm_command(out)
+    assert argv[:3] == ["vllm", "serve", str(out)]
+    with pytest.raises(GlmkitError, match="rope-scaling"):
+        to_hf("synthetic:glm4v:tiny", tmp_path / "yarn", rope_scaling="yarn:2", quiet=True)
+    assert not (tmp_path / "yarn").exists()
+
+
 def test_glm_vllm_refuses_glm4v_with_the_measured_difference(tiny):
     """vLLM's sequential image positions against the original's, through transformers on synthetic:glm4v:tiny:
     the figures glm-vllm quotes are the ones measured here."""
@@ -603,8 +641,8 @@ def test_glm_vllm_refuses_glm4v_with_the_measured_difference(tiny):
     from glmkit.serve.vllm import vllm_command
     from glmkit.sources.source import transformers_dir
 
-    with pytest.raises(GlmkitError, match="one shared position") as refused:
-        vllm_command(tiny.path)
+    with pytest.raises(GlmkitError, match="one shared position.*--to hf") as refused:
+        vllm_command(tiny.path)  # as published: vLLM would run its own model
     source = transformers_dir("synthetic:glm4v:tiny")
     ids, pixels = verification_prompt(source, 112)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()

@@ -3,7 +3,8 @@
 vLLM lives in its own venv (it needs transformers 5): .ci/run makes it and points GLMKIT_VLLM_PYTHON at its
 python; without that the vLLM tests are skipped. The server is started as glm-vllm says (serve/vllm.py), on
 127.0.0.1 and a free port, driven by the `openai` client through the same tool loop as glm-serve's tests, and its
-greedy answers are compared with glmkit's own runtime on the same checkpoint.
+greedy answers are compared with glmkit's own runtime on the same checkpoint. GLM-4V runs through glmkit's vLLM
+model (serve/vllm_glm4v.py), which vLLM finds through glmkit's entry point in that venv.
 """
 
 from __future__ import annotations
@@ -158,3 +159,64 @@ def test_glm4v_vision_features_equal_vllms(tmp_path, glmkit_cache):
     ir = Glm4vIR(to_openvino("synthetic:glm4v:tiny", tmp_path / "ir", weight_format="fp16", quiet=True),
                  properties={"INFERENCE_PRECISION_HINT": "f32"})
     np.testing.assert_allclose(ir.image_features(pixels), theirs, atol=2e-3, rtol=0)
+
+
+@needs_vllm
+def test_glm4v_on_vllm_answers_with_the_originals_positions(tmp_path, glmkit_cache):
+    """glm4v-tiny written --to hf and served by vLLM through glmkit's GLM-4V model, as glm-vllm prints it: a
+    held-out picture's question, streamed and not, gets glmkit's OpenVINO runtime's answer; its greedy tokens are
+    the original scheme's (transformers + the torch tower, the original's positions, no KV) and each one's logprob
+    the original's to 1e-4. (With sequential positions, as vLLM's own model gives them, it answers "square".)"""
+    import base64
+    import io
+    import random
+
+    import numpy as np
+    import torch
+
+    from glmkit.convert.hf import to_hf
+    from glmkit.convert.openvino import to_openvino
+    from glmkit.convert.openvino_glm4v import SourceModel
+    from glmkit.glm4 import vision
+    from glmkit.sources import pictures
+    from glmkit.sources.source import open_source, transformers_dir
+
+    task = pictures.task(random.Random(7), "colour")
+    buf = io.BytesIO()
+    task["image"].save(buf, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": pictures.QUESTIONS["colour"]}]}]
+    n = 8
+    ir = to_openvino("glm4v-tiny", tmp_path / "ir", weight_format="fp16", quiet=True)
+    with load(str(ir), dtype="float32", kv_cache="f32") as rt:
+        ids = rt.prompt(msgs).ids
+        answer = rt.generate(msgs, GenerationConfig(max_new_tokens=n)).text
+        tokens = rt.generate(msgs, GenerationConfig(max_new_tokens=n, ignore_eos=True)).token_ids
+    assert answer.strip() == task["answer"]  # glm4v-tiny sees the colour
+
+    _, ckpt = open_source("glm4v-tiny")
+    source = SourceModel(transformers_dir("glm4v-tiny"), ckpt)
+    pixels = vision.preprocess(task["image"], ckpt.config["vision_config"]["image_size"])
+    want, want_logprobs = [], []
+    for _ in range(n):
+        logprobs = torch.log_softmax(torch.from_numpy(source.logits(ids + want, pixels)[-1]).double(), -1)
+        want.append(int(logprobs.argmax()))
+        want_logprobs.append(float(logprobs[want[-1]]))
+    assert tokens == want
+
+    model = to_hf("glm4v-tiny", tmp_path / "glm4v-hf", quiet=True)
+    with vllm_serving(model) as base:
+        client = _client(base)
+        kw = dict(model="tiny", messages=msgs, max_tokens=n, temperature=0)
+        # "\n": GLM-4's answer marker, which vLLM keeps in a request without tools (as for text models)
+        assert client.chat.completions.create(**kw).choices[0].message.content == "\n" + answer
+        streamed = client.chat.completions.create(stream=True, **kw)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "\n" + answer
+        r = client.chat.completions.create(**kw, logprobs=True,
+                                           extra_body={"ignore_eos": True, "return_token_ids": True})
+        assert r.choices[0].token_ids == want
+        got = [t.logprob for t in r.choices[0].logprobs.content]
+        np.testing.assert_allclose(got, want_logprobs, atol=1e-4, rtol=0)
+        assert r.usage.prompt_tokens == len(ids) - vision.MARKER_TOKENS + vision.image_tokens(
+            ckpt.config["vision_config"]["image_size"], ckpt.config["vision_config"]["patch_size"])
