@@ -166,7 +166,8 @@ def test_glm4v_on_vllm_answers_with_the_originals_positions(tmp_path, glmkit_cac
     """glm4v-tiny written --to hf and served by vLLM through glmkit's GLM-4V model, as glm-vllm prints it: a
     held-out picture's question, streamed and not, gets glmkit's OpenVINO runtime's answer; its greedy tokens are
     the original scheme's (transformers + the torch tower, the original's positions, no KV) and each one's logprob
-    the original's to 1e-4. (With sequential positions, as vLLM's own model gives them, it answers "square".)"""
+    the original's to 1e-4. (With sequential positions, as vLLM's own model gives them, it answers "square".) A
+    question without a picture gets the runtime's tokens too."""
     import base64
     import io
     import random
@@ -192,6 +193,8 @@ def test_glm4v_on_vllm_answers_with_the_originals_positions(tmp_path, glmkit_cac
     with load(str(ir), dtype="float32", kv_cache="f32") as rt:
         ids = rt.prompt(msgs).ids
         answer = rt.generate(msgs, GenerationConfig(max_new_tokens=n)).text
+        text_only = [{"role": "user", "content": pictures.QUESTIONS["colour"]}]
+        text_answer = rt.generate(text_only, GenerationConfig(max_new_tokens=n, ignore_eos=True)).token_ids
         tokens = rt.generate(msgs, GenerationConfig(max_new_tokens=n, ignore_eos=True)).token_ids
     assert answer.strip() == task["answer"]  # glm4v-tiny sees the colour
 
@@ -220,3 +223,6 @@ def test_glm4v_on_vllm_answers_with_the_originals_positions(tmp_path, glmkit_cac
         np.testing.assert_allclose(got, want_logprobs, atol=1e-4, rtol=0)
         assert r.usage.prompt_tokens == len(ids) - vision.MARKER_TOKENS + vision.image_tokens(
             ckpt.config["vision_config"]["image_size"], ckpt.config["vision_config"]["patch_size"])
+        r = client.chat.completions.create(model="tiny", messages=text_only, max_tokens=n, temperature=0,
+                                           extra_body={"ignore_eos": True, "return_token_ids": True})
+        assert r.choices[0].token_ids == text_answer  # no image: the positions are the token indices
