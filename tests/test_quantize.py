@@ -116,9 +116,11 @@ def test_every_type_quantizes_loads_and_asks_for_an_imatrix_exactly_when_llama_c
         assert refused == t.needs_imatrix, name
         gguf_types.quantize(tiny["f16"], out, name, imatrix=weights)
         assert GGUFReader(out).fields["general.file_type"].contents() == gguf.LlamaFileType[t.ftype].value
-        llm = llama_cpp.Llama(str(out), n_ctx=64, verbose=False)
+        # logits_all: without it llama-cpp-python leaves `scores` as allocated (uninitialised memory)
+        llm = llama_cpp.Llama(str(out), n_ctx=64, logits_all=True, verbose=False)
         llm.eval(tiny["chunks"][0][:16])
-        assert np.isfinite(llm.scores[15]).all()
+        logits = llm.scores[15]
+        assert np.isfinite(logits).all() and logits.std() > 0, name
         llm.close()
         out.unlink()
 
