@@ -30,8 +30,11 @@ DOWNSAMPLE = 2  # the 2×2 stride-2 conv after the transformer merges 4 patches 
 # glm-4-9b-chat's turn format (tools from a message's `tools` field; `<|{role}|>{metadata}\n`), with the image
 # marker between a turn's header and its text: the original tokenizer's Python template, which the checkpoint's
 # tokenizer_config.json does not carry as Jinja. A turn is either glmkit's (text content, `image` marking the
-# turn's picture) or OpenAI content parts as vLLM hands them over (text parts joined, an image part marks it).
+# turn's picture) or OpenAI content parts as vLLM hands them over (text parts joined, an image part marks it);
+# tools given as the `tools` argument, as vLLM gives them, go to the first message, where glm-serve puts them.
 GLM4V_CHAT_TEMPLATE = (
+    "{% if tools %}{% set messages = [dict(messages[0], tools=tools)] + messages[1:] if messages else "
+    "[{'role': 'system', 'content': '', 'tools': tools}] %}{% endif %}"
     "[gMASK]<sop>{% for item in messages %}"
     "{% if item['content'] is string or item['content'] is none %}"
     "{% set text, image = item['content'] or '', item['image'] %}{% else %}"

@@ -102,6 +102,9 @@ def test_text_turns_and_tools_render_as_glm_4_9b_chat():
             {"role": "observation", "content": "sunny"}, {"role": "assistant", "content": "It is sunny."},
             {"role": "user", "content": "thanks"}]
     assert template.render(vision.GLM4V_CHAT_TEMPLATE, msgs) == template.render(reference, msgs)
+    # tools as the template's argument (how vLLM passes them) land where glm-serve puts them: the first message
+    plain = [{k: v for k, v in m.items() if k != "tools"} for m in msgs]
+    assert template.render(vision.GLM4V_CHAT_TEMPLATE, plain, tools=[tool]) == template.render(reference, msgs)
 
 
 def test_preprocessing_equals_transformers_clip_processor():
@@ -621,6 +624,9 @@ def test_to_hf_writes_glm4v_as_vllm_runs_it_through_glmkits_model(tiny, tmp_path
     assert written.keys() == source.keys() and all(torch.equal(written[k], source[k]) for k in source)
     tok = AutoTokenizer.from_pretrained(str(out))
     assert tok.apply_chat_template(CONTENT_PARTS, tokenize=False, add_generation_prompt=True) == ORIGINAL_PROMPT
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}
+    assert tok.apply_chat_template(CONTENT_PARTS, tools=[tool], tokenize=False, add_generation_prompt=True) == \
+        template.render(vision.GLM4V_CHAT_TEMPLATE, [{**CONTENT_PARTS[0], "tools": [tool]}])
     marker = tok(vision.IMAGE_MARKER, add_special_tokens=False).input_ids
     assert marker == [tiny.config["boi_token_id"], tiny.config["pad_token_id"], tiny.config["eoi_token_id"]]
     argv = vllm_command(out)
