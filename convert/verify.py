@@ -70,36 +70,59 @@ def compare(ref_logits: np.ndarray, logits: np.ndarray, precision: str, gated: b
 
 
 def reference_fits(num_parameters: int, candidate_bytes: int) -> str | None:
-    """None when the fp32 reference and the converted model fit in available memory, else why not.
-
-    A 9B model's fp32 reference alone is 37.6 GB; rather than be killed after a long conversion, verification is
-    skipped with this reason printed and recorded in the manifest."""
+    """None when the whole fp32 reference and the converted model fit in available memory, else why not (a 9B
+    model's fp32 reference alone is 37.6 GB): then the reference runs block by block."""
     import psutil
 
     need = num_parameters * 4 + candidate_bytes + (1 << 30)
     have = psutil.virtual_memory().available
     if need <= have:
         return None
-    return (f"verification skipped: the fp32 reference and the converted model need about {need / 2**30:.1f} GB, "
-            f"{have / 2**30:.1f} GB is available; verify on a machine with more memory")
+    return f"the whole fp32 reference needs about {need / 2**30:.1f} GB, {have / 2**30:.1f} GB is available"
+
+
+def candidate_fits(candidate_bytes: int) -> str | None:
+    """None when the converted model itself can run here for its logits, else why it cannot."""
+    import psutil
+
+    need, have = candidate_bytes + (1 << 30), psutil.virtual_memory().total
+    if need <= have:
+        return None
+    return (f"verification skipped: the converted model needs about {need / 2**30:.1f} GB to run and this machine "
+            f"has {have / 2**30:.1f} GB; verify on a machine with more memory")
 
 
 def check(reference_dir, candidate: Path, precision: str, *, parameters: int, candidate_bytes: int,
           gated: bool, quiet: bool = False) -> tuple[Verification | None, dict]:
-    """The verification step every converter runs: skip (saying why) when the fp32 reference cannot fit, else
-    compare the candidate artifact's logits with the reference's. Returns the result and its manifest entry."""
+    """The verification step every converter runs: the candidate artifact's logits against the source's in fp32 —
+    transformers' whole model where it fits, else the source run one block at a time (blockwise.py), so a 9B or
+    32B conversion on a 24 GB machine is verified too. Skipped (saying why) only when the candidate itself cannot
+    run here. Returns the result and its manifest entry."""
     from glmkit.common import progress
 
-    skipped = reference_fits(parameters, candidate_bytes)
+    skipped = candidate_fits(candidate_bytes)
     if skipped:
         progress.say(skipped, quiet)
         return None, {"skipped": skipped}
-    progress.say("verifying against transformers (fp32)", quiet)
+    from glmkit.common import manifest
+
     ids = verification_ids(reference_dir)
-    ref = artifact_logits(reference_dir, ids, backend="transformers")
+    whole = reference_fits(parameters, candidate_bytes)
+    if (manifest.read(reference_dir) or {}).get("lazy_weights"):  # no files for transformers to load
+        whole = "the source's weights are generated when read"
+    if whole is None:
+        progress.say("verifying against transformers (fp32)", quiet)
+        ref, how = artifact_logits(reference_dir, ids, backend="transformers"), "transformers fp32, whole model"
+    else:
+        from . import blockwise
+
+        progress.say(f"verifying against the source block by block in fp32 ({whole})", quiet)
+        with progress.task("reference logits, block by block", total=None, quiet=quiet):
+            ref = blockwise.run(reference_dir, [ids], logits=True)[0]  # type: ignore[index]
+        how = "transformers fp32, block by block"
     result = compare(ref, artifact_logits(candidate, ids), precision, gated=gated)
     progress.say(result.summary(), quiet)
-    return result, result.to_dict()
+    return result, {**result.to_dict(), "reference": how}
 
 
 def reject(tmp: Path, out: Path, summary: str, hint: str):

@@ -197,15 +197,25 @@ def test_group_size_fallback_converts_instead_of_failing(tmp_path, capfd):
     assert json.loads((out / "glmkit.json").read_text())["weight_precisions"].get("u4", 0) > 0
 
 
-def test_verification_that_cannot_fit_is_skipped_and_recorded(tmp_path, monkeypatch):
-    """A 9B model's fp32 reference (37.6 GB) does not fit a 24 GB machine: skip, say so, keep the output."""
+def test_verification_that_cannot_fit_whole_runs_block_by_block(tmp_path, monkeypatch):
+    """A 9B model's fp32 reference (37.6 GB) does not fit a 24 GB machine: the source then runs one block at a
+    time, and the figures are the whole model's; only a candidate that cannot run here skips."""
     import psutil
+
+    whole = json.loads((to_openvino("glm4-tiny", tmp_path / "w", weight_format="int8", quiet=True)
+                        / "glmkit.json").read_text())["verification"]
 
     class Tight:
         available = 64 << 20
         total = 24 << 30
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
-    out = to_openvino("synthetic:glm4:tiny", tmp_path / "o", weight_format="int8", quiet=True)
-    v = json.loads((out / "glmkit.json").read_text())["verification"]
-    assert v["skipped"].startswith("verification skipped: the fp32 reference")
+    v = json.loads((to_openvino("glm4-tiny", tmp_path / "o", weight_format="int8", quiet=True)
+                    / "glmkit.json").read_text())["verification"]
+    assert whole["reference"] == "transformers fp32, whole model"
+    assert v["reference"] == "transformers fp32, block by block" and v["passed"]
+    assert v["top1_agreement"] == whole["top1_agreement"] and abs(v["mean_kl"] - whole["mean_kl"]) < 1e-4
+    Tight.total = 1 << 20
+    v = json.loads((to_openvino("synthetic:glm4:tiny", tmp_path / "s", weight_format="int8", quiet=True)
+                    / "glmkit.json").read_text())["verification"]
+    assert v["skipped"].startswith("verification skipped: the converted model needs")
