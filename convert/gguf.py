@@ -4,8 +4,9 @@ Tensors stream from the memory-mapped safetensors one at a time into GGUFWriter 
 not the model). Names come from gguf-py's own tensor-name maps. Hyperparameters are read from the config fields
 the family really has (llama.cpp's converter reads ChatGLM names for GlmForCausalLM and gets context length,
 rope base and eps wrong). The tokenizer is accepted by its pre-tokenizer regex, not by a hash, so fine-tunes with
-added tokens convert. f32/f16/bf16 are written here; every quantized type goes through llama.cpp's own quantizer
-(gguf_types.py), with an importance matrix (imatrix.py) and overrides when asked.
+added tokens convert. f32/f16/bf16 are written here; every quantized type takes llama.cpp's own per-tensor choices
+and quantizer, tensor by tensor as the source streams (gguf_stream.py), with an importance matrix computed on the
+source block by block (imatrix.py) and overrides when asked; nothing full-precision is staged on disk.
 """
 
 from __future__ import annotations
@@ -69,23 +70,29 @@ def _encode(t, qtype) -> np.ndarray:
     return out.reshape(*t.shape[:-1], out.shape[-1])
 
 
-def _tensor_stream(ckpt, config: dict, meta: bool) -> Iterator:
+def tensor_stream(ckpt, config: dict, meta: bool) -> Iterator:
     """(hf_name, tensor) in glm/glm4 layout; with meta=True only shapes (no data read)."""
     from glmkit.sources.remap import chatglm_to_glm_tensors
 
     if meta:
         import torch
 
-        from glmkit.sources.checkpoint import safetensors_header
-
         dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
-        tensors: Iterator = ((n, torch.empty(m["shape"], dtype=dtypes.get(m["dtype"], torch.float32), device="meta"))
-                   for f in ckpt.weight_files for n, m in sorted(safetensors_header(f).items()))
+        tensors: Iterator = ((n, torch.empty(shape, dtype=dtypes.get(dt, torch.float32), device="meta"))
+                             for n, shape, dt in ckpt.tensor_meta())
     else:
         tensors = ckpt.tensors()
     if not ckpt.family.native:
         tensors = chatglm_to_glm_tensors(tensors, config)
     return tensors
+
+
+def gguf_names(ckpt, config: dict) -> list[str]:
+    """The GGUF names of the source's tensors, from gguf-py's map (no data read)."""
+    import gguf
+
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[ARCHS[ckpt.family.name]], config["num_hidden_layers"])
+    return [name_map.get_name(n, try_suffixes=(".weight", ".bias")) or n for n, _ in tensor_stream(ckpt, config, True)]
 
 
 def _vocab(tok_dir: Path, vocab_size: int):
@@ -165,32 +172,46 @@ def _header(path: Path, ckpt, config: dict, tok_dir: Path, file_type, spec: str)
     return w, name_map
 
 
-def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
-    """The checkpoint's tensors streamed into a GGUF of an unquantized type (f32/f16/bf16)."""
+def header_with_plan(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, file_type, spec: str,
+                     types: dict[str, str] | None = None):
+    """A GGUFWriter at `path` with glmkit's header and the tensor table written, and the plan its data must follow:
+    [(hf_name, gguf_name, GGML type, bytes)] in the source's streaming order. `types`: GGUF name → GGML type chosen
+    elsewhere (llama.cpp's dry run, gguf_stream.py); else `_plan_type` for an unquantized `outtype`."""
     import gguf
 
-    t = gguf_types.get(outtype)
-    file_type = gguf.LlamaFileType.MOSTLY_F16 if t.writer == "llama.cpp" else gguf.LlamaFileType[t.ftype]
     w, name_map = _header(path, ckpt, config, tok_dir, file_type, spec)
+    if types is not None:
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # as llama_model_quantize writes it
     plan = []
-    for hf_name, meta in _tensor_stream(ckpt, config, meta=True):
+    for hf_name, meta in tensor_stream(ckpt, config, meta=True):
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise GlmkitError(f"{hf_name}: no GGUF name for this tensor in gguf-py's {ARCHS[ckpt.family.name]} map; "
                               "the checkpoint has tensors glmkit does not know")
-        qtype = _plan_type(name, tuple(meta.shape), outtype)
+        qtype = gguf.GGMLQuantizationType[types[name].upper()] if types is not None \
+            else _plan_type(name, tuple(meta.shape), outtype)
         byte_shape = gguf.quants.quant_shape_to_byte_shape(tuple(meta.shape), qtype) \
             if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else tuple(meta.shape)
         dtype = {gguf.GGMLQuantizationType.F32: np.float32,
                  gguf.GGMLQuantizationType.F16: np.float16}.get(qtype, np.uint8)
         nbytes = int(np.prod(byte_shape)) * np.dtype(dtype).itemsize
         w.add_tensor_info(name, byte_shape, np.dtype(dtype), nbytes, raw_dtype=qtype)
-        plan.append((hf_name, qtype, nbytes))
+        plan.append((hf_name, name, qtype, nbytes))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    with progress.task(f"{ckpt.family.name} → gguf {outtype}", total=sum(p[2] for p in plan), quiet=quiet) as adv:
-        for (hf_name, tensor), (want, qtype, nbytes) in zip(_tensor_stream(ckpt, config, meta=False), plan):
+    return w, plan
+
+
+def _write(path: Path, ckpt, config: dict, tok_dir: Path, outtype: str, spec: str, quiet: bool) -> None:
+    """The checkpoint's tensors streamed into a GGUF of an unquantized type (f32/f16/bf16)."""
+    import gguf
+
+    t = gguf_types.get(outtype)
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if t.writer == "llama.cpp" else gguf.LlamaFileType[t.ftype]
+    w, plan = header_with_plan(path, ckpt, config, tok_dir, outtype, file_type, spec)
+    with progress.task(f"{ckpt.family.name} → gguf {outtype}", total=sum(p[3] for p in plan), quiet=quiet) as adv:
+        for (hf_name, tensor), (want, _, qtype, nbytes) in zip(tensor_stream(ckpt, config, meta=False), plan):
             if hf_name != want:  # the header was planned in this order: another order would put bytes astray
                 raise GlmkitError(f"{hf_name}: tensors came in another order than planned ({want}); the "
                                   "checkpoint changed while converting — convert it again")
@@ -209,7 +230,7 @@ def _rewrite(src: Path, path: Path, ckpt, config: dict, tok_dir: Path, spec: str
 
     reader = GGUFReader(src)
     w, name_map = _header(path, ckpt, config, tok_dir, reader.fields["general.file_type"].contents(), spec)
-    want = {name_map.get_name(n, try_suffixes=(".weight", ".bias")) for n, _ in _tensor_stream(ckpt, config, True)}
+    want = {name_map.get_name(n, try_suffixes=(".weight", ".bias")) for n, _ in tensor_stream(ckpt, config, True)}
     got = {t.name for t in reader.tensors}
     if got != want:
         raise GlmkitError(f"{src.name}: its tensors are not this checkpoint's (missing {sorted(want - got)[:3]}, "
@@ -297,18 +318,21 @@ class GGUF(Target):
             self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes or self.budget["weights"], self.budget["weights"])
         out = (parameters * 2 if self.max_bytes else  # candidates are written one at a time beside the f16 stage
-               preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py" else int(parameters * 1.2))
+               preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py"
+               else int(parameters * t.bpw / 8 * 1.25) + 2**26)  # llama.cpp keeps some tensors higher
         preflight.check_disk({job.out: out
-                              + (2 * parameters if t.writer == "llama.cpp" or self.max_bytes else 0)  # f16 stage
+                              + (2 * parameters if self.max_bytes else 0)  # --max-size's f16 stage
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped reference
                              f"converting to GGUF {self.outtype}")
         if job.ckpt.pickled:
             raise GlmkitError("--to gguf streams safetensors; convert pickled weights first with --to hf "
                               "--allow-pickle")
 
-    def _imatrix(self, spec: str, job: Job, f16: Path, tok_dir: Path):
-        """(per-column weights, manifest record) from the user's file, or computed by llama.cpp on the f16 stage
+    def _imatrix(self, spec: str, job: Job):
+        """(per-column weights, manifest record) from the user's file, or computed on the source block by block
         over calibration text (never the held-out text verification scores)."""
+        import gguf
+
         from . import calibration
         from . import imatrix as im
 
@@ -316,15 +340,18 @@ class GGUF(Target):
             m = im.load(spec)
             record = {"file": str(spec), "datasets": m.datasets, "chunks": m.chunk_count, "computed": False}
         else:
-            chunks = calibration.token_chunks(tok_dir, spec, 10**6)
+            source = job.native_dir()
+            chunks = calibration.token_chunks(source, spec, 10**6)
             if self.max_bytes and spec == "embedded":  # --max-size scores on the last chunks: keep them unseen
                 from .recipe import EVAL_CHUNKS
 
                 chunks = chunks[:-EVAL_CHUNKS]
             chunks = chunks[:self.calibration_chunks]
-            with progress.task("importance matrix (llama.cpp, calibration text)", total=len(chunks),
-                               quiet=job.quiet) as adv:
-                m = im.compute(f16, chunks, dataset=spec if spec == "embedded" else Path(spec).name, progress=adv)
+            arch = gguf.MODEL_ARCH[ARCHS[job.ckpt.family.name]]
+            with progress.task("importance matrix (source block by block, calibration text)",
+                               total=job.config["num_hidden_layers"], quiet=job.quiet) as adv:
+                m = im.from_source(source, chunks, gguf.get_tensor_name_map(arch, job.config["num_hidden_layers"]),
+                                   dataset=spec if spec == "embedded" else Path(spec).name, progress=adv)
             record = {"dataset": spec, "chunks": len(chunks), "chunk_tokens": len(chunks[0]), "computed": True}
             if self.save_imatrix:
                 im.save(m, self.save_imatrix)
@@ -332,6 +359,38 @@ class GGUF(Target):
                 progress.say(f"wrote importance matrix {self.save_imatrix}", job.quiet)
         record["entries"] = len(m.sums)
         return m.weights(), record
+
+    def _choose(self, job: Job, config: dict, tok_dir: Path, settings: dict) -> None:
+        """--max-size / --memory: recipes measured against an f16 stage (see recipe.py), the best that fits kept."""
+        from . import recipe
+
+        ckpt = job.ckpt
+        f16 = job.stage / "f16.gguf"
+        steps = settings["seconds"] = {}
+        t = time.perf_counter()
+        _write(f16, ckpt, config, tok_dir, "f16", job.src, job.quiet)
+        steps["f16"] = round(time.perf_counter() - t, 1)
+        weights = None
+        if self.imatrix_spec:
+            t = time.perf_counter()
+            weights, settings["imatrix"] = self._imatrix(self.imatrix_spec, job)
+            steps["imatrix"] = round(time.perf_counter() - t, 1)
+        chosen = recipe.choose_gguf(f16, self.max_bytes or 0, weights, tok_dir, job.stage, quiet=job.quiet)
+        settings.update(outtype=chosen.outtype, max_size=chosen.record)
+        steps["max_size"] = chosen.record["seconds"]
+        if self.budget:
+            settings["memory"] = self.budget
+        self.outtype, self.overrides = chosen.outtype, chosen.overrides
+        if self.overrides:
+            settings["tensor_types"] = [str(o) for o in self.overrides]
+        if chosen.path:  # the file measured is the file written
+            chosen.path.replace(job.tmp)
+        else:
+            f16.replace(job.tmp)
+        f16.unlink(missing_ok=True)
+        if job.tmp.stat().st_size > (self.max_bytes or 0):  # never: choose_gguf measured it
+            raise GlmkitError(f"--max-size: the chosen file is {job.tmp.stat().st_size:,} bytes, over "
+                              f"{self.max_bytes:,}; please report this")
 
     def export(self, job: Job) -> dict:
         from glmkit.sources.remap import chatglm_to_glm_config, write_tokenizer
@@ -354,45 +413,33 @@ class GGUF(Target):
                                                     job.stage / "autoround.gguf", job.stage, job.quiet)
             settings["method"]["dataset"] = self.dataset or "embedded"
             _rewrite(job.stage / "autoround.gguf", job.tmp, ckpt, config, tok_dir, job.src)
-        elif gguf_types.get(self.outtype).writer == "llama.cpp" or self.max_bytes:
-            f16 = job.stage / "f16.gguf"
-            steps = settings["seconds"] = {}  # where a quantized conversion's time goes
-            t = time.perf_counter()
-            _write(f16, ckpt, config, tok_dir, "f16", job.src, job.quiet)
-            steps["f16"] = round(time.perf_counter() - t, 1)
+        elif self.max_bytes:
+            self._choose(job, config, tok_dir, settings)
+        elif gguf_types.get(self.outtype).writer == "llama.cpp":  # streamed: no f16 stage on disk
+            from . import gguf_stream
+
+            if self.overrides:  # before any long step: an override that names no tensor is a typo
+                gguf_types.check_overrides(self.overrides, gguf_names(ckpt, config),
+                                           has_imatrix=bool(self.imatrix_spec))
+            steps = settings["seconds"] = {}
             weights = None
             if self.imatrix_spec:
                 t = time.perf_counter()
-                weights, settings["imatrix"] = self._imatrix(self.imatrix_spec, job, f16, tok_dir)
+                weights, settings["imatrix"] = self._imatrix(self.imatrix_spec, job)
                 steps["imatrix"] = round(time.perf_counter() - t, 1)
-            if self.max_bytes:
-                from . import recipe
-
-                chosen = recipe.choose_gguf(f16, self.max_bytes, weights, tok_dir, job.stage, quiet=job.quiet)
-                settings.update(outtype=chosen.outtype, max_size=chosen.record)
-                steps["max_size"] = chosen.record["seconds"]
-                if self.budget:
-                    settings["memory"] = self.budget
-                self.outtype, self.overrides = chosen.outtype, chosen.overrides
-            else:
-                from gguf import GGUFReader
-
-                gguf_types.check_overrides(self.overrides, [t.name for t in GGUFReader(f16).tensors],
-                                           has_imatrix=weights is not None)
             if self.overrides:
                 settings["tensor_types"] = [str(o) for o in self.overrides]
-            if self.max_bytes and chosen.path:  # the file measured is the file written
-                chosen.path.replace(job.tmp)
-            else:
-                progress.say(f"quantizing to {self.outtype} with llama.cpp"
-                             + (" and an importance matrix" if weights else ""), job.quiet)
-                t = time.perf_counter()
-                gguf_types.quantize(f16, job.tmp, self.outtype, imatrix=weights, overrides=self.overrides)
-                steps["quantize"] = round(time.perf_counter() - t, 1)
-            f16.unlink()
-            if self.max_bytes and job.tmp.stat().st_size > self.max_bytes:  # never: choose_gguf measured it
-                raise GlmkitError(f"--max-size: the chosen file is {job.tmp.stat().st_size:,} bytes, over "
-                                  f"{self.max_bytes:,}; please report this")
+            progress.say(f"quantizing to {self.outtype} with llama.cpp's choices, tensor by tensor"
+                         + (" with the importance matrix" if weights else ""), job.quiet)
+            t = time.perf_counter()
+            types = gguf_stream.write(
+                job.tmp, job.stage, self.outtype,
+                lambda p, outtype, ftype, types: header_with_plan(p, ckpt, config, tok_dir, outtype, ftype, job.src,
+                                                                  types),
+                lambda: tensor_stream(ckpt, config, meta=False), imatrix=weights, overrides=self.overrides,
+                label=ckpt.family.name, quiet=job.quiet)
+            steps["quantize"] = round(time.perf_counter() - t, 1)
+            settings["types"] = {q: sum(1 for v in types.values() if v == q) for q in sorted(set(types.values()))}
         else:
             _write(job.tmp, ckpt, config, tok_dir, self.outtype, job.src, job.quiet)
         return {"file": job.out.name, "architecture": ARCHS[ckpt.family.name].lower(),

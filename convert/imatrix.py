@@ -1,10 +1,11 @@
-"""llama.cpp's importance matrix: computed by llama.cpp itself, read and written in its file formats.
+"""llama.cpp's importance matrix: computed as llama.cpp computes it, read and written in its file formats.
 
 For each weight matrix the quantizer is told, per input column, the sum over calibration tokens of the squared
-input activation and the number of tokens. llama.cpp's tools/imatrix collects it with the scheduler's eval
-callback; glmkit registers the same callback through llama-cpp-python, on the f16/f32 GGUF it writes before
-quantizing (memory-mapped, so a 9B model needs no fp32 copy in RAM), and keeps the tool's rules: only `blk.*`
-matrix products with f32 inputs of at least 16 rows, 512-token chunks each from an empty KV cache.
+input activation and the number of tokens. Conversions compute it from the source run block by block
+(`from_source`: no GGUF stage and one block in memory, whatever the depth), keeping llama.cpp's tools/imatrix rules:
+only `blk.*` matrix products, 512-token chunks each from an empty KV cache. `compute` is llama.cpp's own way — its
+scheduler's eval callback on an f16/f32 GGUF through llama-cpp-python — for a GGUF that exists already, and the
+reference `from_source` is tested against.
 
 Files: the GGUF format (`NAME.in_sum2` [n_mat, cols] and `NAME.counts` [n_mat, 1], `general.type` imatrix) is
 written; it and the legacy `.dat` format are read, so an imatrix made by `llama-imatrix` works here and glmkit's
@@ -238,6 +239,29 @@ def compute(gguf_path: str | Path, chunks: list[list[int]], *, dataset: str = "e
             L.llama_model_free(model)
     if not m.sums:
         raise GlmkitError(f"imatrix: no matrix products were seen in {gguf_path}; is it a GLM-4 GGUF?")
+    return m
+
+
+def from_source(model_dir: str | Path, chunks: list[list[int]], name_map, *, dataset: str = "embedded",
+                progress=None) -> Imatrix:
+    """The importance matrix llama-imatrix would compute, from the source itself run block by block
+    (blockwise.py): the input of every decoder-block matrix product, under its GGUF name (`name_map`: gguf-py's
+    tensor-name map). No GGUF and no whole model in memory; agrees with `compute` on the f32 GGUF to within
+    float rounding (tests/test_quantize.py). `progress(1)` after each block."""
+    from . import blockwise
+
+    m = Imatrix(datasets=[dataset], chunk_size=max(len(c) for c in chunks))
+    if min(len(c) for c in chunks) < MIN_ROWS:
+        raise GlmkitError(f"imatrix: calibration chunks need at least {MIN_ROWS} tokens")
+
+    def seen(hf_name: str, x: np.ndarray) -> None:
+        name = name_map.get_name(hf_name + ".weight", try_suffixes=(".weight",))
+        if name is None:
+            raise GlmkitError(f"imatrix: {hf_name} has no GGUF name in gguf-py's map")
+        m.add(name, x)
+
+    blockwise.run(model_dir, chunks, on_input=seen, progress=progress)
+    m.chunk_count = len(chunks)
     return m
 
 

@@ -58,8 +58,8 @@ class Job:
         return self.ckpt.num_parameters()
 
     @cached_property
-    def source_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.ckpt.weight_files)
+    def source_bytes(self) -> int:  # generated-on-read weights (sources/lazy.py) have no files: 2 bytes each
+        return sum(f.stat().st_size for f in self.ckpt.weight_files) or 2 * self.parameters
 
     def native_dir(self) -> Path:
         """The source as a directory transformers loads as it is: a non-native family remapped into the stage (no

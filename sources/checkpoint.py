@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,8 @@ class Checkpoint:
     family: families.Family
     weight_files: list[Path]
     pickled: bool  # weights are torch pickles (read only with allow_pickle)
+    _index: dict[str, Path] | None = field(default=None, repr=False)
+    _handles: dict = field(default_factory=dict, repr=False)
 
     @property
     def tokenizer_file(self) -> Path:
@@ -65,6 +67,28 @@ class Checkpoint:
                     if keep is None or keep(name):
                         yield name, sf.get_tensor(name)
 
+    def tensor_meta(self) -> Iterator[tuple[str, tuple[int, ...], str]]:
+        """(name, shape, safetensors dtype) of every tensor in the order `tensors()` yields them; no data read."""
+        if self.pickled:
+            raise GlmkitError("tensor_meta needs safetensors weights")
+        for f in self.weight_files:
+            for n, m in sorted(safetensors_header(f).items()):
+                yield n, tuple(m["shape"]), m["dtype"]
+
+    def tensor(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """One tensor by name (rows [a, b) of it only, when given), from the memory-mapped file."""
+        from safetensors import safe_open
+
+        if self._index is None:
+            self._index = self.tensor_index()
+        f = self._index.get(name)
+        if f is None:
+            raise GlmkitError(f"{self.path}: no tensor {name}; the checkpoint is incomplete")
+        if f not in self._handles:  # kept open (memory-mapped): many small reads of one file stay cheap
+            self._handles[f] = safe_open(f, framework="pt")
+        sf = self._handles[f]
+        return sf.get_tensor(name) if rows is None else sf.get_slice(name)[rows[0]:rows[1]]
+
     def fingerprint(self) -> str:
         """sha256 of each weight file's name, size and first MiB (the safetensors header): identifies the weights
         without reading gigabytes."""
@@ -89,6 +113,72 @@ class Checkpoint:
                     n *= d
                 total += n
         return total
+
+
+@dataclass
+class LazyCheckpoint(Checkpoint):
+    """A synthetic checkpoint whose tensors are generated when read (lazy.py): no weight files at all."""
+
+    generated = True
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    seed: int = 0
+    dtype: str = "bfloat16"
+
+    @classmethod
+    def open(cls, path: Path, config: dict, family) -> LazyCheckpoint:
+        from glmkit.common import manifest
+
+        from .layout import expected_tensors
+
+        if not family.native:
+            raise GlmkitError(f"{path}: generated-on-read weights come in the glm/glm4 layouts only")
+        m = manifest.read(path) or {}
+        return cls(path=path, config=config, family=family, weight_files=[], pickled=False,
+                   shapes={n: tuple(s) for n, s in expected_tensors(config).items()}, seed=int(m.get("seed", 0)),
+                   dtype=config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+
+    def _torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def tensor_index(self) -> dict[str, Path]:
+        return {n: self.path for n in self.shapes}
+
+    def tensor_meta(self) -> Iterator[tuple[str, tuple[int, ...], str]]:
+        st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[self.dtype]
+        for n in sorted(self.shapes):
+            yield n, self.shapes[n], st
+
+    def tensor(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        if name not in self.shapes:
+            raise GlmkitError(f"{self.path}: no tensor {name} in this synthetic checkpoint")
+        from .lazy import seeded_rows
+
+        return seeded_rows(name, self.shapes[name], self.seed, self._torch_dtype(), rows)
+
+    def tensors(self, keep: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        for n in sorted(self.shapes):
+            if keep is None or keep(n):
+                yield n, self.tensor(n)
+
+    def num_parameters(self) -> int:
+        total = 0
+        for s in self.shapes.values():
+            n = 1
+            for d in s:
+                n *= d
+            total += n
+        return total
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        from .lazy import ROWS_PER_SEED
+
+        h = hashlib.sha256(json.dumps({"config": self.config, "seed": self.seed, "rows": ROWS_PER_SEED},
+                                      sort_keys=True).encode())
+        return h.hexdigest()
 
 
 def safetensors_header(path: Path) -> dict:
@@ -163,6 +253,10 @@ def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
     if not any((path / n).is_file() for n in TOKENIZER_FILES):
         raise GlmkitError(f"{path}: no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer files from "
                           "the original checkpoint")
+    from glmkit.common import manifest
+
+    if (manifest.read(path) or {}).get("lazy_weights"):  # synthetic weights generated when read (lazy.py)
+        return LazyCheckpoint.open(path, config, family)
     files, pickled = _weight_files(path, allow_pickle)
     if not pickled:
         for f in files:

@@ -70,6 +70,18 @@ def test_imatrix_equals_torch_hooks_on_the_source(tiny):
         np.testing.assert_allclose(m.sums[n] / m.counts[n], sums[n] / counts[n], rtol=2e-3)
 
 
+def test_imatrix_from_the_source_block_by_block_equals_llama_cpp(tiny):
+    """glmkit's conversions compute the importance matrix on the streamed source, one block at a time; llama.cpp's
+    eval callback on the f32 GGUF is the reference."""
+    import gguf
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GLM4, 4)  # glm4-tiny's blocks
+    m, ref = im.from_source(glm4_tiny_path(), tiny["chunks"], names), tiny["imatrix"]
+    assert set(m.sums) == set(ref.sums) and m.counts == ref.counts and m.chunk_count == ref.chunk_count
+    for n in ref.sums:
+        np.testing.assert_allclose(m.sums[n] / m.counts[n], ref.sums[n] / ref.counts[n], rtol=2e-3)
+
+
 def test_imatrix_files_round_trip_llama_cpp_formats(tiny, tmp_path):
     from gguf import GGUFReader
 
