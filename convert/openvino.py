@@ -236,6 +236,9 @@ class OpenVINO(Target):
         return c.gptq is None and not (c.awq or c.scale_estimation or c.dataset)
 
     def preflight(self, job: Job) -> None:
+        from glmkit.sources.lazy import refuse_files
+
+        refuse_files(job.ckpt, "optimum-intel's export")
         parameters, fmt = job.parameters, self.settings["weight_format"]
         if self.settings.get("vision_format") and not job.ckpt.family.vision:
             raise GlmkitError(f"--vision-format is for GLM-4V checkpoints; {job.src} is a text model (drop it)")

