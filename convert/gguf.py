@@ -317,11 +317,10 @@ class GGUF(Target):
 
             self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes or self.budget["weights"], self.budget["weights"])
-        out = (parameters * 2 if self.max_bytes else  # candidates are written one at a time beside the f16 stage
+        out = (parameters * 2 if self.max_bytes else  # --max-size: a few candidates at once, at most f16's size
                preflight.output_bytes(parameters, self.outtype) if t.writer == "gguf-py"
                else int(parameters * t.bpw / 8 * 1.25) + 2**26)  # llama.cpp keeps some tensors higher
         preflight.check_disk({job.out: out
-                              + (2 * parameters if self.max_bytes else 0)  # --max-size's f16 stage
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped reference
                              f"converting to GGUF {self.outtype}")
         if job.ckpt.pickled:
@@ -360,24 +359,15 @@ class GGUF(Target):
         record["entries"] = len(m.sums)
         return m.weights(), record
 
-    def _choose(self, job: Job, config: dict, tok_dir: Path, settings: dict) -> None:
-        """--max-size / --memory: recipes measured against an f16 stage (see recipe.py), the best that fits kept."""
+    def _choose(self, job: Job, streamer, weights: dict | None, settings: dict, tok_dir: Path) -> None:
+        """--max-size / --memory: recipes quantized from the stream and measured (recipe.py), the best that fits
+        written; where even f16 fits, f16."""
         from . import recipe
 
-        ckpt = job.ckpt
-        f16 = job.stage / "f16.gguf"
-        steps = settings["seconds"] = {}
-        t = time.perf_counter()
-        _write(f16, ckpt, config, tok_dir, "f16", job.src, job.quiet)
-        steps["f16"] = round(time.perf_counter() - t, 1)
-        weights = None
-        if self.imatrix_spec:
-            t = time.perf_counter()
-            weights, settings["imatrix"] = self._imatrix(self.imatrix_spec, job)
-            steps["imatrix"] = round(time.perf_counter() - t, 1)
-        chosen = recipe.choose_gguf(f16, self.max_bytes or 0, weights, tok_dir, job.stage, quiet=job.quiet)
+        chosen = recipe.choose_gguf(streamer, self.max_bytes or 0, weights, job.native_dir(), job.parameters,
+                                    job.stage, quiet=job.quiet)
         settings.update(outtype=chosen.outtype, max_size=chosen.record)
-        steps["max_size"] = chosen.record["seconds"]
+        settings["seconds"]["max_size"] = chosen.record["seconds"]
         if self.budget:
             settings["memory"] = self.budget
         self.outtype, self.overrides = chosen.outtype, chosen.overrides
@@ -386,8 +376,7 @@ class GGUF(Target):
         if chosen.path:  # the file measured is the file written
             chosen.path.replace(job.tmp)
         else:
-            f16.replace(job.tmp)
-        f16.unlink(missing_ok=True)
+            _write(job.tmp, job.ckpt, job.config, tok_dir, "f16", job.src, job.quiet)
         if job.tmp.stat().st_size > (self.max_bytes or 0):  # never: choose_gguf measured it
             raise GlmkitError(f"--max-size: the chosen file is {job.tmp.stat().st_size:,} bytes, over "
                               f"{self.max_bytes:,}; please report this")
@@ -413,9 +402,7 @@ class GGUF(Target):
                                                     job.stage / "autoround.gguf", job.stage, job.quiet)
             settings["method"]["dataset"] = self.dataset or "embedded"
             _rewrite(job.stage / "autoround.gguf", job.tmp, ckpt, config, tok_dir, job.src)
-        elif self.max_bytes:
-            self._choose(job, config, tok_dir, settings)
-        elif gguf_types.get(self.outtype).writer == "llama.cpp":  # streamed: no f16 stage on disk
+        elif gguf_types.get(self.outtype).writer == "llama.cpp" or self.max_bytes:  # streamed: no f16 stage
             from . import gguf_stream
 
             if self.overrides:  # before any long step: an override that names no tensor is a typo
@@ -427,19 +414,25 @@ class GGUF(Target):
                 t = time.perf_counter()
                 weights, settings["imatrix"] = self._imatrix(self.imatrix_spec, job)
                 steps["imatrix"] = round(time.perf_counter() - t, 1)
-            if self.overrides:
-                settings["tensor_types"] = [str(o) for o in self.overrides]
-            progress.say(f"quantizing to {self.outtype} with llama.cpp's choices, tensor by tensor"
-                         + (" with the importance matrix" if weights else ""), job.quiet)
-            t = time.perf_counter()
-            types = gguf_stream.write(
-                job.tmp, job.stage, self.outtype,
+            streamer = gguf_stream.Streamer(
+                job.stage,
                 lambda p, outtype, ftype, types: header_with_plan(p, ckpt, config, tok_dir, outtype, ftype, job.src,
                                                                   types),
-                lambda: tensor_stream(ckpt, config, meta=False), imatrix=weights, overrides=self.overrides,
-                label=ckpt.family.name, quiet=job.quiet)
-            steps["quantize"] = round(time.perf_counter() - t, 1)
-            settings["types"] = {q: sum(1 for v in types.values() if v == q) for q in sorted(set(types.values()))}
+                lambda: tensor_stream(ckpt, config, meta=False), label=ckpt.family.name, quiet=job.quiet)
+            try:
+                if self.max_bytes:
+                    self._choose(job, streamer, weights, settings, tok_dir)
+                else:
+                    if self.overrides:
+                        settings["tensor_types"] = [str(o) for o in self.overrides]
+                    progress.say(f"quantizing to {self.outtype} with llama.cpp's choices, tensor by tensor"
+                                 + (" with the importance matrix" if weights else ""), job.quiet)
+                    t = time.perf_counter()
+                    types = streamer.write(job.tmp, self.outtype, imatrix=weights, overrides=self.overrides)
+                    steps["quantize"] = round(time.perf_counter() - t, 1)
+                    settings["types"] = {q: sum(v == q for v in types.values()) for q in sorted(set(types.values()))}
+            finally:
+                streamer.close()
         else:
             _write(job.tmp, ckpt, config, tok_dir, self.outtype, job.src, job.quiet)
         return {"file": job.out.name, "architecture": ARCHS[ckpt.family.name].lower(),

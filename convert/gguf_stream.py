@@ -114,46 +114,60 @@ def encode(tensor, staged: str, target: str, imatrix: np.ndarray | None, threads
     return out.reshape(*tensor.shape[:-1], row_bytes)
 
 
-def write(path: Path, stage: Path, outtype: str, header: Callable, tensors: Callable[[], Iterator], *,
-          imatrix: dict | None = None, overrides: list[Override] | None = None, label: str = "",
-          quiet: bool = False) -> dict:
-    """Write the source quantized to `outtype` at `path`, tensor by tensor; returns the per-tensor types chosen.
-    header(path, outtype, file_type, types) → (GGUFWriter with header and tensor table written, plan
-    [(hf_name, gguf_name, GGML type, bytes)]); tensors() → (hf_name, tensor) in the plan's order (gguf.py's)."""
-    import gguf
+class Streamer:
+    """One source, ready to be quantized to any type tensor by tensor: its sparse f16 skeleton (for llama.cpp's
+    dry runs) is made once in `stage`. header(path, outtype, file_type, types) → (GGUFWriter with the header and
+    tensor table written, plan [(hf_name, gguf_name, GGML type, bytes)]); tensors() → (hf_name, tensor) in the
+    plan's order (gguf.py's)."""
 
-    overrides = overrides or []
-    sk = stage / "skeleton.f16.gguf"
-    staged: dict[str, str] = {}
+    def __init__(self, stage: Path, header: Callable, tensors: Callable[[], Iterator], label: str = "",
+                 quiet: bool = False):
+        import gguf
 
-    def skeleton_header(p: Path) -> list[int]:
-        w, plan = header(p, "f16", gguf.LlamaFileType.MOSTLY_F16, None)
+        self.header, self.tensors, self.label, self.quiet = header, tensors, label, quiet
+        self.skeleton = stage / "skeleton.f16.gguf"
+        self.staged: dict[str, str] = {}
+
+        def skeleton_header(p: Path) -> list[int]:
+            w, plan = header(p, "f16", gguf.LlamaFileType.MOSTLY_F16, None)
+            w.close()
+            self.staged.update({name: q.name.lower() for _, name, q, _ in plan})
+            return [n for *_, n in plan]
+
+        skeleton(self.skeleton, skeleton_header)
+        self.f16_bytes = self.skeleton.stat().st_size  # what the f16 file would be (its apparent size)
+
+    def close(self) -> None:
+        self.skeleton.unlink(missing_ok=True)
+
+    def planned_bytes(self, outtype: str, imatrix: dict | None = None, overrides: list[Override] | None = None) -> int:
+        return gguf_types.planned_bytes(self.skeleton, outtype, imatrix=imatrix, overrides=overrides or [])
+
+    def write(self, path: Path, outtype: str, imatrix: dict | None = None,
+              overrides: list[Override] | None = None) -> dict[str, str]:
+        """Write the source quantized to `outtype` at `path`; returns the per-tensor types llama.cpp chose."""
+        import gguf
+
+        overrides = overrides or []
+        gguf_types.check_overrides(overrides, list(self.staged), has_imatrix=imatrix is not None)
+        types = planned_types(self.skeleton, outtype, imatrix, overrides)
+        w, plan = self.header(path, outtype, gguf.LlamaFileType[gguf_types.get(outtype).ftype], types)
+        threads = os.cpu_count() or 1
+        with progress.task(f"{self.label} → gguf {outtype} (streamed)", total=sum(p[3] for p in plan),
+                           quiet=self.quiet) as adv:
+            for (hf_name, tensor), (want, name, q, nbytes) in zip(self.tensors(), plan):
+                if hf_name != want:
+                    raise GlmkitError(f"{hf_name}: tensors came in another order than planned ({want}); the "
+                                      "checkpoint changed while converting — convert it again")
+                weights = (imatrix or {}).get(name)
+                if weights is not None and weights.size != tensor.shape[-1]:
+                    raise GlmkitError(f"imatrix: {name} has {weights.size} columns, the tensor {tensor.shape[-1]}; "
+                                      "the importance matrix is for another model")
+                data = encode(tensor, self.staged[name], q.name.lower(), weights, threads)
+                if data.nbytes != nbytes:
+                    raise GlmkitError(f"{name}: {data.nbytes} bytes encoded, {nbytes} planned; please report this")
+                w.write_tensor_data(data)
+                adv(nbytes)
+                del data, tensor
         w.close()
-        staged.update({name: q.name.lower() for _, name, q, _ in plan})
-        return [n for *_, n in plan]
-
-    skeleton(sk, skeleton_header)
-    try:
-        gguf_types.check_overrides(overrides, list(staged), has_imatrix=imatrix is not None)
-        types = planned_types(sk, outtype, imatrix, overrides)
-    finally:
-        sk.unlink()
-    w, plan = header(path, outtype, gguf.LlamaFileType[gguf_types.get(outtype).ftype], types)
-    threads = os.cpu_count() or 1
-    with progress.task(f"{label} → gguf {outtype} (streamed)", total=sum(p[3] for p in plan), quiet=quiet) as adv:
-        for (hf_name, tensor), (want, name, q, nbytes) in zip(tensors(), plan):
-            if hf_name != want:
-                raise GlmkitError(f"{hf_name}: tensors came in another order than planned ({want}); the "
-                                  "checkpoint changed while converting — convert it again")
-            weights = (imatrix or {}).get(name)
-            if weights is not None and weights.size != tensor.shape[-1]:
-                raise GlmkitError(f"imatrix: {name} has {weights.size} columns, the tensor {tensor.shape[-1]}; "
-                                  "the importance matrix is for another model")
-            data = encode(tensor, staged[name], q.name.lower(), weights, threads)
-            if data.nbytes != nbytes:
-                raise GlmkitError(f"{name}: {data.nbytes} bytes encoded, {nbytes} planned; please report this")
-            w.write_tensor_data(data)
-            adv(nbytes)
-            del data, tensor
-    w.close()
-    return {name: q.name.lower() for _, name, q, _ in plan}
+        return {name: q.name.lower() for _, name, q, _ in plan}

@@ -8,8 +8,10 @@ For GGUF, with an importance matrix (glmkit's calibration text unless the user g
      (convert/splice.py) and measured alone, the groups with the most KL saved per byte are kept while the file
      still fits, and the mix is measured once more and kept only if it beats the plain type.
 The file measured last is the file written: nothing is quantized again after the choice.
-Quality here is KL against the f16 GGUF on calibration text that neither the importance matrix nor verification
-uses (the last chunks of the calibration text); the held-out text stays for verification.
+Every candidate is quantized as the source streams (gguf_stream.py: no f16 file on disk; candidates sit on disk
+a few at a time). Quality here is KL against the fp32 source, run block by block, on calibration text that
+neither the importance matrix nor verification uses (the last chunks of the calibration text); the held-out text
+stays for verification.
 """
 
 from __future__ import annotations
@@ -49,16 +51,18 @@ class Chosen:
 
 
 class _Scorer:
-    """KL of a candidate GGUF against the f16 GGUF's own logits on held-aside calibration chunks."""
+    """KL of a candidate GGUF against the source's own fp32 logits (run block by block) on held-aside calibration
+    chunks."""
 
-    def __init__(self, f16: Path, tok_dir: Path, chunks: int):
+    def __init__(self, source_dir: Path, chunks: int):
         from glmkit.runtimes.logits import logits
 
+        from . import blockwise
         from .calibration import token_chunks
 
-        self.chunks = token_chunks(tok_dir, "embedded", 10**6)[-EVAL_CHUNKS:][:chunks]
+        self.chunks = token_chunks(source_dir, "embedded", 10**6)[-EVAL_CHUNKS:][:chunks]
         self.logits = logits
-        self.ref = [logits(f16, c) for c in self.chunks]
+        self.ref = blockwise.run(source_dir, self.chunks, logits=True) or []
 
     def kl(self, path: Path) -> float:
         from .verify import compare
@@ -71,33 +75,29 @@ class _Scorer:
         return sum(len(c) for c in self.chunks)
 
 
-def _parameters(path: Path) -> int:
-    from gguf import GGUFReader
-
-    return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
-
-
-def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, stage: Path,
+def choose_gguf(streamer, max_bytes: int, imatrix: dict | None, source_dir: Path, parameters: int, stage: Path,
                 quiet: bool = False) -> Chosen:
+    """`streamer`: gguf_stream.Streamer over the source; every candidate is quantized from the source as it
+    streams (no f16 file), and scored against the source run block by block in `source_dir`."""
     t0 = time.perf_counter()
-    if f16.stat().st_size <= max_bytes:  # nothing to give up: the unquantized file fits
-        record = {"max_bytes": max_bytes, "chosen": "f16", "chosen_bytes": f16.stat().st_size, "chosen_kl": 0.0,
+    if streamer.f16_bytes <= max_bytes:  # nothing to give up: the unquantized file fits
+        record = {"max_bytes": max_bytes, "chosen": "f16", "chosen_bytes": streamer.f16_bytes, "chosen_kl": 0.0,
                   "measured": [], "seconds": 0.0}
         return Chosen("f16", [], record)
     sizes = {}
     for name in gguf_types.QUANTIZED:
         if gguf_types.TYPES[name].needs_imatrix and imatrix is None:
             continue
-        sizes[name] = gguf_types.planned_bytes(f16, name, imatrix=imatrix)
+        sizes[name] = streamer.planned_bytes(name, imatrix=imatrix)
     fitting = sorted((n for n in sizes if sizes[n] <= max_bytes + SLACK), key=lambda n: -sizes[n])
     if not fitting:
         smallest = min(sizes, key=lambda n: sizes[n])
         raise GlmkitError(f"--max-size {human(max_bytes)}: the smallest GGUF of this model is {smallest} at about "
                           f"{human(sizes[smallest])}; give at least that")
-    broad = _parameters(f16) < BROAD_BELOW
+    broad = parameters < BROAD_BELOW
     n_types, n_chunks = (MEASURED_TYPES, EVAL_CHUNKS) if broad else (1, 1)
     t = time.perf_counter()
-    scorer = _Scorer(f16, tok_dir, n_chunks)
+    scorer = _Scorer(source_dir, n_chunks)
     steps = {"reference": round(time.perf_counter() - t, 1)}
     measured: list[dict] = []
 
@@ -116,7 +116,7 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
         plain: list[dict] = []
         for name in fitting:  # largest first, until n_types have really fit
             t, files[name] = time.perf_counter(), stage / f"{name}.gguf"
-            gguf_types.quantize(f16, files[name], name, imatrix=imatrix)
+            streamer.write(files[name], name, imatrix=imatrix)
             row = measure(files[name], {"recipe": name, "outtype": name, "overrides": [],
                                         "seconds": time.perf_counter() - t})
             plain.append(row)
@@ -134,14 +134,14 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
         higher = HIGHER.get(best["outtype"], "q6_k")
         probed: list[str] = []  # groups whose raise adds bytes (some are at the higher type already) and fits
         for g in GROUPS:
-            planned = higher and gguf_types.planned_bytes(f16, best["outtype"], imatrix=imatrix,
-                                                          overrides=[Override(GROUPS[g], higher)])
+            planned = higher and streamer.planned_bytes(best["outtype"], imatrix=imatrix,
+                                                        overrides=[Override(GROUPS[g], higher)])
             if planned and sizes[best["outtype"]] + SLACK < planned <= max_bytes + SLACK:  # beyond rounding
                 probed.append(g)
         if probed and higher is not None:
             t, donor = time.perf_counter(), stage / f"{higher}.gguf"
-            gguf_types.quantize(f16, donor, higher, imatrix=imatrix,
-                                overrides=[Override(GROUPS[g], FILLER) for g in GROUPS if g not in probed])
+            streamer.write(donor, higher, imatrix=imatrix,
+                           overrides=[Override(GROUPS[g], FILLER) for g in GROUPS if g not in probed])
             steps[f"{higher} for the probes"] = round(time.perf_counter() - t, 1)
 
             def spliced(groups: list[str], path: Path, scored: dict | None = None) -> dict:
@@ -171,7 +171,7 @@ def choose_gguf(f16: Path, max_bytes: int, imatrix: dict | None, tok_dir: Path, 
             donor.unlink()
     record = {"max_bytes": max_bytes, "chosen": chosen_row["recipe"], "chosen_bytes": chosen_row["bytes"],
               "chosen_kl": chosen_row["kl"],
-              "scored_on": f"KL against the f16 GGUF over {scorer.tokens} calibration tokens (not held out)",
+              "scored_on": f"KL against the fp32 source over {scorer.tokens} calibration tokens (not held out)",
               "breadth": {"types_measured": n_types, "scored_tokens": scorer.tokens},
               "planned_bytes": sizes, "measured": measured, "steps_seconds": steps,
               "seconds": round(time.perf_counter() - t0, 1)}
