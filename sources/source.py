@@ -14,7 +14,7 @@ from pathlib import Path
 from glmkit.common.paths import cache_root
 from glmkit.glm4.errors import GlmkitError
 
-from . import checkpoint, embedded, synthetic
+from . import checkpoint, embedded, lazy, synthetic
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a conversion needs from a hub repo; pickles only when the user allows them.
@@ -59,6 +59,7 @@ def transformers_dir(spec: str, quiet: bool = True) -> Path:
     from . import remap
 
     ckpt = checkpoint.open_checkpoint(resolve(spec, quiet=quiet).path)
+    lazy.refuse_files(ckpt, "transformers")
     if ckpt.family.native:
         return ckpt.path
     key = hashlib.sha256(str(ckpt.path.resolve()).encode()).hexdigest()[:16]

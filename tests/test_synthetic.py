@@ -53,8 +53,22 @@ def test_bad_specs(spec):
         synth.parse(spec)
 
 
+@pytest.fixture
+def quick_tokenizer(monkeypatch):
+    """glm4-tiny's tokenizer in place of the 151,329-token BPE fitted to the stdlib (minutes, once per cache), with
+    the real vocabulary size: the weights' shapes are what these tests are about."""
+    from glmkit.glm4 import families
+    from glmkit.sources import embedded
+
+    real = synth._tokenizer
+    monkeypatch.setattr(synth, "_tokenizer", lambda shape, cache_dir, quiet: (
+        real("tiny", cache_dir, quiet)[0], families.REAL_VOCAB_SIZE) if shape in synth.LAZY_SHAPES
+        else real(shape, cache_dir, quiet))
+    assert embedded.GLM4_TINY_VOCAB < families.REAL_VOCAB_SIZE
+
+
 @pytest.mark.parametrize("shape", ["glm-4-32b", "glm-z1-32b"])
-def test_glm4_32b_is_generated_when_read(synthetic, shape):
+def test_glm4_32b_is_generated_when_read(synthetic, shape, quick_tokenizer):
     """GLM-4-32B-0414's shape (config.json of the published checkpoint) as a source that costs no disk: any rows
     of a tensor read alone equal the same rows of the whole tensor, and every tensor transformers' model of that
     config expects is there."""
@@ -83,3 +97,13 @@ def test_glm4_32b_is_generated_when_read(synthetic, shape):
 def test_32b_is_glm4_only():
     with pytest.raises(GlmkitError, match="comes in shapes"):
         synth.parse("synthetic:chatglm:glm-4-32b")
+
+
+def test_tools_that_open_weight_files_refuse_a_generated_source(glmkit_cache, quick_tokenizer):
+    from glmkit.convert.openvino import to_openvino
+    from glmkit.sources.source import transformers_dir
+
+    for attempt in (lambda: transformers_dir("synthetic:glm4:glm-4-32b"),
+                    lambda: to_openvino("synthetic:glm4:glm-4-32b", "never-written", quiet=True)):
+        with pytest.raises(GlmkitError, match="generated when read"):
+            attempt()
