@@ -9,7 +9,9 @@ safetensors; tools that open files themselves (transformers, optimum-intel) cann
 
 from __future__ import annotations
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 from glmkit.glm4.errors import GlmkitError
 
@@ -30,12 +32,19 @@ def seeded_rows(name: str, shape: tuple[int, ...], seed: int, dtype, rows: tuple
         std, mean = 0.1, 1.0
     else:
         std, mean = (0.02 if "bias" in name else (width if len(shape) == 2 and "embed" not in name else 1) ** -0.5), 0.0
-    for block in range(a // ROWS_PER_SEED, -(-b // ROWS_PER_SEED)):
+    def fill(block: int) -> None:
         lo, hi = block * ROWS_PER_SEED, min((block + 1) * ROWS_PER_SEED, shape[0])
         g = torch.Generator().manual_seed((base * 7919 + block) & 0x7FFF_FFFF)
         chunk = torch.randn((hi - lo, width), generator=g).mul_(std).add_(mean)
         s, e = max(lo, a), min(hi, b)
         out[s - a:e - a].copy_(chunk[s - lo:e - lo])
+
+    blocks = range(a // ROWS_PER_SEED, -(-b // ROWS_PER_SEED))
+    if len(blocks) == 1:
+        fill(blocks[0])
+    else:  # a seeded generator runs on one core; blocks are independent, so every core draws
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(fill, blocks))
     return out.reshape((b - a, *shape[1:]))
 
 
