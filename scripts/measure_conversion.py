@@ -77,15 +77,19 @@ def measure(args: list[str]) -> dict:
 
 def table(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lines = ["| conversion | wall | peak anon. memory | output | peak extra disk | verification |",
+    lines = ["| conversion | wall (of which: steps) | peak anon. memory | output | peak extra disk | verification |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        v = r["verification"]
+        v, args = r["verification"], r["args"]
+        args = [a for i, a in enumerate(args) if a != "-o" and (i == 0 or args[i - 1] != "-o")]
+        steps = {**(r.get("seconds") or {}), **((r.get("settings") or {}).get("seconds") or {})}
+        steps_text = ", ".join(f"{k} {steps[k] / 60:.1f}" for k in ("load", "imatrix", "quantize", "verify")
+                               if k in steps)
         check = (f"{v['reference']}: top-1 {v['top1_agreement']:.1%}, KL {v['mean_kl']:.4f}" if "mean_kl" in v
                  else v.get("skipped", "—"))
-        lines.append(f"| `glm-convert {' '.join(a for a in r['args'] if not a.startswith('/'))}` | "
-                     f"{r['wall_s'] / 60:.1f} min | {r['peak_anon_gib']:.2f} GiB | {r['output_bytes'] / 2**30:.2f} GiB"
-                     f" | {r['peak_extra_disk_bytes'] / 2**20:.1f} MiB | {check} |")
+        lines.append(f"| `glm-convert {' '.join(args)}` | {r['wall_s'] / 60:.1f} min ({steps_text}) | "
+                     f"{r['peak_anon_gib']:.2f} GiB | {r['output_bytes'] / 2**30:.2f} GiB | "
+                     f"{r['peak_extra_disk_bytes'] / 2**20:.1f} MiB | {check} |")
     return "\n".join(lines)
 
 

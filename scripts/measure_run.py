@@ -7,6 +7,7 @@ process's peak memory (resident, anonymous = RssAnon + VmSwap, and swap alone) s
   - glm-bench run: glmkit's decode against the raw engine on the same file (the ratio the issue asks for).
 
     python scripts/measure_run.py /data/glm-4-32b-iq4_xs.gguf results.jsonl
+    python scripts/measure_run.py results.jsonl --table
 """
 
 from __future__ import annotations
@@ -126,7 +127,27 @@ def glm_bench(model: str, out: Path) -> dict:
             **watch.gib()}
 
 
+def table(path: Path) -> str:
+    lines = ["| artifact | glm-chat peak anon. / RSS | glm-serve: TTFT (prompt), decode, peak anon. / RSS, swap | "
+             "glm-bench run: decode t/s, glmkit ÷ raw engine, prefill t/s |", "|---|---|---|---|"]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        c, s, b = r["glm_chat"], r["glm_serve"], r["glm_bench"]
+        row = (b.get("results") or {}).get("results", [{}])[0]
+        med = {k: (v or {}).get("median") for k, v in row.get("speed", {}).items()}.get
+        lines.append(
+            f"| {Path(r['model']).name} ({r['bytes'] / 2**30:.2f} GiB) | {c['peak_anon_gib']:.2f} / "
+            f"{c['peak_rss_gib']:.2f} GiB | {s.get('ttft_s')} s ({s.get('prompt_tokens')} tokens), "
+            f"{s.get('decode_tok_s')} t/s, {s.get('peak_anon_gib')} / {s.get('peak_rss_gib')} GiB, "
+            f"{s.get('peak_swap_gib')} GiB | {med('decode_tps'):.2f}, "
+            f"{(row.get('glmkit_vs_raw') or {}).get('median', 0):.3f}, {med('prefill_tps'):.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[2:] == ["--table"]:
+        print(table(Path(sys.argv[1])))
+        return
     model, log = sys.argv[1], Path(sys.argv[2])
     from glmkit.convert.calibration import calibration_text
 
