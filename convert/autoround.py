@@ -1,6 +1,6 @@
 """`--method autoround`: Intel's AutoRound (the successor of intel-extension-for-transformers' weight-only path)
 tunes the rounding of llama.cpp k-quants on calibration text and packs them itself; glmkit then writes its own
-GGUF metadata around AutoRound's tensors (gguf._rewrite).
+GGUF metadata around AutoRound's tensors (gguf_file.rewrite).
 
 AutoRound's GGUF path imports a copy of llama.cpp's conversion code that needs a gguf-py newer than PyPI's, and
 stops on llama.cpp's pre-tokenizer hash check. So it runs in a child process (autoround_worker.py) against the

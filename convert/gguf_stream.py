@@ -25,7 +25,7 @@ from glmkit.glm4.errors import GlmkitError
 from . import gguf_types
 from .gguf_types import Override
 
-SLAB_ELEMENTS = 1 << 24  # f32 scratch per slab of rows: 64 MB, whatever the tensor
+SLAB_ELEMENTS = 1 << 24  # floats of f32 scratch per slab of rows, whatever the tensor's size
 
 
 @cache
@@ -118,7 +118,7 @@ class Streamer:
     """One source, ready to be quantized to any type tensor by tensor: its sparse f16 skeleton (for llama.cpp's
     dry runs) is made once in `stage`. header(path, outtype, file_type, types) → (GGUFWriter with the header and
     tensor table written, plan [(hf_name, gguf_name, GGML type, bytes)]); tensors() → (hf_name, tensor) in the
-    plan's order (gguf.py's)."""
+    plan's order (gguf_file.py's)."""
 
     def __init__(self, stage: Path, header: Callable, tensors: Callable[[], Iterator], label: str = "",
                  quiet: bool = False):
