@@ -119,10 +119,10 @@ def test_conversions_record_their_tokenizer_agreement(converted):
 def test_a_gguf_that_ignores_the_whole_token_rule_is_rejected(converted, tmp_path, monkeypatch):
     """The pre-tokenizer type llama.cpp's own converter writes for glm-4-9b-chat (chatglm-bpe) splits the added
     words: verification catches it (exit 3) instead of shipping a file that tokenizes differently."""
-    from glmkit.convert import gguf, to_gguf
+    from glmkit.convert import gguf_file, to_gguf
     from glmkit.glm4.errors import VerificationError
 
-    monkeypatch.setitem(gguf.PRE_TYPES, True, "chatglm-bpe")
+    monkeypatch.setitem(gguf_file.PRE_TYPES, True, "chatglm-bpe")
     src = converted["hf"].parent / "src"
     with pytest.raises(VerificationError, match="probe texts encode as the source's"):
         to_gguf(str(src), tmp_path / "bad.gguf", outtype="f32", quiet=True)
