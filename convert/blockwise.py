@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # (name of a Linear input as the hook sees it, [tokens, columns] float32) → None
 InputHook = Callable[[str, np.ndarray], None]
+# (block index, the filled layer, its input hidden states per chunk, rotary (cos, sin) of a chunk) → its outputs
+BlockRun = Callable[[int, "torch.nn.Module", list["torch.Tensor"], Callable], list["torch.Tensor"]]
 HEAD_ROWS = 16384  # lm_head rows multiplied at a time
 
 
@@ -70,10 +72,12 @@ def _model_parts(config: dict):
 
 
 def run(model_dir: str | Path, chunks: list[list[int]], *, on_input: InputHook | None = None,
-        logits: bool = False, progress: Callable[[int], None] | None = None) -> list[np.ndarray] | None:
+        logits: bool = False, progress: Callable[[int], None] | None = None,
+        on_block: BlockRun | None = None) -> list[np.ndarray] | None:
     """Run `chunks` (each a sequence from position 0) through the model in `model_dir` block by block, in fp32.
     on_input(hf_linear_name, x) sees the input of every decoder-block Linear (`model.layers.3.mlp.down_proj`);
-    logits=True returns each chunk's [len, vocab] float32 logits. progress(1) after each block."""
+    logits=True returns each chunk's [len, vocab] float32 logits. progress(1) after each block. on_block, when
+    given, runs each block instead (and its outputs feed the next): calibration that quantizes as it goes."""
     import json
 
     import torch
@@ -107,10 +111,13 @@ def run(model_dir: str | Path, chunks: list[list[int]], *, on_input: InputHook |
                         handles.append(mod.register_forward_pre_hook(
                             lambda m, args, full=full: on_input(full, args[0].reshape(-1, args[0].shape[-1])
                                                                 .numpy())))
-            for c, h in enumerate(hidden):
-                pos = torch.arange(h.shape[0])[None]
-                out = layer(h[None], attention_mask=None, position_ids=pos, position_embeddings=rotary(h[None], pos),
-                            use_cache=False)
+            def rope(h):
+                return rotary(h[None], torch.arange(h.shape[0])[None])
+
+            if on_block is not None:
+                hidden = on_block(i, layer, hidden, rope)
+            for c, h in enumerate(hidden if on_block is None else []):
+                out = layer(h[None], attention_mask=None, position_embeddings=rope(h), use_cache=False)
                 hidden[c] = (out[0] if isinstance(out, tuple) else out)[0]
             for handle in handles:
                 handle.remove()

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,8 +178,20 @@ def _exporting(quiet: bool):
 
 
 def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
+    from . import openvino_blockwise as blockwise
+
+    if not blockwise.supports(settings):
+        with _exporting(quiet):
+            _export_and_compress(source_dir, out, settings, config, quiet)
+        return
+    # data-aware, one block at a time: the export compressed data-free with the same scheme, then every decoder
+    # block's constants replaced by NNCF's calibrated ones
     with _exporting(quiet):
-        _export_and_compress(source_dir, out, settings, config, quiet)
+        _export_and_compress(source_dir, out, blockwise.data_free_settings(settings), config, quiet)
+    with _exporting(True):
+        blocks = blockwise.calibrate(source_dir, settings, out, quiet)
+    blockwise.apply(out, blocks)
+    shutil.rmtree(blocks)
 
 
 def _export_and_compress(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
@@ -231,10 +244,6 @@ class OpenVINO(Target):
     def _data_aware(self) -> bool:
         return bool(self.settings.get("gptq") or self.settings.get("awq") or self.settings.get("scale_estimation"))
 
-    def _data_aware_by_default(self) -> bool:
-        c = self.compression
-        return c.gptq is None and not (c.awq or c.scale_estimation or c.dataset)
-
     def preflight(self, job: Job) -> None:
         from glmkit.sources.lazy import refuse_files
 
@@ -255,13 +264,13 @@ class OpenVINO(Target):
 
             self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes, self.budget["weights"])
-        short = preflight.calibration_memory_shortfall(parameters) if self._data_aware() else None
-        if short and self._data_aware_by_default():  # the default must work: THUDM's data-free recipe instead
-            self.settings = {**self.compression.resolved(data_free=True), "data_aware_skipped": short}
-            progress.say(f"{short}: compressing data-free instead (--data-free's recipe)", job.quiet)
-        elif short:
-            raise GlmkitError(f"{short}; drop --gptq/--awq/--scale-estimation (the data-free int4 fits), or "
-                              "convert on a larger machine")
+        from . import openvino_blockwise
+
+        whole = self._data_aware() and not openvino_blockwise.supports(self.settings)
+        short = preflight.calibration_memory_shortfall(parameters) if whole else None
+        if short:  # GPTQ and scale estimation at ratio 1.0 (the default) calibrate block by block and always fit
+            raise GlmkitError(f"{short}; drop --awq and keep --ratio 1.0 (GPTQ and scale estimation then calibrate "
+                              "one block at a time), or convert on a larger machine")
         preflight.check_disk({job.out: preflight.output_bytes(parameters, fmt) + 2 * parameters  # exported IR
                               + (0 if job.ckpt.family.native else job.source_bytes)},  # remapped source
                              f"exporting to OpenVINO {fmt}")
@@ -289,8 +298,7 @@ class OpenVINO(Target):
             candidates = iter(range(1, 100))
 
             def candidate(overrides: dict, dry: bool):
-                data_free = True if "data_aware_skipped" in self.settings else None
-                settings = dataclasses.replace(self.compression, **overrides).resolved(data_free=data_free)
+                settings = dataclasses.replace(self.compression, **overrides).resolved()
                 out = job.stage / f"candidate-{next(candidates)}"
                 if not dry:
                     _export(source_dir, out, settings, job.config, job.quiet)
@@ -309,6 +317,10 @@ class OpenVINO(Target):
             _export(source_dir, job.tmp, self.settings, job.config, job.quiet)
             write_generation_config(job.tmp, source_dir, fmt)
         self.size = sum(f.stat().st_size for f in job.tmp.iterdir() if f.is_file())
+        from . import openvino_blockwise
+
+        if openvino_blockwise.supports(self.settings):
+            extra["calibration"] = "one decoder block at a time"
         return {"chat_format": fmt.name, "settings": {**self.settings, **extra},
                 "weight_precisions": ir_weight_precisions(job.tmp / "openvino_model.xml"), "size_bytes": self.size}
 

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,18 @@ def tiny_artifacts(tmp_path_factory, glmkit_cache):
             "openvino": str(to_openvino("glm4-tiny", root / "tiny-ov", weight_format="fp16", verify=False,
                                         quiet=True)),
             "transformers": "glm4-tiny"}
+
+
+def depth_checkpoint(root: Path, layers: int, monkeypatch) -> Path:
+    """A bf16 GLM-4 checkpoint of `layers` blocks at one small width: what cost that grows with depth is seen on."""
+    from glmkit.sources import synthetic
+
+    shape = f"depth{layers}"
+    monkeypatch.setitem(synthetic.SHAPES, shape, dict(hidden_size=256, num_hidden_layers=layers,
+                                                      num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                                                      intermediate_size=512, vocab_size=None))
+    monkeypatch.setitem(synthetic.DTYPES, shape, "bfloat16")
+    out = root / shape
+    out.mkdir()
+    synthetic.write("glm4", shape, out, quiet=True)
+    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import depth_checkpoint
 
 from glmkit.convert import calibration, gguf_types
 from glmkit.convert import imatrix as im
@@ -90,26 +91,12 @@ class _DiskWatch:
             self.on = True
 
 
-def _depth_checkpoint(root: Path, layers: int, monkeypatch) -> Path:
-    from glmkit.sources import synthetic
-
-    shape = f"depth{layers}"
-    monkeypatch.setitem(synthetic.SHAPES, shape, dict(hidden_size=256, num_hidden_layers=layers,
-                                                      num_attention_heads=4, num_key_value_heads=2, head_dim=64,
-                                                      intermediate_size=512, vocab_size=None))
-    monkeypatch.setitem(synthetic.DTYPES, shape, "bfloat16")
-    out = root / shape
-    out.mkdir()
-    synthetic.write("glm4", shape, out, quiet=True)
-    return out
-
-
 def test_gguf_disk_does_not_grow_with_depth(tmp_path, monkeypatch, glmkit_cache):
     """q4_k_m with an importance matrix from 2- and 8-block checkpoints of one width: the disk used beyond the
     output stays the same (the f16 stage of the staged way grew with every block)."""
     extra = {}
     for layers in (2, 8):
-        src = _depth_checkpoint(tmp_path, layers, monkeypatch)
+        src = depth_checkpoint(tmp_path, layers, monkeypatch)
         work = tmp_path / f"out{layers}"
         work.mkdir()
         watch = _DiskWatch(work)

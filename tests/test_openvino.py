@@ -219,3 +219,36 @@ def test_verification_that_cannot_fit_whole_runs_block_by_block(tmp_path, monkey
     v = json.loads((to_openvino("synthetic:glm4:tiny", tmp_path / "s", weight_format="int8", quiet=True)
                     / "glmkit.json").read_text())["verification"]
     assert v["skipped"].startswith("verification skipped: the converted model needs")
+
+
+def test_data_aware_int4_memory_does_not_grow_with_depth(tmp_path, monkeypatch, glmkit_cache):
+    """What NNCF calibrates holds its float weights in memory: at 2 and 8 blocks of one width, the largest model
+    handed to it with calibration data is one block (the whole-model way grew with every block). The IR it makes
+    is the whole model's, every decoder weight int4, equal in scheme to a data-free export of the same shape."""
+    import nncf
+    import numpy as np
+    from conftest import depth_checkpoint
+
+    real, largest = nncf.compress_weights, {}
+
+    def watched(model, *args, dataset=None, **kw):
+        if dataset is not None:
+            floats = sum(int(np.prod(op.get_output_shape(0))) * op.get_element_type().size
+                         for op in model.get_ops() if op.get_type_name() == "Constant"
+                         and op.get_element_type().is_real())
+            largest[depth] = max(largest.get(depth, 0), floats)
+        return real(model, *args, dataset=dataset, **kw)
+
+    monkeypatch.setattr(nncf, "compress_weights", watched)
+    precisions = {}
+    for depth in (2, 8):
+        src = depth_checkpoint(tmp_path, depth, monkeypatch)
+        out = to_openvino(str(src), tmp_path / f"ov{depth}", weight_format="int4", num_samples=4, verify=False,
+                          quiet=True)
+        precisions[depth] = json.loads((out / "glmkit.json").read_text())
+    assert largest[8] <= 1.01 * largest[2], largest
+    for m in precisions.values():
+        assert m["settings"]["gptq"] and m["settings"]["calibration"] == "one decoder block at a time"
+    precisions = {d: m["weight_precisions"] for d, m in precisions.items()}
+    per_block = (precisions[8]["u4"] - precisions[2]["u4"]) / 6
+    assert precisions[2]["u4"] == 2 * per_block and precisions[8]["u4"] == 8 * per_block

@@ -221,7 +221,7 @@ def test_max_size_beats_the_plain_type_of_that_size(tmp_path, plain, factor):
     assert held_out_kl(out) <= factor * held_out_kl(base)
 
 
-def test_openvino_int4_default_halves_optimum_intels_default_error(tmp_path):
+def test_openvino_int4_default_halves_optimum_intels_default_error_and_equals_whole_gptq(tmp_path):
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
 
     from glmkit.convert.openvino import to_openvino
@@ -232,7 +232,16 @@ def test_openvino_int4_default_halves_optimum_intels_default_error(tmp_path):
     ours = to_openvino("glm4-tiny", tmp_path / "ours", weight_format="int4", verify=False, quiet=True)
     size = lambda p: (p / "openvino_model.bin").stat().st_size  # noqa: E731
     assert size(ours) <= 1.08 * size(theirs)
-    assert held_out_kl(ours, "openvino") <= 0.5 * held_out_kl(theirs, "openvino")
+    kl = held_out_kl(ours, "openvino")
+    assert kl <= 0.5 * held_out_kl(theirs, "openvino")
+    # glmkit calibrates one block at a time; NNCF's own GPTQ on the whole fp32 IR, same scheme and text, is the bar
+    whole = tmp_path / "whole"
+    q = OVWeightQuantizationConfig(bits=4, sym=False, group_size=32, ratio=1.0, gptq=True, num_samples=64,
+                                   dataset=calibration.texts("embedded", 64), tokenizer=str(glm4_tiny_path()))
+    OVModelForCausalLM.from_pretrained(str(glm4_tiny_path()), export=True, compile=False,
+                                       quantization_config=q).save_pretrained(whole)
+    assert size(ours) == size(whole)
+    assert kl <= 1.05 * held_out_kl(whole, "openvino")
 
 
 def test_glm_bench_quantize_sweeps_both_engines_and_marks_the_front(tmp_path):
@@ -318,17 +327,19 @@ def test_autoround_is_refused_for_openvino_with_the_reason(tmp_path):
     assert r.returncode == 2 and "q/k/v biases" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_int4_default_falls_back_to_data_free_where_calibration_cannot_fit(tmp_path, monkeypatch):
-    """GPTQ runs the fp32 IR: GLM-4-9B's shape (37.6 GB) was killed for memory on a 24 GB machine. The default
-    then takes the data-free recipe and says why; an explicit --gptq is refused before any work."""
+def test_int4_default_stays_data_aware_where_the_whole_model_cannot_fit(tmp_path, monkeypatch):
+    """NNCF calibrating the whole fp32 IR needs 37.6 GB at GLM-4-9B's shape. The default (GPTQ, ratio 1.0)
+    calibrates one block at a time instead and fits anywhere the export does; only AWQ, which inserts nodes across
+    the model, still needs the whole model, and is refused before any work where it cannot fit."""
     from glmkit.convert import preflight
     from glmkit.convert.openvino import to_openvino
 
     monkeypatch.setattr(preflight, "CALIBRATION_BYTES_PER_PARAMETER", 1e6)  # as if glm4-tiny were huge
-    out = to_openvino("glm4-tiny", tmp_path / "ov", weight_format="int4", verify=False, quiet=True)
-    s = json.loads((out / "glmkit.json").read_text())["settings"]
-    assert (s["gptq"], s["group_size"], s["ratio"], s["dataset"]) == (False, 128, 0.8, None)
-    assert "data-aware compression runs the fp32 model" in s["data_aware_skipped"]
-    with pytest.raises(GlmkitError, match="drop --gptq"):
-        to_openvino("glm4-tiny", tmp_path / "ov2", weight_format="int4", gptq=True, quiet=True)
+    out = to_openvino("glm4-tiny", tmp_path / "ov", weight_format="int4", num_samples=8, quiet=True)
+    m = json.loads((out / "glmkit.json").read_text())
+    s = m["settings"]
+    assert (s["gptq"], s["group_size"], s["ratio"], s["dataset"]) == (True, 32, 1.0, "embedded")
+    assert s["calibration"] == "one decoder block at a time" and m["verification"]["passed"]
+    with pytest.raises(GlmkitError, match="drop --awq"):
+        to_openvino("glm4-tiny", tmp_path / "ov2", weight_format="int4", awq=True, quiet=True)
     assert not (tmp_path / "ov2").exists()
