@@ -74,6 +74,22 @@ def _input_dims(layer) -> set[int]:
     return {m.in_features for m in layer.modules() if isinstance(m, torch.nn.Linear)}
 
 
+@contextlib.contextmanager
+def _nncf_silenced():
+    """NNCF logs through a handler bound to the real stdout at import, so redirecting the streams is not enough."""
+    import logging
+
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
+
+
 def _nncf_mode(settings: dict):
     import nncf
 
@@ -96,8 +112,8 @@ def _compress_block(layer, hidden: list, rope, settings: dict):
         # as the export does (openvino.group_size_warnings): the largest group size that divides the layer
         kw["advanced_parameters"] = AdvancedCompressionParameters(
             group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST)
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        model = nncf.compress_weights(model, **kw)  # its tables and bars, once a block, say nothing to a user
+    with _nncf_silenced():  # its tables and bars, once a block, say nothing to a user
+        model = nncf.compress_weights(model, **kw)
     constants = {}
     for op in model.get_ops():
         m = _BLOCK.match(op.get_friendly_name())
