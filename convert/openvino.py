@@ -291,7 +291,7 @@ class OpenVINO(Target):
         source_dir = job.native_dir()
         job.config = json.loads((source_dir / "config.json").read_text())
         fmt = families.chat_format(job.config, job.src)
-        extra = {}
+        extra: dict[str, object] = {}
         if self.max_bytes:
             from . import recipe
 
