@@ -146,9 +146,9 @@ def calibrate(source_dir: Path, settings: dict, stage: Path, quiet: bool = False
         (folder / "constants.json").write_text(json.dumps(index))
         return [torch.from_numpy(compiled(x)[0][0].copy()) for x in inputs]
 
-    progress.say(f"calibrating int4 block by block on {len(chunks)} samples ({'GPTQ' if settings['gptq'] else ''}"
-                 f"{' + ' if settings['gptq'] and settings['scale_estimation'] else ''}"
-                 f"{'scale estimation' if settings['scale_estimation'] else ''})", quiet)
+    methods = " + ".join(m for m, on in (("GPTQ", settings["gptq"]), ("scale estimation",
+                                                                     settings["scale_estimation"])) if on)
+    progress.say(f"calibrating int4 one block at a time on {len(chunks)} samples ({methods}, NNCF)", quiet)
     with progress.task("calibrating blocks", layers, quiet) as advance:
         blockwise.run(source_dir, chunks, on_block=on_block, progress=advance)
     return out
