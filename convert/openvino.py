@@ -188,7 +188,7 @@ def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bo
     # block's constants replaced by NNCF's calibrated ones
     with _exporting(quiet):
         _export_and_compress(source_dir, out, blockwise.data_free_settings(settings), config, quiet)
-    with _exporting(True):
+    with _exporting(quiet):
         blocks = blockwise.calibrate(source_dir, settings, out, quiet)
     blockwise.apply(out, blocks)
     shutil.rmtree(blocks)
