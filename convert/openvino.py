@@ -21,7 +21,7 @@ from glmkit.common.paths import default_output
 from glmkit.glm4 import families
 from glmkit.glm4.errors import GlmkitError
 
-from . import preflight
+from . import openvino_blockwise, preflight
 from .calibration import texts as calibration_texts
 from .openvino_ir import ir_weight_precisions, rope_frequencies_in_f32, write_generation_config
 from .pipeline import Job, Target, convert
@@ -178,19 +178,16 @@ def _exporting(quiet: bool):
 
 
 def _export(source_dir: Path, out: Path, settings: dict, config: dict, quiet: bool) -> None:
-    from . import openvino_blockwise as blockwise
-
-    if not blockwise.supports(settings):
+    if not openvino_blockwise.supports(settings):
         with _exporting(quiet):
             _export_and_compress(source_dir, out, settings, config, quiet)
         return
     # data-aware, one block at a time: the export compressed data-free with the same scheme, then every decoder
     # block's constants replaced by NNCF's calibrated ones
     with _exporting(quiet):
-        _export_and_compress(source_dir, out, blockwise.data_free_settings(settings), config, quiet)
-    with _exporting(quiet):
-        blocks = blockwise.calibrate(source_dir, settings, out, quiet)
-    blockwise.apply(out, blocks)
+        _export_and_compress(source_dir, out, openvino_blockwise.data_free_settings(settings), config, quiet)
+        blocks = openvino_blockwise.calibrate(source_dir, settings, out, quiet)
+    openvino_blockwise.apply(out, blocks)
     shutil.rmtree(blocks)
 
 
@@ -264,8 +261,6 @@ class OpenVINO(Target):
 
             self.budget = memory_budget(job.ckpt, self.memory, self.n_ctx)
             self.max_bytes = min(self.max_bytes, self.budget["weights"])
-        from . import openvino_blockwise
-
         whole = self._data_aware() and not openvino_blockwise.supports(self.settings)
         short = preflight.calibration_memory_shortfall(parameters) if whole else None
         if short:  # GPTQ and scale estimation at ratio 1.0 (the default) calibrate block by block and always fit
@@ -317,8 +312,6 @@ class OpenVINO(Target):
             _export(source_dir, job.tmp, self.settings, job.config, job.quiet)
             write_generation_config(job.tmp, source_dir, fmt)
         self.size = sum(f.stat().st_size for f in job.tmp.iterdir() if f.is_file())
-        from . import openvino_blockwise
-
         if openvino_blockwise.supports(self.settings):
             extra["calibration"] = "one decoder block at a time"
         return {"chat_format": fmt.name, "settings": {**self.settings, **extra},

@@ -41,8 +41,8 @@ def check_export_memory(parameters: int, quiet: bool = False) -> None:
 
 
 # NNCF's data-aware methods run the exported fp32 IR on calibration text: the fp32 weights must stay resident
-# (GLM-4-9B's shape, 37.6 GB, was killed for memory on a 24 GB machine after 5 minutes). Only AWQ and ratios
-# below 1 take that way; GPTQ and scale estimation at ratio 1.0 go block by block (openvino_blockwise.py).
+# (GLM-4-9B's shape did not fit a 24 GB machine: docs/quantization.md). Only AWQ and ratios below 1 take that
+# way; GPTQ and scale estimation at ratio 1.0 go block by block (openvino_blockwise.py).
 CALIBRATION_BYTES_PER_PARAMETER = 4.0
 CALIBRATION_SLACK = 2 * GB
 
